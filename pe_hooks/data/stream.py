@@ -1,0 +1,110 @@
+"""Stream activations at chosen hook points, batch by batch, without caching the whole model.
+
+Only the requested hook points are captured (by hooks, not ``run_with_cache`` of everything),
+and the forward pass stops after the last layer that is needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from pe_hooks.data.tokens import TokenData
+from pe_hooks.errors import DataError
+from pe_hooks.interventions.hooklist import HookList, apply_hooks
+from pe_hooks.types import HookFn, Model
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class ActivationBatch:
+    """Activations of one batch: ``acts[name]`` is ``[b, seq, d]`` float32 (detached, on CPU
+    unless ``keep_device``); ``positions``/``mask`` are ``[b, seq]``; ``index`` are the rows of
+    the ``TokenData`` this batch holds."""
+
+    acts: dict[str, torch.Tensor]
+    positions: torch.Tensor
+    mask: torch.Tensor
+    index: torch.Tensor
+    tokens: torch.Tensor
+
+
+def _stop_layer(names: Sequence[str], n_layers: int) -> int | None:
+    layers = []
+    for n in names:
+        m = _LAYER.match(n)
+        if m is None:
+            return None  # a non-block hook (e.g. final ln) needs the full forward
+        layers.append(int(m.group(1)))
+    last = max(layers)
+    return last + 1 if last + 1 < n_layers else None
+
+
+def stream_activations(
+    model: Model,
+    data: TokenData,
+    hook_names: Sequence[str],
+    *,
+    batch_size: int = 16,
+    hooks: Sequence[tuple[str, HookFn]] | None = None,
+    progress: bool = True,
+    desc: str = "forward",
+    keep_device: bool = False,
+    check_finite: bool = True,
+) -> Iterator[ActivationBatch]:
+    """Yield ``ActivationBatch``es of ``hook_names`` over ``data``.
+
+    ``hooks`` (an intervention ``HookList``) run during the same forward passes, before the
+    capture hooks, so captured activations are the intervened ones.
+    """
+    if len(data) == 0:
+        raise DataError("no sequences to run")
+    if not hook_names:
+        raise DataError("no hook names to capture")
+    missing = [n for n in hook_names if n not in model.hook_dict]
+    if missing:
+        raise KeyError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")
+    n_layers = int(model.cfg.n_layers)
+    stop = _stop_layer(hook_names, n_layers)
+    device = getattr(model.cfg, "device", None) or "cpu"
+    store: dict[str, torch.Tensor] = {}
+
+    def capture(name: str) -> HookFn:
+        def fn(t: torch.Tensor, hook: object) -> None:
+            store[name] = t.detach()
+
+        return fn
+
+    capture_hooks = HookList([(n, capture(n)) for n in hook_names], label="capture")
+    starts = range(0, len(data), batch_size)
+    bar = tqdm(starts, desc=desc, disable=not progress, unit="batch", leave=False)
+    with apply_hooks(model, hooks or [], capture_hooks), torch.no_grad():
+        for start in bar:
+            idx = torch.arange(start, min(start + batch_size, len(data)))
+            toks = data.tokens[idx].to(device)
+            mask = data.mask[idx]
+            store.clear()
+            kwargs = {}
+            if not bool(mask.all()):
+                kwargs["attention_mask"] = mask.long().to(device)
+            if stop is not None:
+                kwargs["stop_at_layer"] = stop
+            model(toks, **kwargs)
+            acts = {}
+            for n in hook_names:
+                if n not in store:
+                    raise RuntimeError(f"hook '{n}' did not fire; it cannot be used on this model")
+                a = store[n].float()
+                if not keep_device:
+                    a = a.cpu()
+                if check_finite and not bool(torch.isfinite(a).all()):
+                    raise DataError(
+                        f"non-finite activations (NaN/inf) at {n}; check the model dtype and inputs"
+                    )
+                acts[n] = a
+            yield ActivationBatch(acts, data.positions[idx], mask, idx, data.tokens[idx])

@@ -1,0 +1,158 @@
+"""Turning a user's data into fixed-length token sequences with their real positions."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pe_hooks.data.corpus import read_text_file, stdlib_docstrings
+from pe_hooks.errors import DataError
+from pe_hooks.sites import inspect
+from pe_hooks.types import Model
+
+DataLike = Any  # None | str | Path | list[str] | torch.Tensor | TokenData
+
+
+@dataclass
+class TokenData:
+    """Token sequences of equal length.
+
+    Attributes:
+        tokens: ``[n, seq]`` token ids (BOS included where the model prepends one).
+        mask: ``[n, seq]`` bool, True for real tokens (False for padding).
+        positions: ``[n, seq]`` the position of each token as the model sees it
+            (``cumsum(mask) - 1``; padding gets 0).
+        texts: the source documents, when known.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    texts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def subset(self, idx: list[int] | torch.Tensor) -> TokenData:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        texts = [self.texts[int(j)] for j in i] if self.texts is not None else None
+        return TokenData(self.tokens[i], self.mask[i], self.positions[i], texts)
+
+    def split(self, n_first: int) -> tuple[TokenData, TokenData]:
+        """The first ``n_first`` sequences and the rest (e.g. fit / held-out test)."""
+        if not 0 < n_first < len(self):
+            raise DataError(f"cannot split {len(self)} sequences at {n_first}")
+        return self.subset(list(range(n_first))), self.subset(list(range(n_first, len(self))))
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Real positions under (left or right) padding: ``cumsum(mask) - 1``, 0 on padding."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.clamp(min=0) * mask.long()
+
+
+def _bos_id(tokenizer: Any) -> int | None:
+    for attr in ("bos_token_id", "cls_token_id"):
+        v = getattr(tokenizer, attr, None)
+        if v is not None:
+            return int(v)
+    return None
+
+
+def tokenize_texts(
+    model: Model,
+    texts: list[str],
+    *,
+    seq_len: int,
+    n_seqs: int | None = None,
+    prepend_bos: bool | None = None,
+) -> TokenData:
+    """The first ``seq_len`` tokens of each text that is long enough (shorter texts are skipped).
+
+    A BOS token (``[CLS]`` on BERT) is prepended when the model prepends one, so position 0 is
+    the BOS and the text starts at position 1, as in the model's own ``to_tokens``.
+    """
+    scheme = inspect(model)
+    if seq_len > scheme.n_ctx:
+        raise DataError(
+            f"seq_len {seq_len} exceeds the context of {scheme.model_name} ({scheme.n_ctx}); lower seq_len"
+        )
+    if seq_len < 2:
+        raise DataError("seq_len must be at least 2")
+    tok = model.tokenizer
+    if tok is None:
+        raise DataError("the model has no tokenizer; pass token ids (a LongTensor [n, seq]) instead of text")
+    bos = _bos_id(tok) if (scheme.prepend_bos if prepend_bos is None else prepend_bos) else None
+    body = seq_len - (1 if bos is not None else 0)
+    rows: list[list[int]] = []
+    kept: list[str] = []
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) < body:
+            continue
+        rows.append(([bos] if bos is not None else []) + list(ids[:body]))
+        kept.append(text)
+        if n_seqs is not None and len(rows) >= n_seqs:
+            break
+    if not rows:
+        raise DataError(
+            f"no text is at least {body} tokens long; lower seq_len (now {seq_len}) or give longer texts"
+        )
+    if n_seqs is not None and len(rows) < n_seqs:
+        raise DataError(
+            f"only {len(rows)} texts have {body}+ tokens but {n_seqs} sequences were asked for; "
+            "lower n_seqs or seq_len, or give more text"
+        )
+    tokens = torch.tensor(rows, dtype=torch.long)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    return TokenData(tokens, mask, positions_from_mask(mask), kept)
+
+
+def load_data(
+    model: Model, data: DataLike = None, *, seq_len: int = 64, n_seqs: int | None = None, seed: int = 0
+) -> TokenData:
+    """Coerce ``data`` into ``TokenData``.
+
+    Args:
+        data: ``None`` (the embedded standard-library docstring corpus, shuffled with ``seed``),
+            a path to a text file (paragraphs are documents), a list of strings, a
+            ``[n, seq]`` LongTensor of token ids (used as is), or a ``TokenData``.
+        seq_len: tokens per sequence, BOS included.
+        n_seqs: how many sequences (all that fit when ``None``).
+    """
+    if isinstance(data, TokenData):
+        return data
+    if isinstance(data, torch.Tensor):
+        if data.dtype not in (torch.long, torch.int, torch.int32):
+            raise DataError(f"token tensors must be integer ids, got {data.dtype}")
+        if data.ndim != 2 or data.numel() == 0:
+            raise DataError(f"token tensors must be [n, seq] and non-empty, got shape {tuple(data.shape)}")
+        if data.shape[1] > inspect(model).n_ctx:
+            raise DataError(
+                f"sequences of {data.shape[1]} tokens exceed the model context {inspect(model).n_ctx}"
+            )
+        t = data.long()[:n_seqs] if n_seqs else data.long()
+        mask = torch.ones_like(t, dtype=torch.bool)
+        return TokenData(t, mask, positions_from_mask(mask))
+    if data is None:
+        texts = list(stdlib_docstrings())
+        random.Random(seed).shuffle(texts)
+    elif isinstance(data, (str, Path)) and Path(data).exists():
+        texts = read_text_file(Path(data))
+    elif isinstance(data, str):
+        raise DataError(f"'{data}' is not an existing file; pass a path, a list of strings, or token ids")
+    elif isinstance(data, (list, tuple)):
+        if not data:
+            raise DataError("empty list of texts")
+        texts = [str(t) for t in data]
+    else:
+        raise DataError(f"cannot use {type(data).__name__} as data")
+    return tokenize_texts(model, texts, seq_len=seq_len, n_seqs=n_seqs)

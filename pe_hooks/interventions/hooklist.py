@@ -1,0 +1,93 @@
+"""``HookList``: the one container every pe-hooks intervention returns.
+
+A ``HookList`` *is* a ``list`` of TransformerLens ``(hook_name, fn)`` pairs, so it can be passed
+anywhere TransformerLens takes forward hooks::
+
+    model.run_with_hooks(tokens, fwd_hooks=zero(model))
+    with model.hooks(fwd_hooks=zero(model) + erase.hooks()): ...
+    model.run_with_cache(tokens, names_filter=..., )  # inside a ``with hooks.applied(model)``
+    for name, fn in zero(model): model.add_hook(name, fn)
+
+``a + b`` composes (hooks on the same point run in order: ``a``'s first). ``applied(model)``
+attaches them for a ``with`` block and always removes them, also when the block raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, SupportsIndex, overload
+
+from pe_hooks.types import HookFn, Model
+
+
+class HookList(list[tuple[str, HookFn]]):
+    """A list of ``(hook_name, fn)`` pairs with a label, ``+`` composition and a context manager."""
+
+    def __init__(self, pairs: Iterable[tuple[str, HookFn]] = (), label: str = "hooks") -> None:
+        super().__init__(pairs)
+        self.label = label
+
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> tuple[str, HookFn]: ...
+    @overload
+    def __getitem__(self, i: slice) -> HookList: ...
+    def __getitem__(self, i: SupportsIndex | slice) -> tuple[str, HookFn] | HookList:
+        if isinstance(i, slice):
+            return HookList(super().__getitem__(i), label=self.label)
+        return super().__getitem__(i)
+
+    def __add__(self, other: Sequence[tuple[str, HookFn]]) -> HookList:  # type: ignore[override]
+        other_label = getattr(other, "label", "hooks")
+        return HookList([*self, *other], label=f"{self.label} + {other_label}")
+
+    def __radd__(self, other: Sequence[tuple[str, HookFn]]) -> HookList:
+        if isinstance(other, int) and other == 0:  # sum([...]) support
+            return HookList(self, label=self.label)
+        other_label = getattr(other, "label", "hooks")
+        return HookList([*other, *self], label=f"{other_label} + {self.label}")
+
+    @property
+    def names(self) -> list[str]:
+        """Hook-point names, in order (a name appears once per pair)."""
+        return [name for name, _ in self]
+
+    def __repr__(self) -> str:
+        names = self.names
+        if not names:
+            return f"HookList({self.label!r}, empty)"
+        uniq = list(dict.fromkeys(names))
+        shown = ", ".join(uniq[:3]) + (f", ... ({len(uniq)} points)" if len(uniq) > 3 else "")
+        return f"HookList({self.label!r}: {len(self)} hooks on {shown})"
+
+    @contextmanager
+    def applied(self, model: Model) -> Iterator[Model]:
+        """Attach to ``model`` for a ``with`` block; always detached on exit."""
+        with apply_hooks(model, self):
+            yield model
+
+
+@contextmanager
+def apply_hooks(model: Model, *hook_lists: Sequence[tuple[str, HookFn]]) -> Iterator[Model]:
+    """Attach several hook lists at once; removes exactly these hooks on exit, even on error.
+
+    Unlike ``model.reset_hooks()``, hooks the user attached before are left in place.
+    """
+    added: list[tuple[Any, Any]] = []  # (hook point, LensHandle)
+    try:
+        for hooks in hook_lists:
+            for name, fn in hooks:
+                hook_point = model.hook_dict.get(name) if isinstance(name, str) else None
+                if hook_point is None:
+                    raise KeyError(
+                        f"hook point '{name}' does not exist on this model; run pe_hooks.inspect(model) "
+                        "to list the positional sites that fire"
+                    )
+                before = {id(h) for h in hook_point.fwd_hooks}
+                hook_point.add_hook(fn, dir="fwd")
+                added.extend((hook_point, h) for h in hook_point.fwd_hooks if id(h) not in before)
+        yield model
+    finally:
+        for hook_point, handle in reversed(added):
+            handle.hook.remove()
+            hook_point.fwd_hooks = [h for h in hook_point.fwd_hooks if h is not handle]

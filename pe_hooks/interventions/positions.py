@@ -1,0 +1,112 @@
+"""Position maps: what ``replace`` turns each original position into.
+
+A ``PositionMap`` takes the integer positions a forward pass really uses (shape ``[batch, seq]``,
+already correct under a KV cache and left padding) and returns new, possibly fractional,
+positions of the same shape. The rotary and learned sites turn them into cos/sin tables or
+W_pos rows; ALiBi turns them into biases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from pe_hooks.errors import SchemeError
+
+
+@dataclass(frozen=True)
+class PositionMap:
+    """A named function ``positions [batch, seq] (long) -> new positions [batch, seq] (float)``."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    integer: bool = True  # False when the output can be fractional (scale)
+
+    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
+        out = self.fn(positions)
+        if out.shape != positions.shape:
+            raise SchemeError(
+                f"position map '{self.name}' changed the shape {tuple(positions.shape)} -> {tuple(out.shape)}"
+            )
+        return out.to(torch.float32)
+
+    def __repr__(self) -> str:
+        return f"PositionMap({self.name})"
+
+
+def constant(p: int = 0) -> PositionMap:
+    """Every token gets position ``p``."""
+    return PositionMap(f"constant({p})", lambda pos: torch.full_like(pos, p, dtype=torch.float32))
+
+
+def shift(k: int) -> PositionMap:
+    """Position ``t`` becomes ``t + k`` (negative results are an error at use time)."""
+    return PositionMap(f"shift({k:+d})", lambda pos: pos.to(torch.float32) + k)
+
+
+def scale(factor: float) -> PositionMap:
+    """Position interpolation: ``t`` becomes ``t * factor`` (fractional; rotary only)."""
+    return PositionMap(f"scale({factor:g})", lambda pos: pos.to(torch.float32) * factor, integer=False)
+
+
+def reverse(length: int) -> PositionMap:
+    """Position ``t`` becomes ``length - 1 - t``. ``length`` is explicit so that incremental
+    decoding (one new token per forward) maps consistently."""
+
+    def fn(pos: torch.Tensor) -> torch.Tensor:
+        if int(pos.max()) >= length:
+            raise SchemeError(f"reverse(length={length}) got position {int(pos.max())}; pass a larger length")
+        return (length - 1 - pos).to(torch.float32)
+
+    return PositionMap(f"reverse({length})", fn)
+
+
+def shuffle(n_positions: int, seed: int = 0) -> PositionMap:
+    """A seeded permutation of ``0..n_positions-1`` applied to every sequence alike."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_positions, generator=gen)
+
+    def fn(pos: torch.Tensor) -> torch.Tensor:
+        if int(pos.max()) >= n_positions:
+            raise SchemeError(
+                f"shuffle(n_positions={n_positions}) got position {int(pos.max())}; pass a larger n_positions"
+            )
+        return perm.to(pos.device)[pos.long()].to(torch.float32)
+
+    return PositionMap(f"shuffle({n_positions}, seed={seed})", fn)
+
+
+def table(new_positions: torch.Tensor) -> PositionMap:
+    """A user lookup table: position ``t`` becomes ``new_positions[t]``."""
+    tab = torch.as_tensor(new_positions, dtype=torch.float32)
+
+    def fn(pos: torch.Tensor) -> torch.Tensor:
+        if int(pos.max()) >= tab.numel():
+            raise SchemeError(
+                f"position table has {tab.numel()} entries but position {int(pos.max())} occurred"
+            )
+        return tab.to(pos.device)[pos.long()]
+
+    return PositionMap(f"table[{tab.numel()}]", fn, integer=bool(torch.all(tab == tab.round())))
+
+
+def as_position_map(
+    spec: PositionMap | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+) -> PositionMap:
+    """Coerce what a user passes to ``replace(positions=...)``: a map, an int (constant), a
+    tensor (lookup table) or a callable on position tensors."""
+    if isinstance(spec, PositionMap):
+        return spec
+    if isinstance(spec, bool):
+        raise SchemeError("positions=True/False is ambiguous; pass a PositionMap such as shift(1)")
+    if isinstance(spec, int):
+        return constant(spec)
+    if isinstance(spec, torch.Tensor):
+        return table(spec)
+    if callable(spec):
+        return PositionMap(getattr(spec, "__name__", "custom"), spec, integer=False)
+    raise SchemeError(
+        f"cannot use {type(spec).__name__} as positions; pass a PositionMap, int, tensor or callable"
+    )
