@@ -16,7 +16,7 @@ class HookFn(Protocol):
     The second parameter must be called ``hook``.
     """
 
-    def __call__(self, tensor: torch.Tensor, hook: HookPoint) -> torch.Tensor | None: ...
+    def __call__(self, tensor: torch.Tensor, /, hook: HookPoint) -> torch.Tensor | None: ...
 
 
 HookPair: TypeAlias = "tuple[str, HookFn]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -75,7 +76,7 @@ def stream_activations(
     store: dict[str, torch.Tensor] = {}
 
     def capture(name: str) -> HookFn:
-        def fn(t: torch.Tensor, hook: object) -> None:
+        def fn(t: torch.Tensor, hook: Any) -> None:
             store[name] = t.detach()
 
         return fn
@@ -89,7 +90,7 @@ def stream_activations(
             toks = data.tokens[idx].to(device)
             mask = data.mask[idx]
             store.clear()
-            kwargs = {}
+            kwargs: dict[str, Any] = {}
             if not bool(mask.all()):
                 kwargs["attention_mask"] = mask.long().to(device)
             if stop is not None:
