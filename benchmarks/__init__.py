@@ -1,0 +1,1 @@
+"""pe-hooks benchmarks: hook overhead and sweep speed, measured as ratios in one interleaved run."""
