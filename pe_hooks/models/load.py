@@ -132,8 +132,9 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    backend: str = "bridge",
 ) -> Model:
-    """Load a model as a TransformerLens ``TransformerBridge``.
+    """Load a model as a TransformerLens ``TransformerBridge`` (or TL 3.x ``HookedTransformer``).
 
     Args:
         name: ``"smollm2-135m"`` (default), ``"minilm-l6"``, ``"tiny-gpt2"``, ``"tiny-neox"``,
@@ -142,6 +143,8 @@ def load_model(
         device: torch device.
         dtype: parameter dtype (float32 by default: the reference tests compare at 1e-5).
         seed: seed of the random init of ``tiny-*`` models.
+        backend: ``"bridge"`` (TL 4.x, default) or ``"hooked"`` (TL 3.x ``HookedTransformer``,
+            needs ``transformer-lens<4``; offline names of causal families only).
 
     Raises:
         ModelLoadError: unknown name with no hub, a missing model package (the message gives
@@ -153,7 +156,17 @@ def load_model(
         raise ModelLoadError(
             f"load_model expects a model name or a TransformerBridge/HookedTransformer, got {type(name).__name__}"
         )
+    if backend not in ("bridge", "hooked"):
+        raise ModelLoadError(f"backend must be 'bridge' or 'hooked', got {backend!r}")
     if name in OFFLINE_MODELS or name in TINY_MODELS:
         hf, tok = load_hf(name, dtype=dtype, seed=seed)
+        if backend == "hooked":
+            from pe_hooks.models.hooked import hooked_from_hf
+
+            model = hooked_from_hf(hf, tok, device=device)
+            model.pe_hooks_name = name
+            return model
         return bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)
+    if backend == "hooked":
+        raise ModelLoadError("backend='hooked' supports the offline pe-hooks names only; build other models with TL 3.x directly")
     return _load_passthrough(name, device, dtype)

@@ -19,8 +19,8 @@ from pe_hooks.types import Model, is_bridge, is_model
 def _architecture(model: Model) -> tuple[str, str]:
     if is_bridge(model):
         return type(model.original_model).__name__, "bridge"
-    # TL 3.x HookedTransformer: key on the positional embedding type
-    return str(getattr(model.cfg, "positional_embedding_type", "standard")), "hooked"
+    # TL 3.x HookedTransformer: key on the original HF architecture
+    return str(getattr(model.cfg, "original_architecture", None) or "unknown"), "hooked"
 
 
 def family_of(model: Model) -> FamilySpec:
@@ -32,6 +32,8 @@ def family_of(model: Model) -> FamilySpec:
         )
     arch, backend = _architecture(model)
     spec = family_for(arch, backend)
+    if spec is None and backend == "hooked":  # unknown TL 3 architecture: fall back on the pos type
+        spec = family_for(str(getattr(model.cfg, "positional_embedding_type", "")), backend)
     if spec is None:
         raise SchemeError(
             f"pe-hooks has no positional-site entry for architecture '{arch}' ({backend}). "

@@ -160,17 +160,29 @@ FAMILIES: tuple[FamilySpec, ...] = (
         alibi_form=AlibiForm.KEY_POSITION,
         notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",),
     ),
-    # ---- TransformerLens 3.x HookedTransformer ----
+    # ---- TransformerLens 3.x HookedTransformer (keyed on cfg.original_architecture, then on
+    # cfg.positional_embedding_type as a fallback) ----
     FamilySpec(
         name="hooked-learned",
-        architectures=("standard",),
+        architectures=("GPT2LMHeadModel", "OPTForCausalLM", "standard"),
         backend="hooked",
         scheme=Scheme.LEARNED,
         pos_embed_fires=True,
+        notes=("no hook receives the position ids on TL 3: positions are recovered from W_pos rows",),
+    ),
+    FamilySpec(
+        name="hooked-neox",
+        architectures=("GPTNeoXForCausalLM",),
+        backend="hooked",
+        scheme=Scheme.ROTARY,
+        rot_qk_fire=True,
+        rotary_layout=RotaryLayout.HALF,
+        resid_sites=("resid_pre", "resid_post"),
+        notes=("TL 3 has no cos/sin hooks: rotary edits go through attn.hook_rot_q/k", "parallel attention+MLP: no resid_mid"),
     ),
     FamilySpec(
         name="hooked-rotary",
-        architectures=("rotary",),
+        architectures=("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "rotary"),
         backend="hooked",
         scheme=Scheme.ROTARY,
         rot_qk_fire=True,
@@ -179,10 +191,11 @@ FAMILIES: tuple[FamilySpec, ...] = (
     ),
     FamilySpec(
         name="hooked-alibi",
-        architectures=("alibi",),
+        architectures=("BloomForCausalLM", "alibi"),
         backend="hooked",
         scheme=Scheme.ALIBI,
         alibi_form=AlibiForm.RELATIVE,
+        never_fire=("hook_pos_embed",),
         notes=("ALiBi is inside attn.hook_attn_scores as slope*(j-i), cached at blocks[i].attn.alibi",),
     ),
 )
