@@ -238,3 +238,20 @@ def test_hooks_removed_after_exception() -> None:
     with pytest.raises(RuntimeError, match="boom"), hooks.applied(model):
         raise RuntimeError("boom")
     # the autouse fixture in conftest checks nothing is left attached
+
+
+@pytest.mark.parametrize("name", ROTARY)
+def test_left_padded_batch_uses_real_positions(name: str) -> None:
+    """A left-padded row with an attention_mask equals the unpadded sequence under a map that is
+    not offset-invariant (shuffle), i.e. the hooks see real token positions, not pad-shifted ones."""
+    model = get_model(name)
+    seq = torch.tensor([[1, 40, 52, 61, 77, 83]])
+    padded = torch.cat([torch.full((1, 3), 2), seq], 1)
+    mask = torch.cat([torch.zeros(1, 3), torch.ones(1, 6)], 1).long()
+    hooks = replace(model, shuffle(64, seed=0))
+    with hooks.applied(model), torch.no_grad():
+        want = model(seq)  # type: ignore[operator]
+        got = model(padded, attention_mask=mask)[:, 3:]  # type: ignore[operator]
+        shifted = model(torch.cat([torch.full((1, 3), 2), seq], 1))[:, 3:]  # type: ignore[operator]
+    _close(got, want)
+    _differs(shifted, want)  # without the mask the positions are 3..8, and shuffle sees that
