@@ -13,7 +13,17 @@ import pytest
 import torch
 
 from pe_hooks import SchemeError, load_hf
-from pe_hooks.interventions import apply_hooks, constant, remove, replace, reverse, scale, shift, shuffle, zero
+from pe_hooks.interventions import (
+    apply_hooks,
+    constant,
+    remove,
+    replace,
+    reverse,
+    scale,
+    shift,
+    shuffle,
+    zero,
+)
 from pe_hooks.interventions.rotary import decode_positions, frequency_bands
 from pe_hooks.sites import rotary_frequencies
 from tests.conftest import get_model

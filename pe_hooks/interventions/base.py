@@ -8,7 +8,7 @@ in its own module, as a ``SiteOps`` object registered with ``register_site``. Th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -60,8 +60,15 @@ class SiteOps(Protocol):
     Each method returns a ``HookList`` or raises ``SchemeError`` naming what would work.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """The site's name (what users pass as ``site=``)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line describing where the site acts."""
+        ...
 
     def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList: ...
 

@@ -1,0 +1,147 @@
+"""ALiBi (BLOOM): site ``"alibi"`` at ``blocks.i.attn.hook_attn_scores``.
+
+ALiBi adds a per-head linear bias to the pre-softmax scores; there is no bias-only hook, so the
+bias is edited inside the scores. Its form depends on the backend (``scheme.alibi_form``):
+
+- TL 4 bridge over HF BLOOM: ``+ m_h * t_k`` (key position ``t_k``; ``m_h`` the head's slope), which
+  equals the textbook ``m_h * (t_k - t_q)`` up to a per-row constant;
+- TL 3 ``HookedTransformer``: ``+ m_h * (j - i)`` by row/column index.
+
+Real positions come from the mask that is already in the scores: masked entries hold the dtype's
+minimum, so ``t_k = cumsum(valid) - 1`` over the last query row (HF's own convention for left
+padding) and a query's position is that of its own key column (the last ``q`` columns).
+
+- ``zero``: subtract the ALiBi term exactly (no positional bias at all).
+- ``remove`` (mean-ablation): replace each query's bias by its mean over the keys it may attend
+  to. That is a per-row constant and softmax is shift-invariant, so **for ALiBi ``remove`` is
+  exactly ``zero``** in the attention pattern (the test suite checks it); it is offered so that
+  sweeps can use the same verbs on every scheme.
+- ``replace(f)``: bias ``m_h * (f(t_k) - f(t_q))``.
+- ``heads=`` / ``layers=``: act on those heads / layers only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from pe_hooks.errors import SchemeError
+from pe_hooks.interventions.base import Target, not_supported, register_site
+from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.sites import AlibiForm, PositionalScheme, Scheme
+from pe_hooks.types import HookFn, Model
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """The ALiBi slopes of Press et al. (2022) as BLOOM computes them: a geometric sequence
+    ``2^(-8/n), 2^(-16/n), ...`` for the nearest power of two ``n <= n_heads``, interleaved with the
+    next power's odd terms when ``n_heads`` is not a power of two."""
+    closest = 2 ** math.floor(math.log2(n_heads))
+    base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
+    slopes = [base ** (i + 1) for i in range(closest)]
+    if closest != n_heads:
+        extra = 2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3)))
+        n_rem = min(closest, n_heads - closest)
+        slopes += [extra ** (2 * i + 1) for i in range(n_rem)]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def _positions_from_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(valid [b,q,k], key_pos [b,k], query_pos [b,q])`` from masked scores ``[b,h,q,k]``."""
+    floor = torch.finfo(scores.dtype).min / 2
+    valid = scores[:, 0] > floor  # [b, q, k]
+    last = valid[:, -1]  # the last query may attend to every real key
+    key_pos = (last.long().cumsum(-1) - 1).clamp(min=0)
+    q = scores.shape[2]
+    query_pos = key_pos[:, -q:]
+    return valid, key_pos.float(), query_pos.float()
+
+
+class AlibiScores:
+    """Site ``"alibi"``: the ALiBi term inside ``attn.hook_attn_scores``."""
+
+    name: ClassVar[str] = "alibi"
+    description: ClassVar[str] = "ALiBi bias inside the pre-softmax attention scores"
+
+    def _build(self, model: Model, scheme: PositionalScheme, target: Target, verb: str, new_bias: Callable[..., torch.Tensor]) -> HookList:
+        if scheme.scheme is not Scheme.ALIBI:
+            if not scheme.attn_scores_editable:
+                alt = "Attention scores are post-softmax and read-only on this model (BERT); use site='pos_embed'."
+            else:
+                alt = {
+                    Scheme.ROTARY: "Use site='rotary'.",
+                    Scheme.LEARNED: "Use site='pos_embed'.",
+                }.get(scheme.scheme, "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).")
+            raise not_supported(self.name, verb, scheme, alt)
+        if target.exempt_first:
+            raise SchemeError("exempt_first does not apply to ALiBi (the bias is between pairs of positions)")
+        slopes = alibi_slopes(scheme.n_heads)
+        heads = torch.zeros(scheme.n_heads, dtype=torch.bool)
+        heads[list(target.heads) if target.heads is not None else slice(None)] = True
+        relative = scheme.alibi_form is AlibiForm.RELATIVE
+
+        def fn(scores: torch.Tensor, hook: Any) -> torch.Tensor:
+            valid, kpos, qpos = _positions_from_scores(scores)
+            m = slopes.to(scores.device)[None, :, None, None]
+            if relative:  # TL 3: by row/column index
+                k_idx = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.float32)
+                q_idx = k_idx[-scores.shape[2] :]
+                old = m * (k_idx[None, None, None, :] - q_idx[None, None, :, None])
+            else:
+                old = m * kpos[:, None, None, :]
+            new = new_bias(m, kpos[:, None, None, :], qpos[:, None, :, None], valid[:, None])
+            sel = heads.to(scores.device)[None, :, None, None] & valid[:, None]
+            out = torch.where(sel, scores - old.to(scores.dtype) + new.to(scores.dtype), scores)
+            return out
+
+        pairs: list[tuple[str, HookFn]] = [(scheme.attn_scores[i], fn) for i in target.layers]
+        layers = "all" if len(target.layers) == scheme.n_layers else ",".join(map(str, target.layers))
+        return HookList(pairs, label=f"{verb}(alibi, layers={layers}, heads={target.heads or 'all'})")
+
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+        _no_extra(kw, "zero")
+        return self._build(model, scheme, target, "zero", lambda m, k, q, v: torch.zeros(()))
+
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+        _no_extra(kw, "remove")
+
+        def mean_bias(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            bias = m * (k - q) * v
+            return bias.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
+
+        return self._build(model, scheme, target, "remove", mean_bias)
+
+    def replace(
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+    ) -> HookList:
+        _no_extra(kw, "replace")
+
+        def mapped(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            fk = positions(k.reshape(k.shape[0], -1).long()).reshape(k.shape)
+            fq = positions(q.reshape(q.shape[0], -1).long()).reshape(q.shape)
+            return m * (fk - fq)
+
+        hooks = self._build(model, scheme, target, "replace", mapped)
+        hooks.label = hooks.label.replace("replace(alibi", f"replace(alibi, {positions.name}")
+        return hooks
+
+    def project_out(
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, **kw: Any
+    ) -> HookList:
+        raise not_supported(
+            self.name, "project_out", scheme,
+            "ALiBi is a bias on attention scores, not a vector: use zero/remove/replace, or project a "
+            "fitted residual subspace out with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
+        )
+
+
+def _no_extra(kw: dict[str, Any], verb: str) -> None:
+    if kw:
+        raise TypeError(f"unexpected options for alibi {verb}: {', '.join(kw)}")
+
+
+register_site(AlibiScores())

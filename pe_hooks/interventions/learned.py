@@ -1,0 +1,168 @@
+"""Learned absolute positions (GPT-2, BERT): site ``"pos_embed"`` at ``hook_pos_embed``.
+
+The embedding is ``h_0 = W_E[token] + W_pos[t]`` (BERT then applies a LayerNorm). The hook sees
+``W_pos[t]`` for every token; the real ``t`` comes from ``pos_embed.hook_in`` on a
+TransformerBridge (so KV-cache decoding and padding are right) or, on TL 3.x, from the row of
+``W_pos`` each vector equals.
+
+- ``zero``: ``W_pos[t] -> 0``: no positional signal at all (off-distribution: the model never saw
+  an embedding without one).
+- ``remove`` (mean-ablation): ``W_pos[t] -> mean_{u in P} W_pos[u]`` for every token, with ``P``
+  the positions in use in this forward (``0..max t``) or ``reference=``. It keeps the *average*
+  positional vector the model expects and drops only what varies with position, so it stays
+  closer to the training distribution than ``zero``.
+- ``replace(f)``: ``W_pos[f(t)]``; fractional ``f(t)`` interpolates linearly between rows.
+- ``project_out(basis, k)``: ``W_pos[t] -> W_pos[t] - B^T B W_pos[t]`` for an orthonormal basis
+  ``B`` ``[k, d]``: a given one, or the top-``k`` principal components of the rows
+  ``W_pos[1:]`` (centred; row 0 is excluded because it is anomalous in GPT-2). ``k=None`` takes
+  the fewest components explaining 95% of the variance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from pe_hooks.errors import SchemeError
+from pe_hooks.interventions.base import Target, not_supported, register_site
+from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.sites import PositionalScheme, Scheme
+from pe_hooks.sites.positions import position_source
+from pe_hooks.types import HookFn, Model
+
+
+def orthonormal_basis(basis: torch.Tensor, d: int) -> torch.Tensor:
+    """Orthonormal rows spanning ``basis`` ``[k, d]`` (QR), with a clear error on a wrong shape."""
+    b = torch.as_tensor(basis, dtype=torch.float32)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != d:
+        raise SchemeError(f"basis must have shape [k, {d}] (d_model), got {tuple(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise SchemeError("basis contains NaN or inf")
+    q, r = torch.linalg.qr(b.T)
+    keep = r.diagonal().abs() > 1e-6 * max(1.0, float(r.diagonal().abs().max()))
+    if not bool(keep.any()):
+        raise SchemeError("basis is all zeros")
+    return q[:, keep].T.contiguous()
+
+
+def w_pos_components(w_pos: torch.Tensor, k: int | None = None, var: float = 0.95) -> torch.Tensor:
+    """Top-``k`` principal directions ``[k, d]`` of the centred rows ``W_pos[1:]``."""
+    rows = w_pos[1:].float()
+    rows = rows - rows.mean(0)
+    _, s, vh = torch.linalg.svd(rows, full_matrices=False)
+    if k is None:
+        frac = (s**2).cumsum(0) / (s**2).sum()
+        k = int((frac < var).sum()) + 1
+    if not 0 < k <= vh.shape[0]:
+        raise SchemeError(f"k must be in 1..{vh.shape[0]}")
+    return vh[:k]
+
+
+class PosEmbed:
+    """Site ``"pos_embed"``: the learned positional embedding output."""
+
+    name: ClassVar[str] = "pos_embed"
+    description: ClassVar[str] = "learned positional embedding output (hook_pos_embed)"
+
+    def _check(self, scheme: PositionalScheme, verb: str, target: Target) -> str:
+        if scheme.scheme is not Scheme.LEARNED or scheme.pos_embed is None:
+            alt = {
+                Scheme.ROTARY: "hook_pos_embed exists but never fires on rotary models; use site='rotary'.",
+                Scheme.ALIBI: "ALiBi models have no positional embedding; use site='alibi'.",
+            }.get(scheme.scheme, "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).")
+            raise not_supported(self.name, verb, scheme, alt)
+        if target.heads is not None:
+            raise SchemeError("heads= does not apply to the positional embedding (it is not per head)")
+        if len(target.layers) != scheme.n_layers:
+            raise SchemeError("layers= does not apply to the positional embedding (it enters once, before layer 0)")
+        return scheme.pos_embed
+
+    def _build(
+        self, model: Model, scheme: PositionalScheme, target: Target, verb: str, label: str,
+        new_rows: Any,
+    ) -> HookList:
+        site = self._check(scheme, verb, target)
+        src = position_source(model, scheme)
+        w_pos = model.W_pos
+
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            t = src.get(x)
+            out = new_rows(x, t, w_pos.detach().to(x.device, torch.float32)).to(x.dtype)
+            if target.exempt_first:
+                out = torch.where((t == 0)[..., None], x, out)
+            return out
+
+        pairs: list[tuple[str, HookFn]] = [*src.hooks, (site, fn)]
+        return HookList(pairs, label=label)
+
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+        _no_extra(kw, "zero")
+        return self._build(model, scheme, target, "zero", "zero(pos_embed)", lambda x, t, w: torch.zeros_like(x, dtype=torch.float32))
+
+    def remove(
+        self, model: Model, scheme: PositionalScheme, target: Target, *, reference: Sequence[int] | None = None,
+        **kw: Any,
+    ) -> HookList:
+        _no_extra(kw, "remove")
+        n_ctx = scheme.n_ctx
+        if reference is not None:
+            ref = torch.as_tensor(list(reference), dtype=torch.long)
+            if ref.numel() == 0 or int(ref.min()) < 0 or int(ref.max()) >= n_ctx:
+                raise SchemeError(f"reference positions must be non-empty and within 0..{n_ctx - 1}")
+
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            idx = ref if reference is not None else torch.arange(int(t.max()) + 1)
+            return w[idx.to(w.device)].mean(0).expand_as(x)
+
+        return self._build(model, scheme, target, "remove", "remove(pos_embed)", rows)
+
+    def replace(
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+    ) -> HookList:
+        _no_extra(kw, "replace")
+        n_ctx = scheme.n_ctx
+
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            new_t = positions(t)
+            if bool((new_t < 0).any()) or bool((new_t > n_ctx - 1).any()):
+                raise SchemeError(
+                    f"{positions!r} maps to positions outside 0..{n_ctx - 1}, the rows W_pos has; "
+                    "choose a map that stays inside the context"
+                )
+            lo = new_t.floor().long()
+            hi = (lo + 1).clamp(max=n_ctx - 1)
+            frac = (new_t - lo.float())[..., None]
+            return w[lo] * (1 - frac) + w[hi] * frac
+
+        return self._build(model, scheme, target, "replace", f"replace(pos_embed, {positions.name})", rows)
+
+    def project_out(
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None,
+        *, k: int | None = None, **kw: Any,
+    ) -> HookList:
+        _no_extra(kw, "project_out")
+        self._check(scheme, "project_out", target)
+        w_pos = model.W_pos.detach().float()
+        b = w_pos_components(w_pos, k) if basis is None else orthonormal_basis(basis, scheme.d_model)
+
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            bb = b.to(x.device)
+            xf = x.float()
+            return xf - (xf @ bb.T) @ bb
+
+        hooks = self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={b.shape[0]})", rows)
+        hooks.basis = b  # type: ignore[attr-defined]
+        return hooks
+
+
+def _no_extra(kw: dict[str, Any], verb: str) -> None:
+    if kw:
+        raise TypeError(f"unexpected options for pos_embed {verb}: {', '.join(kw)}")
+
+
+register_site(PosEmbed())

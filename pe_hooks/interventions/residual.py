@@ -1,0 +1,85 @@
+"""Residual-stream sites ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``: ``project_out`` only.
+
+``x -> x - (x B^T) B`` for an orthonormal basis ``B`` ``[k, d]`` at the chosen layers (the
+orthogonal projection onto the complement of span(B)). Fitted, position-aware erasure of the
+residual stream is ``pe_hooks.fit_eraser``; ``zero``/``remove``/``replace`` have no meaning here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pe_hooks.errors import SchemeError
+from pe_hooks.interventions.base import Target, register_site
+from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.interventions.learned import orthonormal_basis
+from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.sites import PositionalScheme
+from pe_hooks.sites.positions import position_source
+from pe_hooks.types import HookFn, Model
+
+
+class Residual:
+    """One residual site (``resid_pre``/``resid_mid``/``resid_post``)."""
+
+    description = "residual stream (project_out of a given subspace)"
+
+    def __init__(self, site: str) -> None:
+        self.name = site
+
+    def _unsupported(self, verb: str) -> SchemeError:
+        return SchemeError(
+            f"'{verb}' does not apply at the residual site '{self.name}': position there is not a separate "
+            "signal. Use project_out(model, basis, site=...) with a positional basis, or fit an eraser: "
+            "pe_hooks.fit_eraser(model, data)."
+        )
+
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+        raise self._unsupported("zero")
+
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+        raise self._unsupported("remove")
+
+    def replace(
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+    ) -> HookList:
+        raise self._unsupported("replace")
+
+    def project_out(
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None,
+        *, k: int | None = None, **kw: Any,
+    ) -> HookList:
+        if kw:
+            raise TypeError(f"unexpected options for residual project_out: {', '.join(kw)}")
+        if basis is None:
+            raise SchemeError(
+                f"project_out at '{self.name}' needs a basis [k, {scheme.d_model}] or a fitted eraser "
+                "(pe_hooks.fit_eraser); only the learned pos_embed site has a default basis (PCs of W_pos)"
+            )
+        if self.name not in scheme.resid:
+            raise SchemeError(f"'{self.name}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
+        b = orthonormal_basis(basis, scheme.d_model)
+        if k is not None:
+            b = b[:k]
+        src = position_source(model, scheme) if target.exempt_first else None
+
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            bb = b.to(x.device, torch.float32)
+            xf = x.float()
+            out = (xf - (xf @ bb.T) @ bb).to(x.dtype)
+            if src is not None:
+                out = torch.where((src.get(x) == 0)[..., None], x, out)
+            return out
+
+        pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
+        pairs += [(scheme.resid[self.name][i], fn) for i in target.layers]
+        layers = "all" if len(target.layers) == scheme.n_layers else ",".join(map(str, target.layers))
+        hooks = HookList(pairs, label=f"project_out({self.name}, k={b.shape[0]}, layers={layers})")
+        hooks.basis = b  # type: ignore[attr-defined]
+        return hooks
+
+
+for _site in ("resid_pre", "resid_mid", "resid_post"):
+    register_site(Residual(_site))

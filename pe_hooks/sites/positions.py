@@ -1,0 +1,101 @@
+"""Where a hook can learn the positions of the current forward pass.
+
+Hooks at residual sites see ``[batch, seq, d]`` and nothing else; under a KV cache, ``seq`` is 1
+and its position is the number of cached tokens. A ``PositionSource`` is a pair of hooks on an
+early site that records the real positions of every forward (from the model's own positional
+computation), and a getter that later hooks in the same forward call:
+
+- rotary models: decoded from the top-level ``rotary_emb.hook_cos/sin`` tables;
+- learned positions on a TransformerBridge: the integer ids seen by ``pos_embed.hook_in``;
+- learned positions on TL 3.x: the W_pos row each ``hook_pos_embed`` vector equals;
+- otherwise (ALiBi): ``arange(seq)``, valid only without a KV cache — a one-token forward after a
+  longer one raises instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pe_hooks.errors import SchemeError
+from pe_hooks.sites.registry import Scheme
+from pe_hooks.sites.scheme import PositionalScheme
+from pe_hooks.types import HookFn, Model
+
+
+@dataclass
+class PositionSource:
+    """Records each forward's positions ``[batch, seq]`` for hooks that run later in it."""
+
+    scheme: PositionalScheme
+    hooks: list[tuple[str, HookFn]] = field(default_factory=list)
+    positions: torch.Tensor | None = None
+    kind: str = "arange"
+
+    def get(self, like: torch.Tensor) -> torch.Tensor:
+        """Positions for an activation ``like`` of shape ``[batch, seq, ...]``."""
+        b, s = like.shape[0], like.shape[1]
+        if self.kind == "arange":
+            return torch.arange(s, device=like.device).expand(b, s)
+        if self.positions is None:
+            raise RuntimeError("positions were not recorded: the position hooks did not fire")
+        pos = self.positions.to(like.device)
+        if pos.shape[-1] != s:
+            raise RuntimeError(f"recorded positions {tuple(pos.shape)} do not match activation {tuple(like.shape)}")
+        return pos.expand(b, s)
+
+
+def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
+    """The best position source for ``model`` (see the module docstring)."""
+    src = PositionSource(scheme)
+    if scheme.scheme is Scheme.ROTARY and scheme.rotary_cos is not None:
+        from pe_hooks.interventions.rotary import _candidate_freqs, _PositionTracker
+
+        tracker = _PositionTracker(_candidate_freqs(model, scheme))
+
+        def after(sin: torch.Tensor, hook: Any) -> None:
+            src.positions = tracker.get()
+
+        src.hooks = [*tracker.hooks(scheme), (scheme.rotary_sin, after)]  # type: ignore[list-item]
+        src.kind = "rotary"
+        return src
+    if scheme.scheme is Scheme.LEARNED and scheme.pos_ids_hook:
+
+        def ids(t: torch.Tensor, hook: Any) -> None:
+            src.positions = t.long()
+
+        src.hooks = [(scheme.pos_ids_hook, ids)]
+        src.kind = "pos_ids"
+        return src
+    if scheme.scheme is Scheme.LEARNED and scheme.pos_embed:
+        w_pos = model.W_pos.detach()
+
+        def match(t: torch.Tensor, hook: Any) -> None:
+            src.positions = match_rows(t, w_pos)
+
+        src.hooks = [(scheme.pos_embed, match)]
+        src.kind = "w_pos_match"
+        return src
+    seen_long = {"flag": False}
+
+    def guard(t: torch.Tensor, hook: Any) -> None:
+        if t.shape[1] > 1:
+            seen_long["flag"] = True
+        elif seen_long["flag"]:
+            raise SchemeError(
+                f"{scheme.model_name} ({scheme.scheme.value}) exposes no hook that carries positions, so "
+                "position-dependent hooks cannot follow KV-cache decoding; generate with "
+                "use_past_kv_cache=False"
+            )
+
+    src.hooks = [("hook_embed", guard)] if "hook_embed" in model.hook_dict else []
+    return src
+
+
+def match_rows(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index of the row of ``table`` ``[n, d]`` nearest to each vector of ``x`` ``[b, s, d]``."""
+    flat = x.reshape(-1, x.shape[-1]).to(table.dtype)
+    d = torch.cdist(flat, table.to(x.device))
+    return d.argmin(-1).reshape(x.shape[:-1])
