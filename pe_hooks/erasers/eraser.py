@@ -1,0 +1,188 @@
+"""``PositionEraser``: fitted per-site erasure maps, usable as hooks or offline.
+
+``hooks()`` returns the same ``HookList`` the intervention verbs return; ``transform()`` erases
+activations you already cached (for UMAP); ``save()``/``load()`` round-trip bit-identically through
+safetensors + JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from pe_hooks.erasers.methods import SiteMap
+from pe_hooks.errors import DataError, SchemeError
+from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.types import HookFn, Model
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EraserInfo:
+    """What an eraser was fitted on (saved as JSON beside the tensors)."""
+
+    model_name: str
+    d_model: int
+    n_layers: int
+    method: str
+    site: str
+    features: str
+    max_position: int
+    exclude_first: bool
+    sequential: bool
+    fit_tokens: dict[str, int] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class PositionEraser:
+    """Per-site erasure maps keyed by hook name (``blocks.l.hook_resid_pre``...)."""
+
+    def __init__(self, maps: dict[str, SiteMap], info: EraserInfo) -> None:
+        if not maps:
+            raise DataError("an eraser needs at least one site")
+        self.maps = maps
+        self.info = info
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def hook_names(self) -> list[str]:
+        return list(self.maps)
+
+    @property
+    def method(self) -> str:
+        return self.info.method
+
+    def __repr__(self) -> str:
+        ranks = sorted({m.rank for m in self.maps.values()})
+        return (
+            f"PositionEraser({self.info.method}, {len(self.maps)} sites at {self.info.site}, "
+            f"model={self.info.model_name}, rank={ranks[0] if len(ranks) == 1 else ranks}, "
+            f"positions<= {self.info.max_position})"
+        )
+
+    def site_for(self, hook_name: str | None = None, layer: int | None = None) -> SiteMap:
+        if hook_name is None and layer is None:
+            if len(self.maps) == 1:
+                return next(iter(self.maps.values()))
+            raise DataError(f"this eraser has {len(self.maps)} sites: pass hook_name= or layer=")
+        name = hook_name if hook_name is not None else f"blocks.{layer}.hook_{self.info.site}"
+        if name not in self.maps:
+            raise KeyError(f"no eraser fitted for '{name}'; fitted: {', '.join(self.maps)}")
+        return self.maps[name]
+
+    # ------------------------------------------------------------------ apply
+    def transform(
+        self, x: Any, *, hook_name: str | None = None, layer: int | None = None, positions: Any = None
+    ) -> Any:
+        """Erase cached activations ``x`` ``[..., d]`` (numpy in -> numpy out, torch -> torch).
+
+        ``positions`` (same leading shape) are needed for method "mean"; with
+        ``exclude_first`` (the default) tokens at position 0 are left as they are when positions
+        are given.
+        """
+        is_np = isinstance(x, np.ndarray)
+        xt = torch.as_tensor(x)
+        if xt.shape[-1] != self.info.d_model:
+            raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={self.info.d_model}")
+        pt = None if positions is None else torch.as_tensor(positions)
+        out = self.site_for(hook_name, layer).apply(xt, pt)
+        if pt is not None and self.info.exclude_first:
+            out = torch.where((pt == 0)[..., None], xt.to(out.dtype), out)
+        return out.numpy() if is_np else out
+
+    def hooks(self, model: Model | None = None) -> HookList:
+        """TransformerLens ``(name, fn)`` hooks that erase every fitted site during a forward.
+
+        ``model`` is needed when positions matter at apply time (method "mean", or
+        ``exclude_first``): its position source records each forward's real positions.
+        """
+        from pe_hooks.sites import inspect
+        from pe_hooks.sites.positions import PositionSource, position_source
+
+        src: PositionSource | None = None
+        needs_pos = self.info.method == "mean" or self.info.exclude_first
+        if needs_pos:
+            if model is None:
+                model = getattr(self, "_model", None)
+            if model is None:
+                raise DataError("this eraser needs positions at apply time: call eraser.hooks(model)")
+            self.check_model(model)
+            src = position_source(model, inspect(model))
+        pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
+        for name, site in self.maps.items():
+            pairs.append((name, _erase_hook(site, src, self.info.exclude_first)))
+        return HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
+
+    def check_model(self, model: Model) -> None:
+        """Raise if ``model`` is not the kind of model this eraser was fitted on."""
+        cfg = model.cfg
+        if int(cfg.d_model) != self.info.d_model or int(cfg.n_layers) != self.info.n_layers:
+            raise SchemeError(
+                f"eraser fitted on {self.info.model_name} (d_model {self.info.d_model}, {self.info.n_layers} "
+                f"layers) cannot run on a model with d_model {cfg.d_model}, {cfg.n_layers} layers"
+            )
+        missing = [n for n in self.maps if n not in model.hook_dict]
+        if missing:
+            raise SchemeError(f"hook points {missing[:3]} do not exist on this model")
+
+    # ------------------------------------------------------------------ io
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (a folder): ``eraser.safetensors`` + ``eraser.json``."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        for i, (_name, m) in enumerate(self.maps.items()):
+            tensors[f"{i}.mean"] = m.mean.contiguous()
+            tensors[f"{i}.left"] = m.left.contiguous()
+            tensors[f"{i}.right"] = m.right.clone().contiguous()
+            if m.offsets is not None:
+                tensors[f"{i}.offsets"] = m.offsets.contiguous()
+        save_file(tensors, str(folder / "eraser.safetensors"))
+        meta = {"format": FORMAT_VERSION, "sites": list(self.maps), "info": asdict(self.info)}
+        (folder / "eraser.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path, model: Model | None = None) -> PositionEraser:
+        """Read an eraser saved by ``save``; with ``model``, check it fits that model."""
+        folder = Path(path)
+        meta_path, tensor_path = folder / "eraser.json", folder / "eraser.safetensors"
+        if not meta_path.exists() or not tensor_path.exists():
+            raise DataError(f"{folder} does not hold a saved eraser (eraser.json + eraser.safetensors)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise DataError(f"unsupported eraser format {meta.get('format')}")
+        tensors = load_file(str(tensor_path))
+        info = EraserInfo(**meta["info"])
+        maps = {}
+        for i, name in enumerate(meta["sites"]):
+            maps[name] = SiteMap(
+                info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
+                tensors.get(f"{i}.offsets"),
+            )
+        eraser = cls(maps, info)
+        if model is not None:
+            eraser.check_model(model)
+            name = getattr(model, "pe_hooks_name", None)
+            if name is not None and name != info.model_name:
+                raise SchemeError(f"eraser was fitted on '{info.model_name}', not on '{name}'")
+            eraser._model = model  # type: ignore[attr-defined]
+        return eraser
+
+
+def _erase_hook(site: SiteMap, src: Any, exclude_first: bool) -> HookFn:
+    def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+        t = src.get(x) if src is not None else None
+        out = site.apply(x, t)
+        if exclude_first and t is not None:
+            out = torch.where((t == 0)[..., None], x, out)
+        return out
+
+    return fn

@@ -1,0 +1,153 @@
+"""Fitting position erasers from a model and data, or from arrays you already have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pe_hooks.data import TokenData, load_data, stream_activations
+from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
+from pe_hooks.erasers.features import FEATURES
+from pe_hooks.erasers.methods import METHODS, SiteFitter
+from pe_hooks.errors import DataError
+from pe_hooks.sites import inspect
+from pe_hooks.types import Model
+
+
+def _check_options(method: str, features: str) -> None:
+    if method not in METHODS:
+        raise DataError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if features in ("int", "integer", "index", "raw"):
+        raise DataError(
+            "integer position labels make LEACE erase a single direction (position stays decodable): "
+            "use features='fourier' (default) or 'onehot'"
+        )
+    if features not in FEATURES:
+        raise DataError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
+
+
+def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exclude_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = mask.bool() & ((pos > 0) if exclude_first else torch.ones_like(mask, dtype=torch.bool))
+    return x[keep], pos[keep]
+
+
+def fit_eraser(
+    model: Model,
+    data: Any = None,
+    *,
+    method: str = "leace",
+    site: str = "resid_pre",
+    layers: list[int] | range | None = None,
+    features: str = "fourier",
+    n_freqs: int = 8,
+    n_bins: int = 16,
+    k: int | None = None,
+    var: float = 0.9,
+    denoise: bool = True,
+    sequential: bool = False,
+    exclude_first: bool = True,
+    seq_len: int = 64,
+    n_seqs: int | None = 160,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PositionEraser:
+    """Fit a positional eraser at ``site`` of each layer in ``layers`` (all by default).
+
+    Args:
+        data: anything ``pe_hooks.data.load_data`` takes (``None`` = the embedded corpus). Fit on
+            sequences you will NOT evaluate on.
+        method: ``"leace"`` (default), ``"mean"`` or ``"pca"`` (see ``pe_hooks.erasers.methods``).
+        features: position encoding for LEACE, ``"fourier"`` (``2 * n_freqs + 1`` dims) or
+            ``"onehot"`` (``n_bins``); integer labels are rejected.
+        k, var: rank of ``"pca"`` (or the variance fraction that picks it).
+        denoise: for ``"mean"``, keep only the part of the per-position means that rises above
+            their estimation noise (False = raw means, which inject position out of sample).
+        sequential: fit layer ``l`` on states already erased at layers ``< l`` (concept-scrubbing
+            style, one partial forward per layer) instead of all layers from clean states in one pass.
+        exclude_first: leave position 0 / BOS out of the fit and untouched when applied (its
+            massive activations would dominate the statistics).
+
+    Returns:
+        A ``PositionEraser``; ``eraser.hooks()`` erases inside the model, ``eraser.transform(x)``
+        erases cached activations. Positions beyond ``seq_len - 1``: "leace" and "pca" do not look at
+        positions when applied; "mean" raises.
+    """
+    _check_options(method, features)
+    scheme = inspect(model)
+    if site not in scheme.resid:
+        raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
+    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else list(layers))
+    td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs)
+    T = td.seq_len - 1
+    names = [scheme.resid[site][layer] for layer in lay]
+    opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
+    fitters = {
+        n: SiteFitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
+        for n in names
+    }
+    info = EraserInfo(
+        model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=method,
+        site=site, features=features, max_position=T, exclude_first=exclude_first, sequential=sequential,
+        options={k2: v for k2, v in opts.items() if v is not None},
+    )
+    if not sequential:
+        for batch in stream_activations(model, td, names, batch_size=batch_size, progress=progress, desc=f"fit {method}"):
+            for n in names:
+                x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
+                               batch.mask.reshape(-1), exclude_first)
+                fitters[n].update(x, t)
+        maps = {n: f.finish() for n, f in fitters.items()}
+    else:
+        maps = {}
+        for n in tqdm(names, desc=f"fit {method} (sequential)", disable=not progress):
+            upstream = PositionEraser(dict(maps), info).hooks(model) if maps else None
+            for batch in stream_activations(model, td, [n], batch_size=batch_size, hooks=upstream, progress=False):
+                x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
+                               batch.mask.reshape(-1), exclude_first)
+                fitters[n].update(x, t)
+            maps[n] = fitters[n].finish()
+    info.fit_tokens = {n: f.n_tokens for n, f in fitters.items()}
+    eraser = PositionEraser(maps, info)
+    eraser._model = model  # type: ignore[attr-defined]
+    return eraser
+
+
+def fit_on_arrays(
+    x: Any,
+    positions: Any,
+    *,
+    method: str = "leace",
+    features: str = "fourier",
+    n_freqs: int = 8,
+    n_bins: int = 16,
+    k: int | None = None,
+    var: float = 0.9,
+    denoise: bool = True,
+    exclude_first: bool = True,
+    name: str = "array",
+) -> PositionEraser:
+    """Fit an eraser on latents you already have: ``x`` ``[n, d]``, integer ``positions`` ``[n]``."""
+    _check_options(method, features)
+    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    pt = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
+    if xt.ndim != 2 or xt.shape[0] == 0:
+        raise DataError(f"x must be a non-empty [n, d] array, got shape {tuple(xt.shape)}")
+    if pt.shape != (xt.shape[0],):
+        raise DataError(f"positions must have shape [{xt.shape[0]}], got {tuple(pt.shape)}")
+    if pt.is_floating_point() and not bool((pt == pt.round()).all()):
+        raise DataError("positions must be integers (token indices)")
+    if not bool(torch.isfinite(xt).all()):
+        raise DataError("x contains NaN or inf")
+    pt = pt.long()
+    T = int(pt.max())
+    f = SiteFitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
+                   k=k, var=var, denoise=denoise)
+    keep = pt > 0 if exclude_first else torch.ones_like(pt, dtype=torch.bool)
+    f.update(xt[keep], pt[keep])
+    info = EraserInfo(model_name="(arrays)", d_model=int(xt.shape[1]), n_layers=0, method=method, site=name,
+                      features=features, max_position=T, exclude_first=exclude_first, sequential=False,
+                      fit_tokens={name: f.n_tokens})
+    return PositionEraser({name: f.finish()}, info)

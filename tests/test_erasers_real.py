@@ -1,0 +1,105 @@
+"""Erasers fitted through a model: hooks, sequential fitting, save/load, and SmolLM2 for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pe_hooks import DataError, SchemeError
+from pe_hooks.data import load_data, stream_activations
+from pe_hooks.erasers import PositionEraser, fit_eraser
+from pe_hooks.interventions import project_out
+from tests.conftest import get_model
+from tests.eval_utils import heldout_position_accuracy
+
+
+def _collect(model: object, td: object, name: str, hooks: list | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ts, gs = [], [], []
+    for b in stream_activations(model, td, [name], batch_size=16, hooks=hooks, progress=False):  # type: ignore[arg-type]
+        x = b.acts[name]
+        keep = b.positions > 0
+        xs.append(x[keep].numpy())
+        ts.append(b.positions[keep].numpy())
+        gs.append(b.index[:, None].expand_as(b.positions)[keep].numpy())
+    return np.concatenate(xs), np.concatenate(ts), np.concatenate(gs)
+
+
+def test_hooks_equal_offline_transform() -> None:
+    model = get_model("tiny-gpt2")
+    fit = load_data(model, None, seq_len=32, n_seqs=24)
+    test = load_data(model, None, seq_len=32, n_seqs=8, seed=9)
+    eraser = fit_eraser(model, fit, method="leace", layers=[1], seq_len=32, progress=False)
+    name = "blocks.1.hook_resid_pre"
+    raw, t, _ = _collect(model, test, name)
+    inside, _, _ = _collect(model, test, name, hooks=eraser.hooks())
+    offline = eraser.transform(raw, hook_name=name, positions=t)
+    assert np.allclose(inside, offline, atol=1e-5)
+    assert not np.allclose(inside, raw, atol=1e-3)
+
+
+def test_sequential_fits_on_erased_upstream_states() -> None:
+    model = get_model("tiny-gpt2")
+    td = load_data(model, None, seq_len=32, n_seqs=24)
+    indep = fit_eraser(model, td, method="leace", progress=False)
+    seq = fit_eraser(model, td, method="leace", sequential=True, progress=False)
+    n0, n1 = "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"
+    assert torch.allclose(indep.maps[n0].left, seq.maps[n0].left, atol=1e-5)  # nothing upstream of layer 0
+    assert not torch.allclose(indep.maps[n1].left, seq.maps[n1].left, atol=1e-3)
+    assert seq.info.sequential and not indep.info.sequential
+    assert seq.info.fit_tokens[n1] == 24 * 31  # BOS excluded
+
+
+def test_mean_eraser_hooks_follow_kv_cache_positions() -> None:
+    model = get_model("tiny-gpt2")
+    eraser = fit_eraser(model, None, method="mean", seq_len=48, n_seqs=24, progress=False)
+    prompt = torch.tensor([[0, 40, 52, 61, 77]])
+    with eraser.hooks(model).applied(model), torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=4, do_sample=False, verbose=False,  # type: ignore[attr-defined]
+                             use_past_kv_cache=True, output_logits=True, stop_at_eos=False)
+        full = model(out.sequences)  # type: ignore[operator]
+    assert float((torch.stack(out.logits, 1) - full[:, 4:-1]).abs().max()) < 1e-5
+
+
+def test_save_load_with_model_checks(tmp_path: Path) -> None:
+    model = get_model("tiny-gpt2")
+    e = fit_eraser(model, None, method="pca", k=3, seq_len=32, n_seqs=16, progress=False)
+    folder = e.save(tmp_path / "e")
+    back = PositionEraser.load(folder, model=model)
+    x = torch.randn(5, 64)
+    assert torch.equal(e.transform(x, layer=0), back.transform(x, layer=0))
+    with pytest.raises(SchemeError, match="cannot run on a model with d_model"):
+        PositionEraser.load(folder, model=get_model("minilm-l6"))
+    with pytest.raises(SchemeError, match="fitted on 'tiny-gpt2'"):
+        PositionEraser.load(folder, model=get_model("tiny-llama"))
+    assert project_out(model, back).names == back.hooks().names
+
+
+def test_fit_errors() -> None:
+    model = get_model("tiny-gpt2")
+    with pytest.raises(DataError, match="single direction"):
+        fit_eraser(model, None, features="integer")
+    with pytest.raises(DataError, match="does not exist"):
+        fit_eraser(get_model("tiny-neox"), None, site="resid_mid")
+    with pytest.raises(IndexError, match="layers 0..1"):
+        fit_eraser(model, None, layers=[3])
+    with pytest.raises(DataError, match="exceeds the context"):
+        fit_eraser(model, None, seq_len=1000)
+
+
+def test_smollm2_leace_brings_heldout_probe_near_chance() -> None:
+    """Real model: fit on 48 sequences, probe 48 others (grouped folds). Chance = 1/8."""
+    model = get_model("smollm2-135m")
+    fit = load_data(model, None, seq_len=64, n_seqs=48)
+    test = load_data(model, None, seq_len=64, n_seqs=96).subset(list(range(48, 96)))
+    layers = [3, 15]
+    eraser = fit_eraser(model, fit, method="leace", n_freqs=4, layers=layers, progress=False)
+    for layer in layers:
+        name = f"blocks.{layer}.hook_resid_pre"
+        x, t, g = _collect(model, test, name)
+        raw = heldout_position_accuracy(x, t, g)
+        erased = heldout_position_accuracy(eraser.transform(x, hook_name=name, positions=t), t, g)
+        assert raw > 0.3, (layer, raw)
+        assert erased < raw - 0.1 and erased < 0.125 + 0.1, (layer, raw, erased)
