@@ -35,6 +35,7 @@ $(STAMP3): pyproject.toml constraints.txt constraints-tl3.txt
 run: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/pe-hooks inspect smollm2-135m | tee $(OUT)/inspect-smollm2-135m.txt
+	$(BIN)/pe-hooks sweep --model smollm2-135m --out $(OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pe_hooks tests benchmarks docs

@@ -53,6 +53,7 @@ def fit_eraser(
     n_seqs: int | None = 160,
     batch_size: int = 16,
     progress: bool = True,
+    hook_names: list[str] | None = None,
 ) -> PositionEraser:
     """Fit a positional eraser at ``site`` of each layer in ``layers`` (all by default).
 
@@ -69,6 +70,8 @@ def fit_eraser(
             style, one partial forward per layer) instead of all layers from clean states in one pass.
         exclude_first: leave position 0 / BOS out of the fit and untouched when applied (its
             massive activations would dominate the statistics).
+        hook_names: fit exactly these residual hook points instead of ``site`` x ``layers``
+            (e.g. to include the final ``blocks.{n-1}.hook_resid_post``).
 
     Returns:
         A ``PositionEraser``; ``eraser.hooks()`` erases inside the model, ``eraser.transform(x)``
@@ -83,6 +86,12 @@ def fit_eraser(
     td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs)
     T = td.seq_len - 1
     names = [scheme.resid[site][layer] for layer in lay]
+    if hook_names is not None:
+        known = {n for group in scheme.resid.values() for n in group}
+        bad = [n for n in hook_names if n not in known]
+        if bad or not hook_names:
+            raise DataError(f"hook_names must be residual hook points of this model; not: {bad}")
+        names = list(hook_names)
     opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
     fitters = {
         n: SiteFitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]

@@ -1,0 +1,8 @@
+"""Measurement: held-out position probes, per-layer geometry, and the layer sweep."""
+
+from pe_hooks.probes.estimators import StreamingLDA, StreamingRidge
+from pe_hooks.probes.geometry import geometry
+from pe_hooks.probes.stats import LayerStats
+from pe_hooks.probes.sweep import SweepResult, sweep
+
+__all__ = ["LayerStats", "StreamingLDA", "StreamingRidge", "SweepResult", "geometry", "sweep"]

@@ -1,0 +1,59 @@
+"""Per-layer geometry of position, from the same sufficient statistics as the probes.
+
+With ``mu_t`` the mean state at position ``t`` (``n_t`` tokens), ``g`` the grand mean and
+``M = [mu_t - g]_t`` (``P x d``):
+
+- ``anova_r2``: fraction of the residual variance explained by position,
+  ``sum_t n_t |mu_t - g|^2 / sum_i |x_i - g|^2``.
+- ``rel_norm`` (Song & Zhong 2023, "relative norm of the positional part"): the operator norm of
+  ``M`` relative to that of the centred states, each per row (RMS):
+  ``(||M||_op / sqrt(P)) / (||X - g||_op / sqrt(N))``.
+- ``eff_rank``: effective rank of ``M`` (Roy & Vetterli: ``exp`` of the entropy of its normalised
+  singular values).
+- ``pos_ctx_cos``: how aligned the positional subspace (top-``k`` right singular vectors of ``M``)
+  is with the content subspace (top-``k`` eigenvectors of the within-position covariance):
+  the cosine of the smallest principal angle (1 = they share a direction, 0 = orthogonal), and
+  ``pos_ctx_cos_mean`` the mean cosine over the ``k`` angles. Random ``k``-dim subspaces of
+  ``R^d`` have cosines around ``sqrt(k/d)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pe_hooks.probes.stats import LayerStats
+
+
+def geometry(s: LayerStats, k: int = 8) -> dict[str, float]:
+    """Geometry metrics of one layer from its (all-fold) statistics."""
+    tot = s.total()
+    n = float(tot.n[0])
+    g = tot.sx[0] / n
+    seen = s.pos_n > 0
+    n_t = s.pos_n[seen]
+    mu = s.pos_sx[seen] / n_t[:, None]
+    m = mu - g
+    between = float((n_t * (m * m).sum(-1)).sum())
+    scatter = tot.sxx[0] - n * torch.outer(g, g)
+    total_ss = float(scatter.trace())
+    out: dict[str, float] = {"anova_r2": between / total_ss if total_ss > 0 else float("nan")}
+    p = int(seen.sum())
+    sv = torch.linalg.svdvals(m)
+    op_states = float(torch.linalg.eigvalsh(scatter)[-1].clamp_min(0).sqrt())
+    out["rel_norm"] = (float(sv[0]) / math.sqrt(p)) / (op_states / math.sqrt(n)) if op_states > 0 else float("nan")
+    q = sv / sv.sum()
+    q = q[q > 0]
+    out["eff_rank"] = float(torch.exp(-(q * q.log()).sum()))
+    kk = max(1, min(k, p - 1, m.shape[1]))
+    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    pos_basis = vh[:kk]
+    within = scatter - (m.T * n_t) @ m
+    _, evecs = torch.linalg.eigh(within)
+    ctx_basis = evecs[:, -kk:].T
+    cos = torch.linalg.svdvals(pos_basis @ ctx_basis.T).clamp(0, 1)
+    out["pos_ctx_cos"] = float(cos.max())
+    out["pos_ctx_cos_mean"] = float(cos.mean())
+    out["pos_ctx_cos_random"] = math.sqrt(kk / m.shape[1])
+    return out

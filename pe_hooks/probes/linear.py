@@ -1,0 +1,88 @@
+"""Closed-form linear probes fitted from sufficient statistics.
+
+Ridge (position regression) on standardised features:
+``w = (C + alpha * n * I)^-1 c_xy`` in standardised coordinates, with ``C`` the centred scatter
+matrix; held-out ``SSE = sum (y - x.w - b)^2`` expands into moments of the test fold, so held-out
+``R^2`` and RMSE are exact without keeping a single token.
+
+Linear discriminant analysis (binned position): class means ``mu_c``, pooled within-class
+covariance ``S`` shrunk towards ``tr(S)/d * I`` (Ledoit-Wolf style, factor ``shrinkage``),
+scores ``x S^-1 mu_c - mu_c S^-1 mu_c / 2 + log p_c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pe_hooks.probes.stats import LayerStats
+
+
+@dataclass
+class RidgeModel:
+    """``y_hat = x @ w + b``."""
+
+    w: torch.Tensor  # [d]
+    b: float
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double() @ self.w + self.b
+
+
+@dataclass
+class LDAModel:
+    """``argmax_c (x @ W + b)``."""
+
+    W: torch.Tensor  # [d, C]
+    b: torch.Tensor  # [C]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.double() @ self.W + self.b).argmax(-1)
+
+
+def fit_ridge(s: LayerStats, k: int = 0, alpha: float = 1e-3) -> RidgeModel:
+    """Ridge of target ``k`` (0 real, 1 shuffled) from the (single-fold) stats ``s``."""
+    n = s.n[0]
+    mx = s.sx[0] / n
+    my = s.sy[0, k] / n
+    cxx = s.sxx[0] - n * torch.outer(mx, mx)
+    cxy = s.sxy[0, k] - n * mx * my
+    var = (cxx.diagonal() / n).clamp_min(1e-12)
+    sd = var.sqrt()
+    a = cxx / torch.outer(sd, sd)
+    a.diagonal().add_(alpha * n)
+    w_std = torch.linalg.solve(a, cxy / sd)
+    w = w_std / sd
+    return RidgeModel(w, float(my - mx @ w))
+
+
+def ridge_heldout(model: RidgeModel, s: LayerStats, k: int = 0) -> tuple[float, float]:
+    """Exact held-out ``(R^2, RMSE)`` of ``model`` on the (single-fold) test stats ``s``."""
+    n = s.n[0]
+    w, b = model.w, model.b
+    sse = (
+        s.syy[0, k] - 2 * (w @ s.sxy[0, k]) - 2 * b * s.sy[0, k] + w @ s.sxx[0] @ w
+        + 2 * b * (w @ s.sx[0]) + n * b * b
+    )
+    sst = s.syy[0, k] - s.sy[0, k] ** 2 / n
+    return float(1 - sse / sst), float((sse.clamp_min(0) / n).sqrt())
+
+
+def fit_lda(s: LayerStats, k: int = 0, shrinkage: float = 0.1) -> LDAModel:
+    """Shrunk linear discriminant of the bins of target ``k`` from the (single-fold) stats ``s``."""
+    cn = s.cn[0, k]
+    present = cn > 0
+    mu = torch.zeros_like(s.csx[0, k])
+    mu[present] = s.csx[0, k][present] / cn[present, None]
+    n = s.n[0]
+    between = (mu.T * cn) @ mu
+    within = (s.sxx[0] - between) / (n - int(present.sum())).clamp_min(1)
+    d = within.shape[0]
+    target = within.diagonal().mean()
+    cov = (1 - shrinkage) * within + shrinkage * target * torch.eye(d, dtype=within.dtype)
+    sol = torch.linalg.solve(cov, mu.T)  # [d, C]
+    prior = (cn / n).clamp_min(1e-12).log()
+    b = -0.5 * (mu * sol.T).sum(-1) + prior
+    b[~present] = -torch.inf
+    return LDAModel(sol, b)

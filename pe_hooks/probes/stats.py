@@ -1,0 +1,104 @@
+"""Mergeable sufficient statistics of one layer, kept per cross-validation fold.
+
+For tokens ``x`` (``[n, d]``) with position ``y`` and position bin ``c``, fold ``f`` keeps
+
+``n_f, sum x, sum x x^T, sum y, sum y^2, sum x y`` (ridge) and ``n_fc, sum_{c} x`` (LDA),
+
+the same for the shuffled-label control, and per-position sums (geometry). A model for fold
+``f`` is trained on ``total - fold f`` and scored on fold ``f``. Memory is
+``O(folds * d^2 + positions * d)`` whatever the number of tokens; two ``LayerStats`` add up
+(``merge``), and ``all_reduce`` sums them across ``torch.distributed`` ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class LayerStats:
+    """Per-fold moments of one layer (float64)."""
+
+    n: torch.Tensor  # [F]
+    sx: torch.Tensor  # [F, d]
+    sxx: torch.Tensor  # [F, d, d]
+    sy: torch.Tensor  # [F, 2]  (real, shuffled)
+    syy: torch.Tensor  # [F, 2]
+    sxy: torch.Tensor  # [F, 2, d]
+    cn: torch.Tensor  # [F, 2, C]
+    csx: torch.Tensor  # [F, 2, C, d]
+    pos_n: torch.Tensor  # [T]
+    pos_sx: torch.Tensor  # [T, d]
+
+    @classmethod
+    def zeros(cls, folds: int, d: int, n_bins: int, n_positions: int) -> LayerStats:
+        z = torch.zeros
+        f64 = torch.float64
+        return cls(
+            n=z(folds, dtype=f64), sx=z(folds, d, dtype=f64), sxx=z(folds, d, d, dtype=f64),
+            sy=z(folds, 2, dtype=f64), syy=z(folds, 2, dtype=f64), sxy=z(folds, 2, d, dtype=f64),
+            cn=z(folds, 2, n_bins, dtype=f64), csx=z(folds, 2, n_bins, d, dtype=f64),
+            pos_n=z(n_positions, dtype=f64), pos_sx=z(n_positions, d, dtype=f64),
+        )
+
+    def update(
+        self, x: torch.Tensor, fold: torch.Tensor, y: torch.Tensor, c: torch.Tensor, y_shuf: torch.Tensor,
+        c_shuf: torch.Tensor,
+    ) -> None:
+        """Add tokens ``x`` ``[n, d]`` with their fold ids, positions and bins (real and shuffled)."""
+        xd = x.double()
+        for f in torch.unique(fold).tolist():
+            m = fold == f
+            xf = xd[m]
+            self.n[f] += xf.shape[0]
+            self.sx[f] += xf.sum(0)
+            self.sxx[f] += xf.T @ xf
+            for k, (yy, cc) in enumerate(((y[m], c[m]), (y_shuf[m], c_shuf[m]))):
+                yd = yy.double()
+                self.sy[f, k] += yd.sum()
+                self.syy[f, k] += (yd * yd).sum()
+                self.sxy[f, k] += yd @ xf
+                self.cn[f, k].index_add_(0, cc, torch.ones_like(yd))
+                self.csx[f, k].index_add_(0, cc, xf)
+        self.pos_n.index_add_(0, y.long(), torch.ones(len(y), dtype=torch.float64))
+        self.pos_sx.index_add_(0, y.long(), xd)
+
+    def merge(self, other: LayerStats) -> LayerStats:
+        """In-place sum with ``other`` (statistics of more tokens); returns self."""
+        for f in fields(self):
+            getattr(self, f.name).add_(getattr(other, f.name))
+        return self
+
+    def all_reduce(self) -> LayerStats:
+        """Sum over all ``torch.distributed`` ranks (no-op when not initialised)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for f in fields(self):
+                dist.all_reduce(getattr(self, f.name), op=dist.ReduceOp.SUM)
+        return self
+
+    def train(self, fold: int) -> LayerStats:
+        """Statistics of every fold but ``fold`` (the training set of that fold's model)."""
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            out[f.name] = t if f.name.startswith("pos_") else (t.sum(0) - t[fold])[None]
+        return LayerStats(**out)
+
+    def fold(self, fold: int) -> LayerStats:
+        """Statistics of one fold only."""
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            out[f.name] = t if f.name.startswith("pos_") else t[fold][None]
+        return LayerStats(**out)
+
+    def total(self) -> LayerStats:
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            out[f.name] = t if f.name.startswith("pos_") else t.sum(0, keepdim=True)
+        return LayerStats(**out)

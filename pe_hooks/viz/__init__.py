@@ -1,0 +1,1 @@
+"""Pictures: sweep curves and UMAP of generation branches."""
