@@ -77,7 +77,7 @@ def fit_lda(s: LayerStats, k: int = 0, shrinkage: float = 0.1) -> LDAModel:
     mu[present] = s.csx[0, k][present] / cn[present, None]
     n = s.n[0]
     between = (mu.T * cn) @ mu
-    within = (s.sxx[0] - between) / (n - int(present.sum())).clamp_min(1)
+    within = (s.sxx[0] - between) / n  # biased pooled covariance, as scikit-learn's LDA
     d = within.shape[0]
     target = within.diagonal().mean()
     cov = (1 - shrinkage) * within + shrinkage * target * torch.eye(d, dtype=within.dtype)

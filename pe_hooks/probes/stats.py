@@ -62,8 +62,9 @@ class LayerStats:
                 self.sxy[f, k] += yd @ xf
                 self.cn[f, k].index_add_(0, cc, torch.ones_like(yd))
                 self.csx[f, k].index_add_(0, cc, xf)
-        self.pos_n.index_add_(0, y.long(), torch.ones(len(y), dtype=torch.float64))
-        self.pos_sx.index_add_(0, y.long(), xd)
+        if self.pos_n.numel():  # per-position sums (geometry); off when n_positions == 0
+            self.pos_n.index_add_(0, y.long(), torch.ones(len(y), dtype=torch.float64))
+            self.pos_sx.index_add_(0, y.long(), xd)
 
     def merge(self, other: LayerStats) -> LayerStats:
         """In-place sum with ``other`` (statistics of more tokens); returns self."""

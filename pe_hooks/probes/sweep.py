@@ -223,6 +223,9 @@ def sweep(
         interventions = {name: name for name in interventions}
     if not interventions:
         raise DataError("no interventions to run")
+    typos = [s for s in interventions.values() if isinstance(s, str) and s not in BUILTIN]
+    if typos:
+        raise DataError(f"unknown intervention(s) {typos}; built-in: {', '.join(BUILTIN)}")
     lay = list(range(scheme.n_layers + 1)) if layers is None else list(layers)
     for layer in lay:
         if not 0 <= layer <= scheme.n_layers:

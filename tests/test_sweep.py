@@ -1,0 +1,111 @@
+"""The layer sweep on tiny models: what zeroing W_pos does, controls at chance, outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pe_hooks import DataError
+from pe_hooks.interventions import zero
+from pe_hooks.probes import sweep
+from tests.conftest import get_model
+
+# 64 probe sequences x 63 tokens = 4032 test tokens: the null std of an 8-bin accuracy is ~0.005
+MARGIN = 0.03
+
+
+def _value(res, intervention: str, metric: str, layer: int) -> float:  # type: ignore[no-untyped-def]
+    df = res.df
+    row = df[(df.intervention == intervention) & (df.metric == metric) & (df.layer == layer)]
+    return float(row.value.iloc[0])
+
+
+@pytest.fixture(scope="module")
+def gpt2_sweep():  # type: ignore[no-untyped-def]
+    return sweep(get_model("tiny-gpt2"), None, ["baseline", "zero", "remove"], n_seqs=64, progress=False)
+
+
+def test_zeroing_w_pos_in_bert_reaches_the_token_floor_at_every_layer() -> None:
+    """Bidirectional random-init BERT carries position only through W_pos: with it zeroed, every
+    layer's probe falls to the token floor (what the text alone says about position)."""
+    res = sweep(get_model("tiny-bert"), None, ["baseline", "zero"], n_seqs=64, progress=False)
+    floor = res.meta["token_floor_acc"]
+    assert floor < res.meta["chance"] + 0.05
+    for layer in range(3):
+        assert _value(res, "baseline", "acc", layer) > 0.8
+        assert abs(_value(res, "zero", "acc", layer) - floor) < MARGIN
+        assert _value(res, "zero", "r2", layer) < 0.02
+
+
+def test_zeroing_w_pos_in_causal_gpt2_leaves_layer0_at_floor_but_attention_recreates_position(gpt2_sweep) -> None:  # type: ignore[no-untyped-def]
+    """Causal attention alone encodes position (Haviv et al. 2022; Chi et al. 2023): with W_pos
+    zeroed, the embeddings (layer 0) are at the token floor, later layers are not."""
+    res = gpt2_sweep
+    floor = res.meta["token_floor_acc"]
+    assert _value(res, "baseline", "acc", 0) > 0.9
+    assert abs(_value(res, "zero", "acc", 0) - floor) < MARGIN
+    assert _value(res, "zero", "r2", 0) < 0.02
+    assert _value(res, "zero", "r2", 2) > 0.2  # position re-emerges through the causal mask
+
+
+def test_shuffled_control_is_at_chance_everywhere(gpt2_sweep) -> None:  # type: ignore[no-untyped-def]
+    df = gpt2_sweep.df
+    shuf = df[df.metric == "acc_shuffled"].value
+    chance = df[df.metric == "chance"].value
+    assert (abs(shuf.to_numpy() - chance.to_numpy()) < MARGIN).all()
+    assert (df[df.metric == "r2_shuffled"].value < 0.02).all()
+
+
+def test_tidy_frame_and_outputs(gpt2_sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    df = gpt2_sweep.df
+    assert list(df.columns) == ["layer", "intervention", "metric", "value", "spread"]
+    assert set(df.intervention) == {"baseline", "zero", "remove"}
+    assert {"acc", "r2", "mae", "anova_r2", "rel_norm", "eff_rank", "pos_ctx_cos"} <= set(df.metric)
+    paths = gpt2_sweep.save(tmp_path)
+    assert pd.read_csv(paths["csv"]).shape == df.shape
+    md = paths["md"].read_text()
+    assert "| layer | baseline | zero | remove |" in md and "token floor" in md
+    assert paths["png"].stat().st_size > 10_000
+
+
+def test_erase_removes_what_it_was_fitted_for() -> None:
+    res = sweep(get_model("tiny-llama"), None, ["baseline", "erase"], n_seqs=48, n_fit=48, progress=False)
+    for layer in (1, 2):
+        assert _value(res, "erase", "acc", layer) < _value(res, "baseline", "acc", layer)
+
+
+def test_inapplicable_intervention_is_skipped_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="skipping 'bad'"):
+        res = sweep(get_model("tiny-llama"), None, {"baseline": None, "bad": lambda m, d: zero(m, site="pos_embed")},
+                    n_seqs=16, n_fit=8, progress=False)
+    assert "bad" in res.meta["skipped"] and set(res.df.intervention) == {"baseline"}
+
+
+def test_sweep_errors() -> None:
+    model = get_model("tiny-gpt2")
+    with pytest.raises(IndexError, match="probe layers 0..2"):
+        sweep(model, None, ["baseline"], layers=[7], progress=False)
+    with pytest.raises(DataError, match="unknown intervention"):
+        sweep(model, None, {"x": "frobnicate"}, n_seqs=8, progress=False)
+    with pytest.raises(DataError, match="no interventions"):
+        sweep(model, None, {}, progress=False)
+
+
+def test_cli_writes_table_and_plot(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "pe-hooks"
+    out = subprocess.run(
+        [str(exe), "sweep", "--model", "tiny-gpt2", "--n-seqs", "16", "--n-fit", "8", "--interventions",
+         "baseline,zero", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder = tmp_path / "sweep-tiny-gpt2"
+    assert (folder / "sweep.png").exists() and (folder / "sweep.csv").exists()
+    assert "| layer | baseline | zero |" in out.stdout
+    bad = subprocess.run([str(exe), "sweep", "--model", "no-such-model-xyz", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert bad.returncode == 2 and "unreachable" in bad.stderr
