@@ -18,7 +18,7 @@ def _optional_subcommands() -> list[Callable[[argparse._SubParsersAction], None]
     import importlib
 
     found = []
-    for mod in ("sweep_cmd", "erase_cmd", "branches_cmd", "bench_cmd"):
+    for mod in ("sweep_cmd", "branches_cmd", "bench_cmd"):
         try:
             module = importlib.import_module(f"pe_hooks.cli.{mod}")
         except ModuleNotFoundError as exc:
