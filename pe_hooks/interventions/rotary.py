@@ -234,7 +234,49 @@ def _require_rotary(scheme: PositionalScheme, site: str, verb: str) -> None:
         raise not_supported(site, verb, scheme, alt)
 
 
-class RotaryTables:
+class _RotaryVerbs:
+    """The verbs shared by both rotary sites; subclasses implement ``_build``."""
+
+    name: ClassVar[str]
+
+    def _build(
+        self, model: Model, scheme: PositionalScheme, target: Target, rule: _TableRule, bands: Bands, verb: str
+    ) -> HookList:
+        raise NotImplementedError
+
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None, **kw: Any) -> HookList:
+        _no_extra(kw, "zero")
+        return self._build(model, scheme, target, _TableRule("zero"), bands, "zero")
+
+    def remove(
+        self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None,
+        reference: Sequence[int] | None = None, **kw: Any,
+    ) -> HookList:
+        _no_extra(kw, "remove")
+        return self._build(model, scheme, target, _TableRule("remove", reference=reference), bands, "remove")
+
+    def replace(
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap,
+        *, bands: Bands = None, **kw: Any,
+    ) -> HookList:
+        _no_extra(kw, "replace")
+        hooks = self._build(model, scheme, target, _TableRule("replace", positions=positions), bands, "replace")
+        hooks.label = hooks.label.replace(", layers=", f", {positions.name}, layers=", 1)
+        return hooks
+
+    def project_out(
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, **kw: Any
+    ) -> HookList:
+        _require_rotary(scheme, self.name, "project_out")
+        raise not_supported(
+            self.name, "project_out", scheme,
+            "Rotary position is a rotation, not an added vector: use zero/remove/replace here, or "
+            "project out a fitted residual subspace with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
+        )
+
+
+
+class RotaryTables(_RotaryVerbs):
     """Site ``"rotary"``: rewrite ``blocks.i.attn.hook_cos/sin`` (TransformerBridge)."""
 
     name: ClassVar[str] = "rotary"
@@ -263,37 +305,6 @@ class RotaryTables:
                 pairs.append((name, _table_hook(which, tracker, rule, inv, scaling, mask, target.exempt_first)))
         label = f"{verb}(rotary, layers={_fmt_layers(target.layers, scheme)})"
         return HookList(pairs, label=label)
-
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None, **kw: Any) -> HookList:
-        _no_extra(kw, "zero")
-        return self._build(model, scheme, target, _TableRule("zero"), bands, "zero")
-
-    def remove(
-        self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None,
-        reference: Sequence[int] | None = None, **kw: Any,
-    ) -> HookList:
-        _no_extra(kw, "remove")
-        return self._build(model, scheme, target, _TableRule("remove", reference=reference), bands, "remove")
-
-    def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap,
-        *, bands: Bands = None, **kw: Any,
-    ) -> HookList:
-        _no_extra(kw, "replace")
-        hooks = self._build(model, scheme, target, _TableRule("replace", positions=positions), bands, "replace")
-        hooks.label = f"replace(rotary, {positions.name}, layers={_fmt_layers(target.layers, scheme)})"
-        return hooks
-
-    def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, **kw: Any
-    ) -> HookList:
-        _require_rotary(scheme, self.name, "project_out")
-        raise not_supported(
-            self.name, "project_out", scheme,
-            "Rotary position is a rotation, not an added vector: use zero/remove/replace here, or "
-            "project out a fitted residual subspace with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
-        )
-
 
 def _table_hook(
     which: int, tracker: _PositionTracker, rule: _TableRule, inv: torch.Tensor, scaling: float,
@@ -341,7 +352,7 @@ def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor) -> to
     return decode_positions(torch.atan2(cross, dot), inv.to(x.device)).round()
 
 
-class RotaryQK:
+class RotaryQK(_RotaryVerbs):
     """Site ``"rot_qk"``: re-rotate q/k per head at ``attn.hook_rot_q/k`` from ``attn.hook_q/k``."""
 
     name: ClassVar[str] = "rot_qk"
@@ -385,30 +396,6 @@ class RotaryQK:
                 pairs.append((pre, _stash(store)))
                 pairs.append((post, _requery(store, rule, inv, scaling, mask, rot_dim, heads, target.exempt_first)))
         return HookList(pairs, label=f"{verb}(rot_qk, layers={_fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
-
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None, **kw: Any) -> HookList:
-        _no_extra(kw, "zero")
-        return self._build(model, scheme, target, _TableRule("zero"), bands, "zero")
-
-    def remove(
-        self, model: Model, scheme: PositionalScheme, target: Target, *, bands: Bands = None,
-        reference: Sequence[int] | None = None, **kw: Any,
-    ) -> HookList:
-        _no_extra(kw, "remove")
-        return self._build(model, scheme, target, _TableRule("remove", reference=reference), bands, "remove")
-
-    def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap,
-        *, bands: Bands = None, **kw: Any,
-    ) -> HookList:
-        _no_extra(kw, "replace")
-        return self._build(model, scheme, target, _TableRule("replace", positions=positions), bands, "replace")
-
-    def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, **kw: Any
-    ) -> HookList:
-        return RotaryTables().project_out(model, scheme, target, basis)
-
 
 def _stash(store: dict[str, torch.Tensor]) -> HookFn:
     def fn(x: torch.Tensor, hook: Any) -> None:
