@@ -10,11 +10,12 @@ With ``mu_t`` the mean state at position ``t`` (``n_t`` tokens), ``g`` the grand
   ``(||M||_op / sqrt(P)) / (||X - g||_op / sqrt(N))``.
 - ``eff_rank``: effective rank of ``M`` (Roy & Vetterli: ``exp`` of the entropy of its normalised
   singular values).
-- ``pos_ctx_cos``: how aligned the positional subspace (top-``k`` right singular vectors of ``M``)
-  is with the content subspace (top-``k`` eigenvectors of the within-position covariance):
-  the cosine of the smallest principal angle (1 = they share a direction, 0 = orthogonal), and
-  ``pos_ctx_cos_mean`` the mean cosine over the ``k`` angles. Random ``k``-dim subspaces of
-  ``R^d`` have cosines around ``sqrt(k/d)``.
+- ``pos_ctx_cos``: how aligned the positional subspace (spanned by the ``C`` position-bin means
+  minus the grand mean, ``k = C - 1`` dims) is with the content subspace (top-``k`` eigenvectors
+  of the within-position covariance): the mean cosine of the ``k`` principal angles (1 = same
+  subspace, 0 = orthogonal). Finite-sample noise in the bin means follows the covariance and so
+  leans towards the content subspace; ``pos_ctx_cos_null`` is the same quantity for *shuffled*
+  position labels (pure noise), the level to compare with. Random subspaces give ~``sqrt(k/d)``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from pe_hooks.probes.stats import LayerStats
 
 
-def geometry(s: LayerStats, k: int = 8) -> dict[str, float]:
+def geometry(s: LayerStats) -> dict[str, float]:
     """Geometry metrics of one layer from its (all-fold) statistics."""
     tot = s.total()
     n = float(tot.n[0])
@@ -46,14 +47,15 @@ def geometry(s: LayerStats, k: int = 8) -> dict[str, float]:
     q = sv / sv.sum()
     q = q[q > 0]
     out["eff_rank"] = float(torch.exp(-(q * q.log()).sum()))
-    kk = max(1, min(k, p - 1, m.shape[1]))
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)
-    pos_basis = vh[:kk]
     within = scatter - (m.T * n_t) @ m
     _, evecs = torch.linalg.eigh(within)
-    ctx_basis = evecs[:, -kk:].T
-    cos = torch.linalg.svdvals(pos_basis @ ctx_basis.T).clamp(0, 1)
-    out["pos_ctx_cos"] = float(cos.max())
-    out["pos_ctx_cos_mean"] = float(cos.mean())
+    for key, lab in (("pos_ctx_cos", 0), ("pos_ctx_cos_null", 1)):
+        cn, csx = tot.cn[0, lab], tot.csx[0, lab]
+        present = cn > 0
+        bins = csx[present] / cn[present, None] - g
+        kk = max(1, min(int(present.sum()) - 1, bins.shape[1]))
+        _, _, vh = torch.linalg.svd(bins, full_matrices=False)
+        ctx_basis = evecs[:, -kk:].T
+        out[key] = float(torch.linalg.svdvals(vh[:kk] @ ctx_basis.T).clamp(0, 1).mean())
     out["pos_ctx_cos_random"] = math.sqrt(kk / m.shape[1])
     return out

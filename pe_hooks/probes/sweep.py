@@ -168,7 +168,8 @@ class SweepResult:
             ("mae", "Mean absolute error of the predicted position, in tokens"),
             ("anova_r2", "Fraction of residual variance explained by position"),
             ("rel_norm", "Relative norm of the positional part (Song & Zhong)"),
-            ("pos_ctx_cos", "Cosine of the smallest angle between the positional and content subspaces (k=8)"),
+            ("pos_ctx_cos", "Mean cosine of the principal angles between the positional (bin means) and content subspaces"),
+            ("pos_ctx_cos_null", "... the same for shuffled position labels (the noise level to compare with)"),
         ]
         have = set(self.df.metric)
         for metric, title in sections:
