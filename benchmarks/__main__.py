@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     want = set(args.cases.split(","))
-    rounds = 3 if args.quick else 15
+    rounds = 3 if args.quick else 11
     results: dict[str, object] = {"machine": machine(), "command": "pe-hooks bench " + " ".join(argv or sys.argv[1:])}
     md = [
         "# Benchmarks", "",
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         results["generation"] = rows
         md += ["## Generation (greedy, KV cache), tokens/s", "", markdown(rows, GEN_COLS), ""]
     if "sweep" in want:
-        sizes = [8, 16] if args.quick else [32, 64, 128, 256]
+        sizes = [8, 16] if args.quick else [32, 64, 128]
         rows = cases.sweep_vs_naive(sizes, layers=2 if args.quick else 12, threads=args.threads)
         results["sweep"] = rows
         md += ["## Probe sweep (all 12 layers of the GPT-2-small-shaped model) vs the naive workflow", "",
