@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
         b, p = raw.branch[keep], raw.position[keep]
         views = {
             "raw": (x, b, p),
-            f"erased ({args.eraser}, fitted on the reference corpus)": (
+            f"erased ({args.eraser})": (
                 eraser.transform(x, layer=layer, positions=p), b, p),
         }
         if inter is not None:
             k2 = keep_mask(inter)
-            views[f"intervened ({args.intervention} during generation)"] = (
+            views[f"intervened ({args.intervention})"] = (
                 inter.latents[layer][k2], inter.branch[k2], inter.position[k2])
         analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors)
         rows += analysis.rows
@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     df, _ = metrics_table(rows)
     df.to_csv(folder / "metrics.csv", index=False)
     md = [f"# Branches: {args.model}", "", f"Prompt(s): {args.prompt or 'default'}; {args.branches} branches x {args.tokens} tokens; "
-          f"seed {args.seed}; eraser {args.eraser} fitted on {args.fit_seqs} reference sequences (not the branches).", ""]
+          f"seed {args.seed}. Views: *raw* latents of the generated tokens; *erased* = the same latents through a "
+          f"{args.eraser} eraser fitted on {args.fit_seqs} reference-corpus sequences (not the branches); *intervened* = "
+          f"new branches generated and read with `{args.intervention}` applied. Massive-activation tokens and the prompt "
+          "are excluded. Chance kNN branch purity = 1/branches.", ""]
     for layer in layers:
         _, table = metrics_table([r for r in rows if r["layer"] == layer])
         md += [f"## Layer {layer}", "", table, ""]
