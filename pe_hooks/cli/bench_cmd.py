@@ -17,10 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_argv(list(args.rest))
+
+
+def run_argv(argv: list[str]) -> int:
+    """Forward ``argv`` to ``python -m benchmarks`` (its own parser owns every option)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "cases.py").exists():
         raise PeHooksError("the benchmarks live in the repository (benchmarks/); run from a source checkout")
     sys.path.insert(0, str(root))
     from benchmarks.__main__ import main
 
-    return main(list(args.rest))
+    return main(argv)
