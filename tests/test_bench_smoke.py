@@ -14,9 +14,9 @@ def test_interleaved_harness_reports_ratios() -> None:
     assert "| condition |" in markdown(rows, ["condition", "ratio"])
 
 
-def test_quick_forward_case_runs(tmp_path: Path) -> None:
-    from benchmarks.__main__ import main
+def test_quick_forward_case_runs_through_the_cli(tmp_path: Path) -> None:
+    from pe_hooks.cli.main import main
 
-    assert main(["--quick", "--cases", "forward", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--cases", "forward", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "quick.md").read_text()
     assert "bridge + zero (pos_embed)" in text and "raw HF (eager)" in text
