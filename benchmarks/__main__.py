@@ -15,8 +15,8 @@ from benchmarks.harness import machine, markdown
 
 FWD_COLS = ["model", "batch", "seq", "condition", "median_ms", "iqr_ms", "ratio"]
 GEN_COLS = ["model", "condition", "median_ms", "tokens_per_s", "ratio"]
-SWEEP_COLS = ["n_seqs", "tokens", "bare_s", "sweep_s", "naive_s", "sweep/bare", "naive/sweep",
-              "sweep_rss_growth_mb", "naive_rss_growth_mb", "sweep_acc", "naive_acc"]
+SWEEP_COLS = ["n_seqs", "tokens", "bare_s", "sweep_1pass_s", "sweep_s", "naive_s", "1pass/bare", "sweep/bare",
+              "naive/sweep", "sweep_rss_growth_mb", "naive_rss_growth_mb", "sweep_acc", "naive_acc", "sweep_1pass_r2"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,10 +121,11 @@ if mode == "bare":
     with torch.no_grad():
         for i in range(0, len(td), 16):
             model(td.tokens[i:i + 16])
-elif mode == "sweep":
+elif mode in ("sweep", "sweep1"):
     from pe_hooks.probes import sweep
-    res = sweep(model, td, ["baseline"], layers=list(range({layers})), n_fit=0, n_seqs={n_seqs}, token_floor=False, progress=False)
-    score = float(res.df[(res.df.metric == "acc")].value.mean())
+    res = sweep(model, td, ["baseline"], layers=list(range({layers})), n_fit=0, n_seqs={n_seqs}, token_floor=False,
+                evaluate=(mode == "sweep"), progress=False)
+    score = float(res.df[(res.df.metric == ("acc" if mode == "sweep" else "r2"))].value.mean())
 else:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
@@ -164,11 +165,14 @@ def _child(mode: str, n_seqs: int, layers: int, threads: int) -> dict[str, Any]:
 def sweep_vs_naive(sizes: list[int], layers: int, threads: int) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
-        res = {m: _child(m, n, layers, threads) for m in ("bare", "sweep", "naive")}
+        res = {m: _child(m, n, layers, threads) for m in ("bare", "sweep1", "sweep", "naive")}
         rows.append({
-            "n_seqs": n, "tokens": n * 63, "bare_s": res["bare"]["seconds"], "sweep_s": res["sweep"]["seconds"],
-            "naive_s": res["naive"]["seconds"], "sweep/bare": res["sweep"]["seconds"] / res["bare"]["seconds"],
+            "n_seqs": n, "tokens": n * 63, "bare_s": res["bare"]["seconds"], "sweep_1pass_s": res["sweep1"]["seconds"],
+            "sweep_s": res["sweep"]["seconds"], "naive_s": res["naive"]["seconds"],
+            "1pass/bare": res["sweep1"]["seconds"] / res["bare"]["seconds"],
+            "sweep/bare": res["sweep"]["seconds"] / res["bare"]["seconds"],
             "naive/sweep": res["naive"]["seconds"] / res["sweep"]["seconds"],
+            "sweep_1pass_r2": res["sweep1"]["score"],
             "sweep_rss_growth_mb": res["sweep"]["rss_growth_mb"], "naive_rss_growth_mb": res["naive"]["rss_growth_mb"],
             "sweep_acc": res["sweep"]["score"], "naive_acc": res["naive"]["score"],
         })

@@ -109,3 +109,11 @@ def test_cli_writes_table_and_plot(tmp_path: Path) -> None:
     bad = subprocess.run([str(exe), "sweep", "--model", "no-such-model-xyz", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert bad.returncode == 2 and "unreachable" in bad.stderr
+
+
+def test_one_pass_mode_gives_the_same_moment_metrics(gpt2_sweep) -> None:  # type: ignore[no-untyped-def]
+    one = sweep(get_model("tiny-gpt2"), None, ["baseline", "zero", "remove"], n_seqs=64, evaluate=False, progress=False)
+    assert "acc" not in set(one.df.metric)
+    a = one.pivot("r2")
+    b = gpt2_sweep.pivot("r2")
+    assert ((a - b).abs() < 1e-9).all().all()

@@ -101,6 +101,8 @@ class _PositionTracker:
     candidates: list[tuple[torch.Tensor, float]]
     positions: torch.Tensor | None = None
     _cos: torch.Tensor | None = field(default=None, repr=False)
+    # tables computed in this forward, shared by every layer with the same frequencies and rule
+    tables: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
         assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
@@ -120,6 +122,7 @@ class _PositionTracker:
                     best = (err, t)
             assert best is not None
             self.positions = best[1].long()
+            self.tables.clear()
 
         return [(scheme.rotary_cos, stash), (scheme.rotary_sin, decode)]
 
@@ -315,11 +318,22 @@ def _table_hook(
     Each table only needs its own original values (kept for unedited bands and exempt tokens).
     """
 
+    # when no band or token keeps its original value, the new table depends only on the positions,
+    # the frequencies and the rule: compute it once per forward and share it across layers
+    shareable = bool(mask.all()) and not exempt_first
+    key = (which, id(rule), tuple(inv.tolist()), scaling)
+
     def fn(table: torch.Tensor, hook: Any) -> torch.Tensor:
+        if shareable and key in tracker.tables:
+            cached = tracker.tables[key]
+            if cached.shape == table.shape and cached.dtype == table.dtype and cached.device == table.device:
+                return cached
         t = tracker.get().to(table.device)
         # the same table stands in for both originals: only the ``which`` output is used
-        new = _new_tables(rule, t, inv.to(table.device), scaling, table, table, mask, exempt_first)
-        return new[which]
+        new = _new_tables(rule, t, inv.to(table.device), scaling, table, table, mask, exempt_first)[which]
+        if shareable:
+            tracker.tables[key] = new
+        return new
 
     return fn
 

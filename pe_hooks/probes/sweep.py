@@ -199,6 +199,7 @@ def sweep(
     shrinkage: float = 0.1,
     seed: int = 0,
     token_floor: bool = True,
+    evaluate: bool = True,
     progress: bool = True,
 ) -> SweepResult:
     """Per-layer position probes under each intervention.
@@ -211,6 +212,9 @@ def sweep(
             callable ``(model, fit_data) -> hooks``; a list of built-in names also works.
             Interventions that do not apply to the model are skipped with a warning.
         layers: layers to probe (``n_layers`` = the final residual); all by default.
+        evaluate: run the second pass that scores every token (accuracy, MAE, bin distance). With
+            ``False`` the sweep is one pass: held-out ridge R²/RMSE (exact from the moments) and the
+            geometry only — about half the cost.
         token_floor: also probe the token embeddings alone (``W_E[token_ids]``, reported as layer -1):
             how much position the text itself gives away, the floor no eraser can go below.
 
@@ -284,14 +288,15 @@ def sweep(
         for n in names:
             stats[n].all_reduce()
         models = {
-            n: [(fit_ridge(stats[n].train(f), 0, alpha), fit_lda(stats[n].train(f), 0, shrinkage),
-                 fit_lda(stats[n].train(f), 1, shrinkage)) for f in range(folds)]
+            n: [(fit_ridge(stats[n].train(f), 0, alpha),
+                 *((fit_lda(stats[n].train(f), 0, shrinkage), fit_lda(stats[n].train(f), 1, shrinkage)) if evaluate else ()))
+                for f in range(folds)]
             for n in names
         }
         # per layer, per fold: tokens, correct, correct (shuffled), |err| sum, |bin err| sum, majority hits
         acc = {n: torch.zeros(folds, 6, dtype=torch.float64) for n in names}
         majority = {n: [int(stats[n].train(f).cn[0, 0].argmax()) for f in range(folds)] for n in names}
-        for batch, keep, y, ys, fold in token_batches(f"{name}: evaluate"):
+        for batch, keep, y, ys, fold in (token_batches(f"{name}: evaluate") if evaluate else ()):
             c, cs = _bins(y, n_bins, t_min, t_max), _bins(ys, n_bins, t_min, t_max)
             for n in names:
                 x = acts(batch, n)[keep]
@@ -318,7 +323,7 @@ def sweep(
                 "mae": a[:, 3] / a[:, 0],
                 "bin_distance": a[:, 4] / a[:, 0],
                 "chance": a[:, 5] / a[:, 0],
-            }
+            } if evaluate else {}
             r2s, rmses, r2_shuf = [], [], []
             for f in range(folds):
                 ridge = models[n][f][0]
@@ -337,7 +342,7 @@ def sweep(
     if not rows:
         raise PeHooksError(f"every intervention was skipped: {skipped}")
     df = pd.DataFrame(rows)
-    chance = float(df[df.metric == "chance"].value.mean())
+    chance = float(df[df.metric == "chance"].value.mean()) if evaluate else float("nan")
     floor = df[(df.layer == -1) & (df.metric == "acc")]
     meta = {
         "model": scheme.model_name, "site": site, "layers": lay, "seq_len": probe_data.seq_len,
