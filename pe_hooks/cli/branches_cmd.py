@@ -1,88 +1,192 @@
-"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened."""
+"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened.
+
+Writes to ``--out``: ``branches-layer{L}.png`` per layer, ``metrics.csv`` (tidy), ``metrics.md``
+and ``branches.md`` (tables + the generated texts), ``texts.json`` (texts, prompts, settings).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any
+
+from pe_hooks.errors import DataError
+
+INTERVENTION_HELP = (
+    "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
+    "reverse, shift=K, constant=P, scale=F (default: remove)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("branches", help="UMAP of generation branches: raw vs position-erased vs intervened, with metrics")
+    p = sub.add_parser(
+        "branches", help="UMAP of generation branches: raw vs position-erased vs intervened, with metrics"
+    )
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable); default: a built-in prompt")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="prompt (repeatable); default: the built-in prompt set (pe_hooks.viz.branches.DEFAULT_PROMPTS)")
     p.add_argument("--branches", type=int, default=8, help="continuations per prompt (default 8)")
     p.add_argument("--tokens", type=int, default=48, help="new tokens per continuation (default 48)")
-    p.add_argument("--layer", type=int, action="append", default=None, help="layer (repeatable); default: middle and late")
-    p.add_argument("--intervention", default="zero", help="verb for the intervened run: zero, remove or none")
+    p.add_argument("--layer", type=int, action="append", default=None,
+                   help="layer (repeatable; negative counts from the end); default: middle and last")
+    p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
+    p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
+    p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
     p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca"], help="method of the erased view")
+    p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
+                   help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
     p.add_argument("--fit-seqs", type=int, default=128, help="reference-corpus sequences that fit the eraser")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
+    p.add_argument("--k", type=int, default=10, help="neighbours of the kNN metrics")
+    p.add_argument("--massive", type=float, default=8.0, help="flag tokens with norm > this x median (0: off)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: results/branches-MODEL)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import pandas as pd
+REPLACE_MAPS = ("shuffle", "reverse", "shift", "constant", "scale")
 
+
+def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
+    """``"zero"`` -> ("zero", None, None); ``"replace:shift=3"`` -> ("replace", "shift", 3.0)."""
+    s = spec.strip().lower()
+    if s in ("zero", "remove", "none"):
+        return s, None, None
+    if s.startswith("replace:"):
+        name, _, arg = s[len("replace:"):].partition("=")
+        if name in REPLACE_MAPS:
+            if name in ("shift", "scale") and not arg:
+                raise DataError(f"--intervention replace:{name} needs a value, e.g. replace:{name}=2")
+            try:
+                return "replace", name, float(arg) if arg else None
+            except ValueError as exc:
+                raise DataError(f"bad number in --intervention {spec!r}: {exc}") from exc
+    raise DataError(f"unknown --intervention {spec!r}; {INTERVENTION_HELP}")
+
+
+def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any:
+    """The ``HookList`` of ``spec`` (``None`` for "none"); ``length`` = positions in use."""
+    from pe_hooks.interventions import constant, remove, replace, reverse, scale, shift, shuffle, zero
+
+    kind, name, arg = parse_intervention(spec)
+    if kind == "none":
+        return None
+    if kind == "zero":
+        return zero(model)
+    if kind == "remove":
+        return remove(model)
+    maps = {
+        "shuffle": lambda: shuffle(length, seed=int(arg) if arg is not None else seed),
+        "reverse": lambda: reverse(length),
+        "shift": lambda: shift(int(arg or 0)),
+        "constant": lambda: constant(int(arg or 0)),
+        "scale": lambda: scale(float(arg or 1.0)),
+    }
+    return replace(model, maps[str(name)]())
+
+
+def run(args: argparse.Namespace) -> int:
     from pe_hooks import inspect, load_model
     from pe_hooks.data import load_data
     from pe_hooks.erasers import fit_eraser
-    from pe_hooks.interventions import remove, zero
     from pe_hooks.probes.separation import metrics_table
-    from pe_hooks.viz.branches import analyze, branches, keep_mask
+    from pe_hooks.viz.branches import DEFAULT_PROMPTS, analyze, branches, make_views
     from pe_hooks.viz.umap_plot import plot_branches
 
     t0 = time.perf_counter()
-    model = load_model(args.model)
+    timings: dict[str, float] = {}
+    parse_intervention(args.intervention)  # fail before any work
+    model = load_model(args.model, device=args.device)
     scheme = inspect(model)
-    layers = args.layer or [scheme.n_layers // 2, scheme.n_layers - 1]
-    kw = dict(n_branches=args.branches, max_new_tokens=args.tokens, temperature=args.temperature,
-              top_p=args.top_p, seed=args.seed, layers=layers)
-    raw = branches(model, args.prompt, **kw)  # type: ignore[arg-type]
-    seq_len = max(64, raw.prompt_len + args.tokens)
-    ref = load_data(model, None, seq_len=min(seq_len, scheme.n_ctx), n_seqs=args.fit_seqs)
-    eraser = fit_eraser(model, ref, method=args.eraser, layers=layers, seq_len=ref.seq_len)
-    verbs = {"zero": zero, "remove": remove}
+    layers = scheme.check_layers(args.layer or [scheme.n_layers // 2, scheme.n_layers - 1])
+    early = None if args.early is None else scheme.check_layers([args.early])[0]
+    collect = list(dict.fromkeys(layers + ([early] if early is not None else [])))
+    prompts = args.prompt or list(DEFAULT_PROMPTS)
+    kw: dict[str, Any] = dict(
+        n_branches=args.branches, max_new_tokens=args.tokens, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, layers=collect, site=args.site, massive=args.massive or None,
+    )
+    timings["load"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    raw = branches(model, prompts, **kw)
+    timings["generate + collect"] = time.perf_counter() - t
+    eraser = None
+    if args.erase_on in ("reference", "both"):
+        t = time.perf_counter()
+        seq_len = min(max(64, raw.prompt_len + args.tokens), scheme.n_ctx)
+        ref = load_data(model, None, seq_len=seq_len, n_seqs=args.fit_seqs, seed=args.seed)
+        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len)
+        timings["fit eraser (reference)"] = time.perf_counter() - t
     inter = None
-    if args.intervention in verbs:
-        inter = branches(model, args.prompt, hooks=verbs[args.intervention](model), **kw)  # type: ignore[arg-type]
-    folder = args.out / f"branches-{args.model.replace('/', '_')}"
+    hooks = intervention_hooks(model, args.intervention, raw.prompt_len + args.tokens, seed=args.seed)
+    if hooks is not None:
+        t = time.perf_counter()
+        inter = branches(model, prompts, hooks=hooks, **kw)
+        timings["generate + collect (intervened)"] = time.perf_counter() - t
+    folder = args.out or Path("results") / f"branches-{args.model.replace('/', '_')}"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    pngs = []
+    t = time.perf_counter()
     for layer in layers:
-        keep = keep_mask(raw)
-        x = raw.latents[layer][keep]
-        b, p = raw.branch[keep], raw.position[keep]
-        views = {
-            "raw": (x, b, p),
-            f"erased ({args.eraser})": (
-                eraser.transform(x, layer=layer, positions=p), b, p),
-        }
-        if inter is not None:
-            k2 = keep_mask(inter)
-            views[f"intervened ({args.intervention})"] = (
-                inter.latents[layer][k2], inter.branch[k2], inter.position[k2])
-        analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors)
+        views = make_views(
+            raw, layer, eraser=eraser, eraser_name=f"erased ({args.eraser}, reference)",
+            crossfit=args.erase_on in ("branches", "both"), intervened=inter,
+            intervened_name=f"intervened ({args.intervention})", early=early if early != layer else None,
+        )
+        analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist, k=args.k)
         rows += analysis.rows
-        plot_branches(analysis, folder / f"branches-layer{layer}.png",
-                      title=f"{args.model}, layer {layer}: {args.branches} continuations x {args.tokens} tokens")
+        png = folder / f"branches-layer{layer}.png"
+        plot_branches(analysis, png, title=(
+            f"{args.model} layer {layer} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches x "
+            f"{args.tokens} tokens, seed {args.seed}; ▲ = first generated token"))
+        pngs.append(png)
+    timings["UMAP + metrics + figures"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
     df, _ = metrics_table(rows)
     df.to_csv(folder / "metrics.csv", index=False)
-    md = [f"# Branches: {args.model}", "", f"Prompt(s): {args.prompt or 'default'}; {args.branches} branches x {args.tokens} tokens; "
-          f"seed {args.seed}. Views: *raw* latents of the generated tokens; *erased* = the same latents through a "
-          f"{args.eraser} eraser fitted on {args.fit_seqs} reference-corpus sequences (not the branches); *intervened* = "
-          f"new branches generated and read with `{args.intervention}` applied. Massive-activation tokens and the prompt "
-          "are excluded. Chance kNN branch purity = 1/branches.", ""]
+    n_excluded = {layer: int((~raw.keep(layer)).sum()) for layer in layers}
+    head = [
+        f"# Branches: {args.model}",
+        "",
+        f"Prompts: {', '.join(repr(p) for p in prompts)}; {args.branches} branches each x {args.tokens} new tokens; "
+        f"temperature {args.temperature}, top-p {args.top_p}, seed {args.seed}; site {args.site}.",
+        "",
+        "Views: *raw* = latents of the generated tokens; *erased (…, reference)* = the same latents through a "
+        f"{args.eraser} eraser fitted on {args.fit_seqs} sequences of the reference corpus (not the branches); "
+        "*erased (branches, out-of-sample)* = LEACE (4 Fourier features) fitted on the branches, cross-fitted by "
+        "branch (4 folds: no token is erased by an eraser that saw it); "
+        f"*intervened ({args.intervention})* = new branches generated and read under that intervention; "
+        "*shuffled* = raw latents with (branch, position) labels permuted jointly (empirical floor); *chance* = "
+        "analytic kNN chance. Prompt tokens and BOS are excluded; massive-activation tokens "
+        f"(norm > {args.massive} x median) excluded per layer: {n_excluded}.",
+        "",
+        f"Time on this machine: {', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}.",
+        "",
+    ]
+    tables = []
     for layer in layers:
         _, table = metrics_table([r for r in rows if r["layer"] == layer])
-        md += [f"## Layer {layer}", "", table, ""]
-    md += ["## Generated continuations", ""] + [f"{i}. {t!r}" for i, t in enumerate(raw.texts)]
-    (folder / "branches.md").write_text("\n".join(md) + "\n")
-    pd.set_option("display.width", 200)
-    print("\n".join(md[: 4 + 4 * len(layers)]))
-    print(f"\nwrote {folder} ({time.perf_counter() - t0:.0f} s)")
+        tables += [f"## Layer {layer}", "", f"![layer {layer}]({f'branches-layer{layer}.png'})", "", table, ""]
+    texts = ["## Generated continuations", ""]
+    for i, (txt, pi) in enumerate(zip(raw.texts, [i // args.branches for i in range(len(raw.texts))])):
+        texts.append(f"{i}. (prompt {pi}) {txt!r}")
+    if inter is not None:
+        texts += ["", f"## Intervened continuations ({args.intervention})", ""]
+        texts += [f"{i}. {txt!r}" for i, txt in enumerate(inter.texts)]
+    (folder / "metrics.md").write_text("\n".join(head + tables) + "\n")
+    (folder / "branches.md").write_text("\n".join(head + tables + texts) + "\n")
+    (folder / "texts.json").write_text(json.dumps({
+        "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
+        "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
+    }, indent=1))
+    print("\n".join(head + tables))
+    print(f"wrote {', '.join(str(p) for p in pngs)}, metrics.csv, metrics.md, branches.md, texts.json to {folder} "
+          f"({timings['total']:.0f} s)")
     return 0

@@ -1,18 +1,28 @@
 """Does a picture separate by content (branch) or by position? Metrics for a set of latents.
 
-For points ``X`` (original space or a 2-D embedding) with a branch id and a position each:
+For points ``X`` ``[n, d]`` (the original space, or a 2-D embedding) with a branch id ``b_i`` and a
+position ``t_i`` each, and ``N_k(i)`` the ``k`` nearest neighbours of point ``i`` (Euclidean, on
+standardised features in the original space):
 
-- ``knn_branch_purity``: mean fraction of each point's ``k`` nearest neighbours from the same
-  branch (chance = the share of that branch);
-- ``knn_position_agreement``: mean fraction of the ``k`` nearest neighbours within ``window``
-  positions of the point (high = neighbours are "the same moment" in other branches);
-- ``position_spearman``: largest ``|Spearman rho|`` between position and one of the leading
-  coordinates (the first 2 principal components in the original space, the 2 axes of an
-  embedding): does an axis simply *be* position?
-- ``silhouette_branch``: silhouette score of the branch labels (-1..1);
+- ``knn_branch_purity`` = mean_i |{j in N_k(i): b_j = b_i}| / k. Chance:
+  mean_i (n_{b_i} - 1) / (n - 1) (= 1/B for B equal branches).
+- ``knn_position_agreement`` = mean_i |{j in N_k(i): |t_j - t_i| <= w}| / k (``w`` = ``window``).
+  Caveat: a token's neighbours *in its own branch* are usually its predecessor and successor,
+  which also count here; hence:
+- ``knn_cross_position_agreement``: the same, over the neighbours from *other* branches only
+  (points with none are skipped). High = where trajectories of different branches meet, they meet
+  at the same moment: "all branches follow the same path". Chance: the share of other-branch
+  points within ``w`` positions.
+- ``position_spearman`` = max_j |Spearman(t, c_j)| over the leading coordinates ``c_j`` (the first 2
+  principal components in the original space, the 2 axes of an embedding): is an axis simply
+  position? Chance ~ 0 (null s.d. 1/sqrt(n)).
+- ``silhouette_branch``: silhouette score of the branch labels (-1..1; chance ~ 0).
 - ``nmi_kmeans_branch`` / ``nmi_kmeans_position``: normalised mutual information of k-means
-  clusters (``k`` = number of branches) with the branches vs with equally many position bins —
-  the "cluster analysis" question: do clusters follow content or position?
+  clusters (``B`` clusters) with the branches vs with ``B`` equal-count position bins: do
+  clusters follow content or position? (chance ~ 0, slightly positive in small samples).
+
+``shuffled_control`` scores the same points with their (branch, position) labels permuted
+jointly: the empirical floor of every metric. ``chance_levels`` gives the analytic kNN chances.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from pe_hooks.errors import DataError
 METRICS = (
     "knn_branch_purity",
     "knn_position_agreement",
+    "knn_cross_position_agreement",
     "position_spearman",
     "silhouette_branch",
     "nmi_kmeans_branch",
@@ -38,34 +49,70 @@ METRICS = (
 )
 
 
+def _check(x: np.ndarray, branch: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    branch, position = np.asarray(branch), np.asarray(position)
+    if x.ndim != 2 or len(x) < 3:
+        raise DataError(f"need at least 3 points in an [n, d] array, got shape {x.shape}")
+    if not (len(branch) == len(position) == len(x)):
+        raise DataError(
+            f"x, branch and position must have the same length (got {len(x)}, {len(branch)}, {len(position)})"
+        )
+    if not np.isfinite(x).all():
+        raise DataError("latents contain NaN or inf; drop or fix those rows first")
+    if len(np.unique(branch)) < 2:
+        raise DataError("need at least two branches to measure separation")
+    return x, branch, position
+
+
+def chance_levels(branch: np.ndarray, position: np.ndarray, *, window: int = 2) -> dict[str, float]:
+    """Analytic chance of the kNN metrics: the neighbours drawn uniformly from the other points."""
+    branch, position = np.asarray(branch), np.asarray(position)
+    n = len(branch)
+    same_b = branch[:, None] == branch[None, :]
+    near = np.abs(position[:, None] - position[None, :]) <= window
+    off = ~np.eye(n, dtype=bool)
+    other = ~same_b
+    cross = (near & other).sum(1) / np.maximum(other.sum(1), 1)
+    return {
+        "knn_branch_purity": float(((same_b & off).sum(1) / (n - 1)).mean()),
+        "knn_position_agreement": float(((near & off).sum(1) / (n - 1)).mean()),
+        "knn_cross_position_agreement": float(cross[other.any(1)].mean()),
+        "position_spearman": 0.0,
+        "silhouette_branch": 0.0,
+        "nmi_kmeans_branch": 0.0,
+        "nmi_kmeans_position": 0.0,
+    }
+
+
 def separation_metrics(
     x: np.ndarray, branch: np.ndarray, position: np.ndarray, *, k: int = 10, window: int = 2, seed: int = 0,
     standardize: bool = True,
 ) -> dict[str, float]:
     """All metrics of the module docstring for points ``x`` ``[n, d]``."""
-    x = np.asarray(x, dtype=np.float64)
-    branch = np.asarray(branch)
-    position = np.asarray(position)
-    if x.ndim != 2 or len(x) < 3:
-        raise DataError(f"need at least 3 points in an [n, d] array, got shape {x.shape}")
-    if not (len(branch) == len(position) == len(x)):
-        raise DataError("x, branch and position must have the same length")
-    if not np.isfinite(x).all():
-        raise DataError("latents contain NaN or inf")
+    x, branch, position = _check(x, branch, position)
     n_branches = len(np.unique(branch))
-    if n_branches < 2:
-        raise DataError("need at least two branches")
     z = StandardScaler().fit_transform(x) if standardize and x.shape[1] > 2 else x
     kk = min(k, len(x) - 1)
-    nn = NearestNeighbors(n_neighbors=kk + 1).fit(z)
-    idx = nn.kneighbors(z, return_distance=False)[:, 1:]
+    idx = NearestNeighbors(n_neighbors=kk + 1).fit(z).kneighbors(z, return_distance=False)
+    # drop each point itself (normally column 0; duplicates can put it elsewhere)
+    self_col = idx == np.arange(len(x))[:, None]
+    has_self = self_col.any(1)
+    idx = np.stack([row[~s][:kk] if h else row[:kk] for row, s, h in zip(idx, self_col, has_self)])
+    same = branch[idx] == branch[:, None]
+    near = np.abs(position[idx] - position[:, None]) <= window
+    n_cross = (~same).sum(1)
+    cross_ok = n_cross > 0
     out: dict[str, float] = {
-        "knn_branch_purity": float((branch[idx] == branch[:, None]).mean()),
-        "knn_position_agreement": float((np.abs(position[idx] - position[:, None]) <= window).mean()),
+        "knn_branch_purity": float(same.mean()),
+        "knn_position_agreement": float(near.mean()),
+        "knn_cross_position_agreement": (
+            float(((near & ~same).sum(1)[cross_ok] / n_cross[cross_ok]).mean()) if cross_ok.any() else float("nan")
+        ),
     }
     lead = PCA(n_components=2, random_state=seed).fit_transform(z) if z.shape[1] > 2 else z
     rhos = [abs(spearmanr(lead[:, j], position).statistic) for j in range(lead.shape[1])]
-    out["position_spearman"] = float(np.nanmax(rhos))
+    out["position_spearman"] = float(np.nanmax(rhos)) if np.isfinite(rhos).any() else 0.0
     out["silhouette_branch"] = float(silhouette_score(z, branch))
     km = KMeans(n_clusters=n_branches, n_init=4, random_state=seed).fit_predict(z)
     edges = np.quantile(position, np.linspace(0, 1, n_branches + 1)[1:-1])
@@ -75,12 +122,36 @@ def separation_metrics(
     return out
 
 
+def shuffled_control(
+    x: np.ndarray, branch: np.ndarray, position: np.ndarray, *, k: int = 10, window: int = 2, seed: int = 0,
+    standardize: bool = True,
+) -> dict[str, float]:
+    """``separation_metrics`` with the (branch, position) pairs permuted across points (seeded)."""
+    x, branch, position = _check(x, branch, position)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    return separation_metrics(x, branch[perm], position[perm], k=k, window=window, seed=seed, standardize=standardize)
+
+
 def metrics_table(rows: list[dict[str, object]]) -> tuple[pd.DataFrame, str]:
-    """A tidy frame (view, space, metric, value) and a Markdown table (views x metrics)."""
+    """A tidy frame (layer, view, space, metric, value) and a Markdown table (views x metrics)."""
+    if not rows:
+        raise DataError("no metric rows to tabulate")
     df = pd.DataFrame(rows)
-    piv = df.pivot_table(index=["view", "space"], columns="metric", values="value", sort=False)
-    cols = [m for m in METRICS if m in piv.columns]
-    lines = ["| view | space | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for (view, space), row in piv.iterrows():
-        lines.append(f"| {view} | {space} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    values = {(r.view, r.space, r.metric): float(r.value) for r in df.itertuples()}
+    pairs = list(dict.fromkeys((r.view, r.space) for r in df.itertuples()))
+    cols = [m for m in METRICS if m in set(df["metric"])]
+    short = {
+        "knn_branch_purity": "kNN branch purity",
+        "knn_position_agreement": "kNN pos. agreement",
+        "knn_cross_position_agreement": "kNN cross-branch pos. agreement",
+        "position_spearman": "max abs Spearman(pos, lead axis)",
+        "silhouette_branch": "silhouette (branch)",
+        "nmi_kmeans_branch": "NMI k-means/branch",
+        "nmi_kmeans_position": "NMI k-means/position",
+    }
+    lines = ["| view | space | " + " | ".join(short[c] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for view, space in pairs:
+        got = [values.get((view, space, c), float("nan")) for c in cols]
+        cells = ["–" if not np.isfinite(v) else f"{v:.3f}" for v in got]
+        lines.append(f"| {view} | {space} | " + " | ".join(cells) + " |")
     return df, "\n".join(lines)
