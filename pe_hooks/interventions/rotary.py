@@ -22,18 +22,37 @@ Verbs:
 
 - ``zero``: no rotation (angle 0: ``cos = s``, ``sin = 0``), as if ``inv_freq`` were 0.
 - ``remove`` (mean-ablation): every token gets the *average* rotation over reference positions
-  ``P`` (default: ``0..n-1`` of the current forward; pass ``reference=range(N)`` for generation):
-  ``cos -> mean_{t in P} cos(t w)``, ``sin -> mean_{t in P} sin(t w)``. This differs from ``zero``:
-  high-frequency bands, whose angles wrap many times over ``P``, average to ~0 and are *damped*;
-  low-frequency bands keep roughly their mean angle with magnitude ~1. (A constant position for
-  every token would be identical to ``zero``: RoPE attention scores depend only on the relative
-  position ``t_q - t_k``.)
+  ``P``: ``cos -> mean_{t in P} cos(t w)``, ``sin -> mean_{t in P} sin(t w)``. Default ``P`` is
+  ``0..max t`` of the current forward, which on a KV-cache step is only the positions decoded so
+  far; pass ``reference=range(N)`` when generating so that every step uses the same table (then
+  cached decoding equals a full forward). This differs from ``zero``: the mean of unit vectors
+  ``|mean_t e^{i t w}| = |sin(N w / 2) / (N sin(w / 2))|`` is ~0 for high-frequency bands, whose
+  angles wrap many times over ``P`` (those bands of q and k are *damped*, i.e. scaled towards 0),
+  and ~1 for low-frequency bands with ``N w << 2 pi``, which keep their mean angle at full
+  magnitude. Every token gets the *same* transform ``m_k R(phi_k)`` per band ``k`` (``m_k`` the
+  magnitude above), so band ``k`` adds ``m_k^2 (q_k . k_k)`` to the attention score: like ``zero``
+  there is no relative position left, but each band's contribution is scaled by ``m_k^2``.
+  (A constant position ``c`` for every token is exactly ``zero``: RoPE scores depend only on
+  ``t_q - t_k``, and ``R(c w)^T R(c w) = I``.)
 - ``replace(positions=f)``: the angle of ``f(t)`` (fractional positions allowed, e.g. ``scale``).
+  ``keep_bands=``: only these bands rotate (by ``f(t)``), the rest get no rotation
+  (``replace(model, shift(0), keep_bands=frequency_bands(model, "low", 8))`` keeps only the 8
+  lowest frequencies of the model's own rotation).
 - ``bands=``: act on these frequency bands only (indices into ``inv_freq``, 0 = the highest
   frequency); the other bands keep the model's own rotation. ``frequency_bands(model, "low", n)``
   picks the ``n`` lowest (or highest) bands. ``zero(model, bands=frequency_bands(model, "high", 8))``
   lets only the low frequencies keep their rotation.
 - ``exempt_first``: tokens at position 0 keep their own rotation.
+
+Real positions, padding and caching. The hooks act on whatever positions the forward really uses,
+decoded from its tables, never on ``arange(seq)``. On a TransformerLens 4 bridge,
+``model(tokens, attention_mask=mask)`` derives HF ``position_ids`` from the mask for left-padded
+rows (``cumsum(mask) - 1``, as HF ``generate`` does), and an explicit
+``position_ids=pe_hooks.data.positions_from_mask(mask)`` is forwarded unchanged; either way a
+left-padded token gets its real position, and a map like ``shuffle`` sees it. (Without a mask, pad
+tokens count as positions, exactly as in HF's plain forward.) ``generate(..., use_past_kv_cache=True)``
+feeds each new token with its absolute position, so each step gets the intervened rotation of
+that position.
 """
 
 from __future__ import annotations
@@ -172,6 +191,7 @@ class _TableRule:
     kind: Literal["zero", "remove", "replace"]
     positions: PositionMap | None = None
     reference: Sequence[int] | None = None
+    keep: tuple[int, ...] | None = None  # replace: only these bands rotate (by f(t)); the rest get none
 
     def angles_cos_sin(self, t: torch.Tensor, inv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``(cos, sin)`` of shape ``[b, s, half]`` (unit scale)."""
@@ -192,6 +212,8 @@ class _TableRule:
         new_t = self.positions(t)
         if bool((new_t < 0).any()):
             raise SchemeError(f"{self.positions!r} produced negative positions; choose a map that stays >= 0")
+        if self.keep is not None:  # a zero frequency is no rotation
+            inv = inv * _band_mask(self.keep, inv.numel()).to(inv.device)
         ang = new_t[..., None].float() * inv
         return torch.cos(ang), torch.sin(ang)
 
@@ -260,10 +282,21 @@ class _RotaryVerbs:
 
     def replace(
         self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap,
-        *, bands: Bands = None, **kw: Any,
+        *, bands: Bands = None, keep_bands: Bands = None, **kw: Any,
     ) -> HookList:
         _no_extra(kw, "replace")
-        hooks = self._build(model, scheme, target, _TableRule("replace", positions=positions), bands, "replace")
+        keep: tuple[int, ...] | None = None
+        if keep_bands is not None:
+            if bands is not None:
+                raise SchemeError(
+                    "give bands= (edit these bands, the rest keep the model's rotation) or keep_bands= "
+                    "(only these bands rotate, by the new positions; the rest get none), not both"
+                )
+            _require_rotary(scheme, self.name, "replace")
+            half = rotary_frequencies(model, target.layers[0])[0].numel()
+            keep = tuple(int(i) for i in _band_mask(keep_bands, half).nonzero().flatten())
+        rule = _TableRule("replace", positions=positions, keep=keep)
+        hooks = self._build(model, scheme, target, rule, bands, "replace")
         hooks.label = hooks.label.replace(", layers=", f", {positions.name}, layers=", 1)
         return hooks
 
