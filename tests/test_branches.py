@@ -1,51 +1,97 @@
-"""Sampling branches on a real causal model: latents, seeding, and the equality with decoding."""
+"""Sampling branches on causal models: latents equal to those computed inside the cached decoding
+loop, left padding, seeding, views, bad input, and the CLI end to end on a tiny model."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pe_hooks import DataError
-from pe_hooks.interventions import zero
-from pe_hooks.viz.branches import branches
+from pe_hooks.interventions import HookList, zero
+from pe_hooks.viz.branches import BranchLatents, branches, erase_crossfit, make_views
 from tests.conftest import get_model
+
+CAUSAL = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom"]
+
+
+def _decode_capture(model: object, hook_name: str) -> tuple[HookList, list[torch.Tensor]]:
+    seen: list[torch.Tensor] = []
+
+    def grab(t: torch.Tensor, hook: object) -> None:
+        seen.append(t.detach().clone())
+
+    return HookList([(hook_name, grab)], label="capture"), seen
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_collected_latents_equal_those_computed_while_decoding(name: str) -> None:
+    """Generate-then-forward == the latents the KV-cache decoding loop itself computed.
+
+    The capture hook rides along as the ``hooks`` of ``branches``: it sees every cached decoding
+    step (one new token each) and then the collection forward. Generated token ``j`` is the input
+    of decoding step ``j + 1``, so steps 1..N-1 hold the decode-time latents of tokens 0..N-2.
+    """
+    model = get_model(name)
+    new = 6
+    hooks, seen = _decode_capture(model, "blocks.1.hook_resid_pre")
+    res = branches(model, "hello there", n_branches=3, max_new_tokens=new, layers=[1], hooks=hooks, massive=None,
+                   progress=False)
+    steps = [s for s in seen if s.shape[1] == 1]
+    assert len(steps) >= new - 1, f"expected cached one-token steps, saw shapes {[tuple(s.shape) for s in seen]}"
+    decoded = torch.cat(steps[: new - 1], 1)  # [branches, new - 1, d]
+    collected = torch.as_tensor(res.latents[1]).reshape(3, new, -1)[:, : new - 1]
+    diff = float((decoded - collected).abs().max())
+    assert diff <= 1e-5, f"{name}: collected latents differ from the decoding loop's by {diff:.2e}"
+    # the collection forward is the last call and spans the whole sequence
+    assert seen[-1].shape[1] == res.prompt_len + new
+
+
+def test_left_padded_prompts_match_unpadded_runs() -> None:
+    """Prompts of different lengths share a left-padded batch; each branch's latents (collected
+    and decode-time) must equal an independent, unpadded forward of that branch alone."""
+    model = get_model("tiny-llama")
+    new = 5
+    hooks, seen = _decode_capture(model, "blocks.1.hook_resid_pre")
+    res = branches(model, ["hi", "a much longer prompt here"], n_branches=2, max_new_tokens=new, layers=[1],
+                   hooks=hooks, massive=None, progress=False)
+    assert res.sequences is not None and res.prompt is not None
+    assert np.array_equal(res.prompt, np.repeat([0, 1], 2 * new))
+    short_len = int(model.to_tokens("hi").shape[1])  # type: ignore[attr-defined]
+    lat = res.latents[1].reshape(4, new, -1)
+    steps = torch.cat([s for s in seen if s.shape[1] == 1][: new - 1], 1)
+    for i in range(4):
+        real = res.sequences[i] if i >= 2 else res.sequences[i, res.prompt_len - short_len :]
+        _, cache = model.run_with_cache(real[None], names_filter="blocks.1.hook_resid_pre")  # type: ignore[attr-defined]
+        ref = cache["blocks.1.hook_resid_pre"][0, -new:]
+        assert float((torch.as_tensor(lat[i]) - ref).abs().max()) <= 1e-5, f"branch {i}: collected != unpadded"
+        assert float((steps[i] - ref[: new - 1]).abs().max()) <= 1e-5, f"branch {i}: decoding != unpadded"
+        want_pos = np.arange(len(real) - new, len(real))
+        assert np.array_equal(res.position.reshape(4, new)[i], want_pos), "positions must ignore padding"
 
 
 def test_latents_shapes_and_seeding() -> None:
     model = get_model("tiny-llama")
-    a = branches(model, "hello", n_branches=3, max_new_tokens=6, layers=[0, 1], progress=False)
-    b = branches(model, "hello", n_branches=3, max_new_tokens=6, layers=[0, 1], progress=False)
+    kw = dict(n_branches=3, max_new_tokens=6, layers=[0, 1], progress=False)
+    a = branches(model, "hello", **kw)  # type: ignore[arg-type]
+    b = branches(model, "hello", **kw)  # type: ignore[arg-type]
+    c = branches(model, "hello", seed=1, **kw)  # type: ignore[arg-type]
     assert a.latents[1].shape == (18, 64) and set(a.latents) == {0, 1}
     assert np.array_equal(a.branch, np.repeat(np.arange(3), 6))
     assert a.position.min() == a.prompt_len  # generated tokens only (BOS/prompt excluded)
+    assert len(a.token) == 18 and len(a.texts) == 3 and set(a.flagged) == {0, 1}
+    assert a.sequences is not None and b.sequences is not None and c.sequences is not None
     assert torch.equal(a.sequences, b.sequences) and np.array_equal(a.latents[1], b.latents[1])
+    assert not torch.equal(a.sequences, c.sequences), "another seed should sample other branches"
     assert len({tuple(s.tolist()) for s in a.sequences}) > 1, "branches should differ"
-
-
-def test_collected_latents_equal_those_seen_while_decoding() -> None:
-    """Generate-then-forward gives the same latents as capturing during KV-cache decoding."""
-    model = get_model("tiny-llama")
-    res = branches(model, "hello", n_branches=2, max_new_tokens=5, layers=[1], progress=False)
-    seen: list[torch.Tensor] = []
-
-    def grab(t: torch.Tensor, hook: object) -> None:
-        seen.append(t[:, -1].clone())
-
-    prompt = res.sequences[:, : res.prompt_len]
-    # replay the sampled tokens one step at a time through the cache, capturing each step
-    with torch.no_grad():
-        from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
-
-        model.add_hook("blocks.1.hook_resid_pre", grab)  # type: ignore[attr-defined]
-        try:
-            for step in range(5):
-                model(res.sequences[:, : res.prompt_len + step + 1])  # type: ignore[operator]
-        finally:
-            model.reset_hooks()  # type: ignore[attr-defined]
-    decoded = torch.stack(seen[:5], 1).reshape(-1, 64).numpy()
-    assert np.allclose(decoded, res.latents[1], atol=1e-5)
-    assert prompt.shape[1] == res.prompt_len
+    before = torch.random.get_rng_state()
+    branches(model, "hello", **kw)  # type: ignore[arg-type]
+    assert torch.equal(before, torch.random.get_rng_state()), "the global RNG must be left alone"
 
 
 def test_intervened_branches_differ() -> None:
@@ -55,8 +101,73 @@ def test_intervened_branches_differ() -> None:
     assert not np.allclose(a.latents[1], b.latents[1])
 
 
+def test_massive_tokens_are_flagged_per_layer_and_left_out() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    x[7] *= 100.0
+    lat = BranchLatents.from_arrays(x, np.repeat([0, 1], 20), np.tile(np.arange(20), 2), layer=3, massive=8.0)
+    assert np.flatnonzero(lat.flagged[3]).tolist() == [7]
+    xv, bv, pv = lat.view(3)
+    assert len(xv) == 40 - 1 - 2  # the massive row and the two position-0 rows
+    assert (pv > 0).all() and not np.isclose(np.linalg.norm(xv, axis=1), np.linalg.norm(x[7])).any()
+    with pytest.raises(KeyError, match="not collected"):
+        lat.view(0)
+
+
+def test_crossfit_never_erases_a_token_with_an_eraser_that_saw_it() -> None:
+    rng = np.random.default_rng(0)
+    n_b, t = 8, 10
+    x = rng.normal(size=(n_b * t, 4))
+    b, p = np.repeat(np.arange(n_b), t), np.tile(np.arange(1, t + 1), n_b)
+    fitted_on: list[set[int]] = []
+    erased_rows: list[set[int]] = []
+
+    class Recorder:
+        def __init__(self, rows: set[int]) -> None:
+            self.rows = rows
+
+        def transform(self, xx: np.ndarray, *, positions: object = None) -> np.ndarray:
+            erased_rows.append({int(v) for v in np.round(xx[:, 0] * 1e6)})
+            return xx
+
+    x[:, 0] = np.arange(len(x)) / 1e6  # row ids in column 0, to see which rows go where
+
+    def fit(xx: np.ndarray, pp: np.ndarray) -> Recorder:
+        rows = {int(v) for v in np.round(xx[:, 0] * 1e6)}
+        fitted_on.append(rows)
+        return Recorder(rows)
+
+    out = erase_crossfit(x, b, p, fit=fit, n_folds=4)
+    assert np.allclose(out, x) and len(fitted_on) == 4
+    assert all(not (f & e) for f, e in zip(fitted_on, erased_rows)), "a fold was erased by its own fit"
+    assert set().union(*erased_rows) == set(range(len(x)))
+    # branches are never split across folds
+    for e in erased_rows:
+        assert {int(b[i]) for i in e}.isdisjoint({int(b[i]) for i in set(range(len(x))) - e})
+
+
+def test_make_views_with_an_injected_eraser() -> None:
+    """Any object with .transform works; a PositionEraser-style one also receives layer=."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 16)).astype(np.float32)
+    lat = BranchLatents.from_arrays(x, np.repeat([0, 1, 2], 20), np.tile(np.arange(1, 21), 3), layer=5)
+    calls: list[dict[str, object]] = []
+
+    class WithLayer:
+        def transform(self, xx: np.ndarray, *, layer: int | None = None, positions: object = None) -> np.ndarray:
+            calls.append({"layer": layer})
+            return xx * 0 + 1
+
+    views = make_views(lat, 5, eraser=WithLayer(), eraser_name="e", crossfit=True, intervened=lat, early=5)
+    assert list(views) == ["raw", "e", "erased (branches, out-of-sample)", "intervened", "early (layer 5)"]
+    assert calls == [{"layer": 5}] and np.all(views["e"][0] == 1)
+    assert views["erased (branches, out-of-sample)"][0].shape == x.shape
+
+
 def test_branch_errors() -> None:
     model = get_model("tiny-llama")
+    with pytest.raises(DataError, match="non-empty prompt"):
+        branches(model, [], progress=False)
     with pytest.raises(DataError, match="non-empty prompt"):
         branches(model, [" "], progress=False)
     with pytest.raises(IndexError, match="layers 0..1"):
@@ -67,3 +178,49 @@ def test_branch_errors() -> None:
         branches(get_model("tiny-bert"), "x", progress=False)
     with pytest.raises(DataError, match="at least 2"):
         branches(model, "x", n_branches=1, progress=False)
+    with pytest.raises(DataError, match="temperature"):
+        branches(model, "x", temperature=0.0, progress=False)
+    with pytest.raises(KeyError, match="resid_pre"):
+        branches(model, "x", site="resid_nowhere", progress=False)
+    with pytest.raises(DataError, match=r"\[n, d\]"):
+        BranchLatents.from_arrays(np.zeros(5), np.zeros(5), np.zeros(5))
+
+
+def test_intervention_specs() -> None:
+    from pe_hooks.cli.branches_cmd import intervention_hooks, parse_intervention
+
+    assert parse_intervention("zero") == ("zero", None, None)
+    assert parse_intervention("replace:shift=3") == ("replace", "shift", 3.0)
+    with pytest.raises(DataError, match="unknown --intervention"):
+        parse_intervention("blur")
+    with pytest.raises(DataError, match="needs a value"):
+        parse_intervention("replace:shift")
+    model = get_model("tiny-llama")
+    assert intervention_hooks(model, "none", 16) is None
+    for spec in ("zero", "remove", "replace:shuffle", "replace:reverse", "replace:constant=0", "replace:scale=0.5"):
+        assert len(intervention_hooks(model, spec, 16)) > 0, spec
+
+
+@pytest.mark.slow  # ~1-2 min on 2 shared cores: 5 views x UMAP (numba JIT on first use)
+def test_cli_end_to_end_on_a_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pe_hooks.cli import branches_cmd
+    from pe_hooks.cli.main import build_parser
+
+    monkeypatch.setattr("pe_hooks.load_model", lambda name, **kw: get_model(name))
+    args = build_parser().parse_args([
+        "branches", "--model", "tiny-llama", "--prompt", "hello", "--branches", "3", "--tokens", "10",
+        "--layer", "1", "--early", "0", "--fit-seqs", "8", "--intervention", "zero", "--out", str(tmp_path),
+    ])
+    assert isinstance(args, argparse.Namespace) and args.func is branches_cmd.run
+    assert args.func(args) == 0
+    assert (tmp_path / "branches-layer1.png").stat().st_size > 10_000
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    assert set(df["view"]) == {
+        "raw", "erased (leace, reference)", "erased (branches, out-of-sample)", "intervened (zero)", "early (layer 0)",
+        "shuffled", "chance",
+    }
+    assert np.isfinite(df["value"]).all()
+    texts = json.loads((tmp_path / "texts.json").read_text())
+    assert len(texts["texts"]) == 3 and texts["prompts"] == ["hello"]
+    md = (tmp_path / "branches.md").read_text()
+    assert "## Layer 1" in md and "## Generated continuations" in md
