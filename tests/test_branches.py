@@ -107,7 +107,7 @@ def test_massive_tokens_are_flagged_per_layer_and_left_out() -> None:
     x[7] *= 100.0
     lat = BranchLatents.from_arrays(x, np.repeat([0, 1], 20), np.tile(np.arange(20), 2), layer=3, massive=8.0)
     assert np.flatnonzero(lat.flagged[3]).tolist() == [7]
-    xv, bv, pv = lat.view(3)
+    xv, _, pv = lat.view(3)
     assert len(xv) == 40 - 1 - 2  # the massive row and the two position-0 rows
     assert (pv > 0).all() and not np.isclose(np.linalg.norm(xv, axis=1), np.linalg.norm(x[7])).any()
     with pytest.raises(KeyError, match="not collected"):
