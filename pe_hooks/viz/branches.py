@@ -198,7 +198,7 @@ def branches(
         with (hooks or HookList()).applied(model), torch.no_grad():
             out = model.generate(
                 batch.to(device), max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                top_p=top_p, use_past_kv_cache=True, stop_at_eos=False, verbose=False,
+                top_p=top_p, use_past_kv_cache=True, stop_at_eos=False, verbose=progress,
                 attention_mask=None if bool(mask.all()) else mask.to(device),
             )
     seqs = (out if isinstance(out, torch.Tensor) else out.sequences).cpu()

@@ -44,7 +44,7 @@ def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, titl
             m = b == br
             order = np.argsort(p[m], kind="stable")
             pts = e[m][order]
-            ax_b.plot(pts[:, 0], pts[:, 1], "-", color=colours[i], lw=0.8, alpha=0.6)
+            ax_b.plot(pts[:, 0], pts[:, 1], "-", color=colours[i], lw=0.7, alpha=0.45)
             ax_b.scatter(pts[:, 0], pts[:, 1], s=7, color=colours[i], label=f"branch {br}")
             ax_b.scatter(pts[:1, 0], pts[:1, 1], s=45, marker="^", color=colours[i], edgecolor="k", lw=0.6, zorder=3)
         sc = ax_p.scatter(e[:, 0], e[:, 1], c=p, s=7, cmap="viridis")
@@ -52,8 +52,8 @@ def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, titl
         purity = metrics.get((name, "umap", "knn_branch_purity"), float("nan"))
         cross = metrics.get((name, "umap", "knn_cross_position_agreement"), float("nan"))
         rho = metrics.get((name, "umap", "position_spearman"), float("nan"))
-        ax_b.set_title(f"{name}: by branch (kNN branch purity {purity:.2f})", fontsize=10)
-        ax_p.set_title(f"{name}: by position (cross-branch agreement {cross:.2f}, |ρ| {rho:.2f})", fontsize=10)
+        ax_b.set_title(f"{name}\nby branch: kNN branch purity {purity:.2f}", fontsize=9)
+        ax_p.set_title(f"{name}\nby position: cross-branch agreement {cross:.2f}, |ρ| {rho:.2f}", fontsize=9)
         for ax in (ax_b, ax_p):
             ax.set_xticks([])
             ax.set_yticks([])
