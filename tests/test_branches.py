@@ -224,3 +224,28 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(texts["texts"]) == 3 and texts["prompts"] == ["hello"]
     md = (tmp_path / "branches.md").read_text()
     assert "## Layer 1" in md and "## Generated continuations" in md
+
+
+@pytest.mark.slow  # loads SmolLM2-135M and samples on it
+def test_smollm2_collected_latents_equal_decoding_latents() -> None:
+    """The same equality on the real rotary model, at its middle and last layer. Tolerance: 1e-4
+    relative to the largest latent entry (float32 accumulation order differs between a cached
+    one-token step and a full forward; test_generation.py uses 1e-4 on SmolLM2 logits)."""
+    model = get_model("smollm2-135m")
+    new = 5
+    names = ["blocks.15.hook_resid_pre", "blocks.29.hook_resid_pre"]
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def grab(name: str):  # type: ignore[no-untyped-def]
+        def fn(t: torch.Tensor, hook: object) -> None:
+            seen[name].append(t.detach().clone())
+
+        return fn
+
+    res = branches(model, ["The ocean is", "To fix a slow Python program,"], n_branches=2, max_new_tokens=new,
+                   layers=[15, 29], hooks=HookList([(n, grab(n)) for n in names]), massive=None, progress=False)
+    for layer, name in zip((15, 29), names):
+        decoded = torch.cat([s for s in seen[name] if s.shape[1] == 1][: new - 1], 1)
+        collected = torch.as_tensor(res.latents[layer]).reshape(4, new, -1)[:, : new - 1]
+        rel = float((decoded - collected).abs().max() / collected.abs().max())
+        assert rel <= 1e-4, f"layer {layer}: relative difference {rel:.2e}"
