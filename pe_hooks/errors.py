@@ -17,3 +17,12 @@ class SchemeError(PeHooksError, ValueError):
 
 class DataError(PeHooksError, ValueError):
     """Input data is empty, has NaNs, is too long for the context, or has the wrong labels."""
+
+
+class UpstreamError(PeHooksError, RuntimeError):
+    """An installed dependency misbehaves (e.g. a TransformerLens/transformers pair whose KV-cache
+    decoding is wrong); the message names the tested versions to install."""
+
+
+class UpstreamWarning(UserWarning):
+    """A dependency misbehaves and pe-hooks works around it (the message names the fix)."""

@@ -29,6 +29,7 @@ def _decode_capture(model: object, hook_name: str) -> tuple[HookList, list[torch
     return HookList([(hook_name, grab)], label="capture"), seen
 
 
+@pytest.mark.kv_cache
 @pytest.mark.parametrize("name", CAUSAL)
 def test_collected_latents_equal_those_computed_while_decoding(name: str) -> None:
     """Generate-then-forward == the latents the KV-cache decoding loop itself computed.
@@ -52,6 +53,7 @@ def test_collected_latents_equal_those_computed_while_decoding(name: str) -> Non
     assert seen[-1].shape[1] == res.prompt_len + new
 
 
+@pytest.mark.kv_cache
 def test_left_padded_prompts_match_unpadded_runs() -> None:
     """Prompts of different lengths share a left-padded batch; each branch's latents (collected
     and decode-time) must equal an independent, unpadded forward of that branch alone."""
@@ -226,6 +228,7 @@ def test_cli_end_to_end_on_a_tiny_model(tmp_path: Path, monkeypatch: pytest.Monk
     assert "## Layer 1" in md and "## Generated continuations" in md
 
 
+@pytest.mark.kv_cache
 @pytest.mark.slow  # loads SmolLM2-135M and samples on it
 def test_smollm2_collected_latents_equal_decoding_latents() -> None:
     """The same equality on the real rotary model, at its middle and last layer. Tolerance: 1e-4
@@ -249,3 +252,54 @@ def test_smollm2_collected_latents_equal_decoding_latents() -> None:
         collected = torch.as_tensor(res.latents[layer]).reshape(4, new, -1)[:, : new - 1]
         rel = float((decoded - collected).abs().max() / collected.abs().max())
         assert rel <= 1e-4, f"layer {layer}: relative difference {rel:.2e}"
+
+
+@pytest.mark.kv_cache  # needs a correct stack as its baseline
+def test_wrong_kv_cache_falls_back_to_uncached_decoding_with_a_warning() -> None:
+    """A stack whose cached steps are wrong (simulated: a hook that shifts one-token forwards only,
+    as a broken cache would) must not yield silently wrong branches: ``branches`` warns, naming the
+    fix, and decodes without the cache — the result equals clean uncached decoding exactly;
+    ``kv_cache=True`` refuses instead."""
+    from pe_hooks.errors import UpstreamError, UpstreamWarning
+    from pe_hooks.interventions import apply_hooks
+    from pe_hooks.models import load_model
+
+    model = load_model("tiny-llama")  # own instance: the self-check is cached per model
+
+    def broken_cache(t: torch.Tensor, hook: object) -> torch.Tensor:
+        return t + 0.5 if t.shape[1] == 1 else t
+
+    kw = dict(n_branches=2, max_new_tokens=6, layers=[1], massive=None, progress=False)
+    with apply_hooks(model, [("hook_embed", broken_cache)]):
+        with pytest.warns(UpstreamWarning, match=r"transformers==5\.23\.0"):
+            fell_back = branches(model, "hello there", **kw)  # type: ignore[arg-type]
+        with pytest.raises(UpstreamError, match="kv_cache=False"):
+            branches(model, "hello there", kv_cache=True, **kw)  # type: ignore[arg-type]
+    clean = branches(get_model("tiny-llama"), "hello there", kv_cache=False, **kw)  # type: ignore[arg-type]
+    assert fell_back.texts == clean.texts
+    np.testing.assert_allclose(fell_back.latents[1], clean.latents[1], atol=1e-6)
+    cached = branches(get_model("tiny-llama"), "hello there", kv_cache=True, **kw)  # type: ignore[arg-type]
+    assert cached.texts == clean.texts  # on a correct stack, cached and uncached decoding agree
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_default_branches_are_right_on_any_stack(name: str) -> None:
+    """Whatever transformers / TransformerLens pair is installed (including one whose KV cache is
+    broken, e.g. transformers 5.24 + TL 4.3), default ``branches`` texts equal uncached greedy-free
+    sampling with the same seed, and a broken stack is announced with a warning naming the fix."""
+    import warnings
+
+    from pe_hooks.errors import UpstreamWarning
+    from pe_hooks.models import load_model
+    from pe_hooks.models.kv_check import check_kv_cache
+
+    model = load_model(name)
+    kw = dict(n_branches=2, max_new_tokens=6, layers=[1], massive=None, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default = branches(model, "hello there", **kw)  # type: ignore[arg-type]
+    warned = any(issubclass(w.category, UpstreamWarning) for w in caught)
+    assert warned == (not check_kv_cache(model).ok)
+    uncached = branches(model, "hello there", kv_cache=False, **kw)  # type: ignore[arg-type]
+    assert default.texts == uncached.texts
+    np.testing.assert_allclose(default.latents[1], uncached.latents[1], atol=1e-6)

@@ -52,6 +52,7 @@ def test_sequential_fits_on_erased_upstream_states() -> None:
     assert seq.info.fit_tokens[n1] == 24 * 31  # BOS excluded
 
 
+@pytest.mark.kv_cache
 def test_mean_eraser_hooks_follow_kv_cache_positions() -> None:
     model = get_model("tiny-gpt2")
     eraser = fit_eraser(model, None, method="mean", seq_len=48, n_seqs=24, progress=False)

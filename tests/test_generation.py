@@ -21,6 +21,8 @@ NEW = 6
 # A wrong position for a cached token moves logits by O(1), far above it.
 ATOL_SMOLLM2 = 1e-4
 
+pytestmark = pytest.mark.kv_cache
+
 VERBS: dict[str, Callable[[object], HookList]] = {
     "zero": lambda m: zero(m),
     "remove": lambda m: remove(m, reference=range(32)),

@@ -148,6 +148,7 @@ def test_project_out_user_basis_and_pcs_of_helix() -> None:
     assert float(overlap.min()) > 0.999
 
 
+@pytest.mark.kv_cache
 def test_generation_with_cache_gets_real_positions() -> None:
     model = get_model("tiny-gpt2")
     prompt = torch.tensor([[5, 40, 52, 61, 77, 83]])

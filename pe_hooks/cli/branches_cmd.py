@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
     p.add_argument("--k", type=int, default=10, help="neighbours of the kNN metrics")
     p.add_argument("--massive", type=float, default=8.0, help="flag tokens with norm > this x median (0: off)")
+    p.add_argument("--kv-cache", default="auto", choices=["auto", "on", "off"],
+                   help="decode with the KV cache: auto (default) checks once that cached steps equal a full "
+                   "forward and decodes without the cache if not; on requires it; off never uses it")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: results/branches-MODEL)")
     p.set_defaults(func=run)
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = dict(
         n_branches=args.branches, max_new_tokens=args.tokens, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, layers=collect, site=args.site, massive=args.massive or None,
+        kv_cache={"auto": None, "on": True, "off": False}[args.kv_cache],
     )
     timings["load"] = time.perf_counter() - t0
     t = time.perf_counter()

@@ -26,6 +26,7 @@ UMAP space, how much the picture is organised by branch vs by position
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from inspect import signature as _signature
@@ -37,8 +38,9 @@ from tqdm.auto import tqdm
 
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
-from pe_hooks.errors import DataError
+from pe_hooks.errors import DataError, UpstreamWarning
 from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
 from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
 from pe_hooks.sites import inspect
 from pe_hooks.types import Model
@@ -149,6 +151,7 @@ def branches(
     massive: float | None = 8.0,
     batch_size: int = 16,
     progress: bool = True,
+    kv_cache: bool | None = None,
 ) -> BranchLatents:
     """Sample ``n_branches`` continuations of each prompt and collect per-token latents.
 
@@ -162,6 +165,11 @@ def branches(
             norm are flagged there and left out of the views (Sun et al. 2024: a few tokens carry
             huge activations and would dominate any embedding); ``None`` flags nothing. BOS and
             prompt tokens are never collected.
+        kv_cache: decode with the KV cache. ``None`` (default): first check, once per model, that
+            cached steps equal a full forward (``pe_hooks.models.kv_check``); if they do not (a
+            broken transformers / TransformerLens pair), warn naming the fix and decode without the
+            cache (correct, slower). ``True``: require a correct cache (``UpstreamError`` otherwise).
+            ``False``: never use the cache.
 
     Sampling is seeded with ``seed`` inside a forked RNG (the global torch RNG is untouched).
     """
@@ -193,12 +201,13 @@ def branches(
     mask = torch.stack([torch.arange(prompt_len) >= prompt_len - n for n in plens]).long()
     mask = mask.repeat_interleave(n_branches, dim=0)
     device = getattr(model.cfg, "device", None) or "cpu"
+    use_cache = _decide_kv_cache(model, kv_cache)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with (hooks or HookList()).applied(model), torch.no_grad():
             out = model.generate(
                 batch.to(device), max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                top_p=top_p, use_past_kv_cache=True, stop_at_eos=False, verbose=progress,
+                top_p=top_p, use_past_kv_cache=use_cache, stop_at_eos=False, verbose=progress,
                 attention_mask=None if bool(mask.all()) else mask.to(device),
             )
     seqs = (out if isinstance(out, torch.Tensor) else out.sequences).cpu()
@@ -222,6 +231,19 @@ def branches(
         flagged={layer: _massive(v, massive) for layer, v in latents.items()},
         prompts=prompt_list,
     )
+
+
+def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:
+    """Whether to decode with the KV cache (see ``branches``' ``kv_cache``)."""
+    if kv_cache is False:
+        return False
+    if kv_cache is True:
+        require_kv_cache(model)
+        return True
+    check = check_kv_cache(model)
+    if not check.ok:
+        warnings.warn(check.message() + " Decoding without the cache for now.", UpstreamWarning, stacklevel=3)
+    return check.ok
 
 
 # ---------------------------------------------------------------------------------- views
