@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pe_hooks import DataError
-from pe_hooks.interventions import HookList, zero
-from pe_hooks.viz.branches import BranchLatents, branches, erase_crossfit, make_views
+from pe_hooks import DataError, HookList, zero
+from pe_hooks.probes.branches import BranchLatents, branches, erase_crossfit, make_views
 from tests.conftest import get_model
 
 CAUSAL = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom"]
