@@ -69,11 +69,9 @@ def _messages_in_source() -> str:
 
 def _resolve(dotted: str) -> object:
     obj: object = p
-    for part in dotted.split(".")[1:]:
-        if hasattr(obj, part):
-            obj = getattr(obj, part)
-        else:  # a submodule not imported yet
-            obj = importlib.import_module(f"{obj.__name__}.{part}")  # type: ignore[attr-defined]
+    for part in dotted.split(".")[1:]:  # getattr, or import a submodule not imported yet
+        name = f"{obj.__name__}.{part}" if hasattr(obj, "__name__") else part
+        obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(name)
     return obj
 
 
