@@ -56,9 +56,11 @@ run: $(STAMP)
 	$(BIN)/pe-hooks inspect smollm2-135m | tee $(OUT)/inspect-smollm2-135m.txt
 	$(BIN)/pe-hooks sweep --model smollm2-135m --out $(OUT)
 
+# ruff, mypy, and the import contract (pyproject.toml [tool.importlinter]: imports point one way)
 lint: $(STAMP)
 	$(BIN)/ruff check pe_hooks tests benchmarks docs
 	$(BIN)/mypy pe_hooks
+	$(BIN)/lint-imports
 
 # the README's test command (CI runs exactly this)
 test: lint test-fast test-tl3

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from benchmarks.harness import interleaved
-from pe_hooks import inspect, load_hf
-from pe_hooks.models import bridge_from_hf, tiny_tokenizer
+from pe_hooks import inspect
+from pe_hooks.models import bridge_from_hf, load_hf, tiny_tokenizer
 
 
 def gpt2_small_shaped(layers: int = 12) -> tuple[Any, Any, Any]:
@@ -41,8 +41,7 @@ def smollm2() -> tuple[Any, Any, Any]:
 
 
 def forward_overhead(model_name: str, shapes: list[tuple[int, int]], rounds: int) -> list[dict[str, Any]]:
-    from pe_hooks.erasers import fit_eraser
-    from pe_hooks.interventions import project_out, remove, replace, shift, zero
+    from pe_hooks import fit_eraser, project_out, remove, replace, shift, zero
 
     hf, bridge, _ = gpt2_small_shaped() if model_name == "gpt2-small-shaped" else smollm2()
     scheme = inspect(bridge)
@@ -82,7 +81,7 @@ def forward_overhead(model_name: str, shapes: list[tuple[int, int]], rounds: int
 
 
 def generation(model_name: str, new_tokens: int, rounds: int) -> list[dict[str, Any]]:
-    from pe_hooks.interventions import replace, shift, zero
+    from pe_hooks import replace, shift, zero
 
     _, bridge, tok = gpt2_small_shaped() if model_name == "gpt2-small-shaped" else smollm2()
     ids = tok("The most surprising thing about the ocean is", return_tensors="pt").input_ids
@@ -122,7 +121,7 @@ if mode == "bare":
         for i in range(0, len(td), 16):
             model(td.tokens[i:i + 16])
 elif mode in ("sweep", "sweep1"):
-    from pe_hooks.probes import sweep
+    from pe_hooks import sweep
     res = sweep(model, td, ["baseline"], layers=list(range({layers})), n_fit=0, n_seqs={n_seqs}, token_floor=False,
                 evaluate=(mode == "sweep"), progress=False)
     score = float(res.df[(res.df.metric == ("acc" if mode == "sweep" else "r2"))].value.mean())

@@ -15,11 +15,20 @@ from pathlib import Path
 
 import torch
 
-from pe_hooks import load_model
+from pe_hooks import (
+    HookList,
+    fit_eraser,
+    frequency_bands,
+    load_model,
+    remove,
+    replace,
+    reverse,
+    scale,
+    shift,
+    shuffle,
+    zero,
+)
 from pe_hooks.data import load_data
-from pe_hooks.erasers import fit_eraser
-from pe_hooks.interventions import HookList, remove, replace, reverse, scale, shift, shuffle, zero
-from pe_hooks.interventions.rotary import frequency_bands
 
 
 def main(argv: list[str] | None = None) -> int:

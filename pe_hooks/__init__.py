@@ -1,27 +1,82 @@
 """pe-hooks: remove positional information from transformer activations, and measure what is left.
 
-Where position lives (``inspect``), hooks that zero/remove/replace/project it out, fitted
-residual-stream erasers, per-layer probes, and UMAP of generation branches — all as plain
-TransformerLens ``(name, fn)`` hooks.
+The public API, all plain TransformerLens ``(name, fn)`` hooks and data objects::
+
+    import pe_hooks as p
+
+    model = p.load_model("tiny-gpt2")
+    print(p.inspect(model))                       # where position lives
+    hooks = p.zero(model) + p.remove(model)       # p.replace(model, p.shift(3)), p.project_out(model, k=3)
+    eraser = p.fit_eraser(model, data)            # fitted residual-stream erasers
+    result = p.sweep(model, None, ["baseline", "zero", "erase"])   # per-layer probes -> SweepResult
+    lat = p.branches(model, "Once upon a time")   # latents of sampled continuations
+
+Pictures: ``pe_hooks.viz`` (``plot_sweep``, ``plot_branches``); Markdown reports:
+``pe_hooks.reports``.
 """
 
-from pe_hooks.errors import DataError, ModelLoadError, PeHooksError, SchemeError
-from pe_hooks.models import DEFAULT_MODEL, bridge_from_hf, load_hf, load_model
+from pe_hooks.core import (
+    DataError,
+    HookList,
+    ModelLoadError,
+    PeHooksError,
+    SchemeError,
+    UpstreamError,
+    UpstreamWarning,
+    apply_hooks,
+)
+from pe_hooks.erasers import PositionEraser, fit_eraser
+from pe_hooks.interventions import (
+    PositionMap,
+    constant,
+    frequency_bands,
+    project_out,
+    remove,
+    replace,
+    reverse,
+    scale,
+    shift,
+    shuffle,
+    table,
+    zero,
+)
+from pe_hooks.models import DEFAULT_MODEL, load_model
+from pe_hooks.probes import BranchLatents, SweepResult, branches, sweep
 from pe_hooks.sites import PositionalScheme, Scheme, inspect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BranchLatents",
     "DataError",
+    "HookList",
     "ModelLoadError",
     "PeHooksError",
+    "PositionEraser",
+    "PositionMap",
     "PositionalScheme",
     "Scheme",
     "SchemeError",
+    "SweepResult",
+    "UpstreamError",
+    "UpstreamWarning",
     "__version__",
-    "bridge_from_hf",
+    "apply_hooks",
+    "branches",
+    "constant",
+    "fit_eraser",
+    "frequency_bands",
     "inspect",
-    "load_hf",
     "load_model",
+    "project_out",
+    "remove",
+    "replace",
+    "reverse",
+    "scale",
+    "shift",
+    "shuffle",
+    "sweep",
+    "table",
+    "zero",
 ]

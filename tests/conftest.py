@@ -25,7 +25,7 @@ def hook_counts(model: object) -> dict[str, int]:
 
 def get_model(name: str) -> object:
     """A shared bridge per name. Tests must leave no hooks attached (checked after each test)."""
-    from pe_hooks import load_model
+    from pe_hooks.models import load_model  # not pe_hooks.load_model: some tests monkeypatch it
 
     if name not in _models:
         _models[name] = load_model(name)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import transformers.models.bloom.modeling_bloom as mb
 
-from pe_hooks import SchemeError, load_hf
-from pe_hooks.interventions import apply_hooks, remove, replace, reverse, shift, shuffle, zero
+from pe_hooks import SchemeError, apply_hooks, remove, replace, reverse, shift, shuffle, zero
 from pe_hooks.interventions.alibi import alibi_slopes
+from pe_hooks.models import load_hf
 from tests.conftest import get_model
 
 ATOL = 1e-5
@@ -148,7 +148,7 @@ def test_errors() -> None:
     with pytest.raises(SchemeError, match="site='rotary'"):
         zero(get_model("tiny-llama"), site="alibi")
     with pytest.raises(SchemeError, match="not a vector"):
-        from pe_hooks.interventions import project_out
+        from pe_hooks import project_out
 
         project_out(get_model(NAME), torch.zeros(1, 64), site="alibi")
     with pytest.raises(SchemeError, match="exempt_first"):

@@ -20,3 +20,16 @@ def test_quick_forward_case_runs_through_the_cli(tmp_path: Path) -> None:
     assert main(["bench", "--quick", "--cases", "forward", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "quick.md").read_text()
     assert "bridge + zero (pos_embed)" in text and "raw HF (eager)" in text
+
+
+def test_bench_without_a_checkout_names_the_fix(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from pe_hooks.cli import bench_cmd
+    from pe_hooks.cli.main import main
+
+    monkeypatch.setattr(bench_cmd, "repository_root", lambda: None)
+    path_before = list(sys.path)
+    assert main(["bench", "--quick"]) == 2
+    assert "clone the repository" in capsys.readouterr().err
+    assert sys.path == path_before  # the command never edits sys.path

@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pe_hooks import DataError
-from pe_hooks.interventions import HookList, zero
-from pe_hooks.viz.branches import BranchLatents, branches, erase_crossfit, make_views
+from pe_hooks import DataError, HookList, zero
+from pe_hooks.probes.branches import BranchLatents, branches, erase_crossfit, make_views
 from tests.conftest import get_model
 
 CAUSAL = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom"]
@@ -260,8 +259,8 @@ def test_wrong_kv_cache_falls_back_to_uncached_decoding_with_a_warning() -> None
     as a broken cache would) must not yield silently wrong branches: ``branches`` warns, naming the
     fix, and decodes without the cache — the result equals clean uncached decoding exactly;
     ``kv_cache=True`` refuses instead."""
-    from pe_hooks.errors import UpstreamError, UpstreamWarning
-    from pe_hooks.interventions import apply_hooks
+    from pe_hooks import apply_hooks
+    from pe_hooks.core.errors import UpstreamError, UpstreamWarning
     from pe_hooks.models import load_model
 
     model = load_model("tiny-llama")  # own instance: the self-check is cached per model
@@ -289,7 +288,7 @@ def test_default_branches_are_right_on_any_stack(name: str) -> None:
     sampling with the same seed, and a broken stack is announced with a warning naming the fix."""
     import warnings
 
-    from pe_hooks.errors import UpstreamWarning
+    from pe_hooks.core.errors import UpstreamWarning
     from pe_hooks.models import load_model
     from pe_hooks.models.kv_check import check_kv_cache
 

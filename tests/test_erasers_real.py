@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pe_hooks import DataError, SchemeError
+from pe_hooks import DataError, SchemeError, project_out
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.erasers import PositionEraser, fit_eraser
-from pe_hooks.interventions import project_out
 from tests.conftest import get_model
 from tests.eval_utils import heldout_position_accuracy
 

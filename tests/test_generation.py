@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from pe_hooks.interventions import HookList, constant, remove, replace, reverse, scale, shift, shuffle, zero
+from pe_hooks import HookList, constant, remove, replace, reverse, scale, shift, shuffle, zero
 from tests.conftest import get_model
 
 NEW = 6

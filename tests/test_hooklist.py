@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_hooks.interventions import HookList, apply_hooks, project_out, replace, shift, zero
+from pe_hooks import HookList, apply_hooks, project_out, replace, shift, zero
 from tests.conftest import get_model
 
 IDS = torch.tensor([[1, 40, 52, 61, 77]])

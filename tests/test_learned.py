@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from pe_hooks import SchemeError, load_hf
-from pe_hooks.interventions import (
+from pe_hooks import (
     HookList,
+    SchemeError,
     apply_hooks,
     constant,
     project_out,
@@ -25,6 +25,7 @@ from pe_hooks.interventions import (
     zero,
 )
 from pe_hooks.interventions.learned import w_pos_components
+from pe_hooks.models import load_hf
 from tests.conftest import get_model
 
 ATOL = 1e-5

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pe_hooks import ModelLoadError, load_hf, load_model
+from pe_hooks import ModelLoadError, load_model
 from pe_hooks.models import cache as cache_mod
-from pe_hooks.models import offline
+from pe_hooks.models import load_hf, offline
 from tests.conftest import get_model
 
 

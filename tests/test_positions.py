@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_hooks import SchemeError
-from pe_hooks.interventions import constant, reverse, scale, shift, shuffle, table
+from pe_hooks import SchemeError, constant, reverse, scale, shift, shuffle, table
 from pe_hooks.interventions.positions import as_position_map
 
 POS = torch.arange(6).unsqueeze(0)

@@ -111,3 +111,17 @@ def test_bad_input() -> None:
         StreamingLDA(n_classes=2).fit(np.zeros((3, 2)), np.array([0, 1, 5]))
     with pytest.raises(DataError, match="call fit"):
         StreamingRidge().predict(np.zeros((1, 2)))
+
+
+def test_estimators_are_scikit_learn_estimators_with_data_driven_shrinkage() -> None:
+    from sklearn.base import clone
+
+    lda = StreamingLDA(n_classes=5)
+    assert clone(lda).get_params() == {"n_classes": 5, "shrinkage": "auto"}
+    assert clone(StreamingRidge(alpha=0.5)).get_params() == {"alpha": 0.5}
+    r = np.random.default_rng(7)
+    y = r.integers(0, 5, 1500)
+    x = r.normal(size=(1500, 40)) + 0.8 * np.eye(5, 40)[y]  # weak class means in 40 noisy dims
+    ours = lda.fit(x[:600], y[:600]).score(x[600:], y[600:])
+    lw = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[:600], y[:600]).score(x[600:], y[600:])
+    assert ours > 0.35 and abs(ours - lw) < 0.03  # chance 0.2; as good as scikit-learn's Ledoit-Wolf choice

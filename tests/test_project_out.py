@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_hooks import SchemeError, load_hf
-from pe_hooks.interventions import project_out, remove, replace, shift, zero
+from pe_hooks import SchemeError, project_out, remove, replace, shift, zero
+from pe_hooks.models import load_hf
 from tests.conftest import get_model
 
 ATOL = 1e-5

@@ -16,11 +16,11 @@ import pytest
 import torch
 import transformers.models.llama.modeling_llama as modeling_llama
 
-from pe_hooks import SchemeError, load_hf
-from pe_hooks.data import positions_from_mask
-from pe_hooks.interventions import (
+from pe_hooks import (
+    SchemeError,
     apply_hooks,
     constant,
+    frequency_bands,
     project_out,
     remove,
     replace,
@@ -30,8 +30,10 @@ from pe_hooks.interventions import (
     shuffle,
     zero,
 )
-from pe_hooks.interventions.rotary import decode_positions, frequency_bands
+from pe_hooks.data import positions_from_mask
+from pe_hooks.models import load_hf
 from pe_hooks.sites import rotary_frequencies
+from pe_hooks.sites.rotary_positions import decode_positions
 from tests.conftest import get_model
 
 ATOL = 1e-5
@@ -353,8 +355,10 @@ def test_errors_name_the_fix() -> None:
         _bridge_logits("tiny-llama", replace(get_model("tiny-llama"), shift(-3)), torch.tensor([[1, 2, 3, 4]]))
     with pytest.raises(IndexError, match="layers 0..1"):
         zero(get_model("tiny-llama"), layers=[5])
-    with pytest.raises(TypeError, match="unexpected options"):
-        zero(get_model("tiny-llama"), reference=range(4))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'reference'"):
+        zero(get_model("tiny-llama"), reference=range(4))  # type: ignore[call-arg]
+    with pytest.raises(SchemeError, match="only site.*'rot_qk', 'rotary'"):
+        zero(get_model("tiny-gpt2"), bands=[0])
 
 
 def test_hooks_removed_after_exception() -> None:

@@ -7,8 +7,9 @@ import pytest
 
 from pe_hooks import DataError
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.separation import chance_levels, metrics_table, separation_metrics, shuffled_control
-from pe_hooks.viz.branches import BranchLatents, analyze, erase_crossfit
+from pe_hooks.probes.branches import BranchLatents, analyze, erase_crossfit
+from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
+from pe_hooks.reports import branch_metrics_table
 
 B, T, D = 8, 40, 64
 
@@ -38,7 +39,7 @@ def test_drift_hides_branches_and_erasure_recovers_them(seed: int) -> None:
     ref_x, _, ref_t = planted(seed=seed + 100)  # a reference draw (other "text") to fit the eraser on
     raw = separation_metrics(x, b, t)
     chance = chance_levels(b, t)
-    reference = fit_on_arrays(ref_x, ref_t, method="leace", n_freqs=4, exclude_first=False)
+    reference = fit_on_arrays(ref_x, ref_t, method="leace", n_freqs=4, exempt_first=False)
     for erased in (separation_metrics(reference.transform(x), b, t), separation_metrics(erase_crossfit(x, b, t), b, t)):
         # raw: organised by position
         assert raw["position_spearman"] > 0.8
@@ -57,7 +58,7 @@ def test_without_drift_erasure_neither_creates_nor_destroys_branches() -> None:
     x, b, t = planted(seed=5, drift=0.0)
     ref_x, _, ref_t = planted(seed=6, drift=0.0)
     raw = separation_metrics(x, b, t)
-    erased = separation_metrics(fit_on_arrays(ref_x, ref_t, method="leace", n_freqs=4, exclude_first=False).transform(x), b, t)
+    erased = separation_metrics(fit_on_arrays(ref_x, ref_t, method="leace", n_freqs=4, exempt_first=False).transform(x), b, t)
     assert raw["knn_branch_purity"] > 0.85 and raw["nmi_kmeans_position"] < 0.1
     assert abs(erased["knn_branch_purity"] - raw["knn_branch_purity"]) < 0.05
     assert abs(erased["nmi_kmeans_branch"] - raw["nmi_kmeans_branch"]) < 0.05
@@ -86,7 +87,7 @@ def test_known_answers_and_chance() -> None:
 
 def test_umap_view_agrees_with_original_space() -> None:
     x, b, t = planted(seed=3)
-    eraser = fit_on_arrays(planted(seed=4)[0], planted(seed=4)[2], method="leace", n_freqs=4, exclude_first=False)
+    eraser = fit_on_arrays(planted(seed=4)[0], planted(seed=4)[2], method="leace", n_freqs=4, exempt_first=False)
     res = analyze({"raw": (x, b, t), "erased": (eraser.transform(x), b, t)}, progress=False)
     m = {(r["view"], r["space"], r["metric"]): r["value"] for r in res.rows}
     assert m[("erased", "umap", "knn_branch_purity")] > m[("raw", "umap", "knn_branch_purity")] + 0.3
@@ -94,12 +95,12 @@ def test_umap_view_agrees_with_original_space() -> None:
     assert res.embeddings["raw"].shape == (len(x), 2)
     assert m[("erased", "umap", "knn_cross_position_agreement")] < m[("raw", "umap", "knn_cross_position_agreement")] - 0.3
     assert {r["view"] for r in res.rows} == {"raw", "erased", "shuffled", "chance"}
-    _, table = metrics_table(res.rows)
+    table = branch_metrics_table(res.rows)
     assert "| erased | umap |" in table and "| chance | analytic |" in table and "| raw | analytic |" not in table
 
 
 def test_umap_is_seeded() -> None:
-    from pe_hooks.viz.branches import umap_embed
+    from pe_hooks.probes.branches import umap_embed
 
     x, _, _ = planted(seed=5)
     assert np.allclose(umap_embed(x, seed=3), umap_embed(x, seed=3))

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
-from pe_hooks import DataError
-from pe_hooks.interventions import zero
-from pe_hooks.probes import sweep
+from pe_hooks import DataError, SweepResult, sweep, zero
+from pe_hooks.reports import write_sweep_markdown
+from pe_hooks.viz import plot_sweep
 from tests.conftest import get_model
 
 # 64 probe sequences x 63 tokens = 4032 test tokens: the null std of an 8-bin accuracy is ~0.005
@@ -66,10 +67,15 @@ def test_tidy_frame_and_outputs(gpt2_sweep, tmp_path: Path) -> None:  # type: ig
     assert set(df.intervention) == {"baseline", "zero", "remove"}
     assert {"acc", "r2", "mae", "anova_r2", "rel_norm", "eff_rank", "pos_ctx_cos"} <= set(df.metric)
     paths = gpt2_sweep.save(tmp_path)
+    assert set(paths) == {"csv", "json"}  # data only: pictures and reports come after
     assert pd.read_csv(paths["csv"]).shape == df.shape
-    md = paths["md"].read_text()
+    again = SweepResult.load(tmp_path)
+    assert again.df.shape == df.shape and again.meta["model"] == gpt2_sweep.meta["model"]
+    md = write_sweep_markdown(gpt2_sweep, tmp_path).read_text()
     assert "| layer | baseline | zero | remove |" in md and "token floor" in md
-    assert paths["png"].stat().st_size > 10_000
+    fig = plot_sweep(gpt2_sweep, tmp_path / "sweep.png")
+    assert isinstance(fig, Figure) and len(fig.axes) >= 4
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
 def test_erase_removes_what_it_was_fitted_for() -> None:

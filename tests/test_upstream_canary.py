@@ -18,8 +18,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_hooks.errors import UpstreamError
-from pe_hooks.interventions import apply_hooks
+from pe_hooks import apply_hooks
+from pe_hooks.core.errors import UpstreamError
 from pe_hooks.models import load_model
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
 from tests.conftest import get_model

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 INTERVENTION_HELP = (
     "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompt", action="append", default=None,
-                   help="prompt (repeatable); default: the built-in prompt set (pe_hooks.viz.branches.DEFAULT_PROMPTS)")
+                   help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
     p.add_argument("--branches", type=int, default=8, help="continuations per prompt (default 8)")
     p.add_argument("--tokens", type=int, default=48, help="new tokens per continuation (default 48)")
     p.add_argument("--layer", type=int, action="append", default=None,
@@ -75,7 +75,7 @@ def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
 
 def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any:
     """The ``HookList`` of ``spec`` (``None`` for "none"); ``length`` = positions in use."""
-    from pe_hooks.interventions import constant, remove, replace, reverse, scale, shift, shuffle, zero
+    from pe_hooks import constant, remove, replace, reverse, scale, shift, shuffle, zero
 
     kind, name, arg = parse_intervention(spec)
     if kind == "none":
@@ -95,12 +95,12 @@ def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_hooks import inspect, load_model
+    from pe_hooks import branches, fit_eraser, inspect, load_model
     from pe_hooks.data import load_data
-    from pe_hooks.erasers import fit_eraser
-    from pe_hooks.probes.separation import metrics_table
-    from pe_hooks.viz.branches import DEFAULT_PROMPTS, analyze, branches, make_views
-    from pe_hooks.viz.umap_plot import plot_branches
+    from pe_hooks.probes import DEFAULT_PROMPTS, analyze, make_views
+    from pe_hooks.probes.separation import metrics_frame
+    from pe_hooks.reports import write_branches_markdown
+    from pe_hooks.viz import plot_branches
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -153,44 +153,20 @@ def run(args: argparse.Namespace) -> int:
         pngs.append(png)
     timings["UMAP + metrics + figures"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    df, _ = metrics_table(rows)
-    df.to_csv(folder / "metrics.csv", index=False)
-    n_excluded = {layer: int((~raw.keep(layer)).sum()) for layer in layers}
-    head = [
-        f"# Branches: {args.model}",
-        "",
-        f"Prompts: {', '.join(repr(p) for p in prompts)}; {args.branches} branches each x {args.tokens} new tokens; "
-        f"temperature {args.temperature}, top-p {args.top_p}, seed {args.seed}; site {args.site}.",
-        "",
-        "Views: *raw* = latents of the generated tokens; *erased (…, reference)* = the same latents through a "
-        f"{args.eraser} eraser fitted on {args.fit_seqs} sequences of the reference corpus (not the branches); "
-        "*erased (branches, out-of-sample)* = LEACE (4 Fourier features) fitted on the branches, cross-fitted by "
-        "branch (4 folds: no token is erased by an eraser that saw it); "
-        f"*intervened ({args.intervention})* = new branches generated and read under that intervention; "
-        "*shuffled* = raw latents with (branch, position) labels permuted jointly (empirical floor); *chance* = "
-        "analytic kNN chance. Prompt tokens and BOS are excluded; massive-activation tokens "
-        f"(norm > {args.massive} x median) excluded per layer: {n_excluded}.",
-        "",
-        f"Time on this machine: {', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}.",
-        "",
-    ]
-    tables = []
-    for layer in layers:
-        _, table = metrics_table([r for r in rows if r["layer"] == layer])
-        tables += [f"## Layer {layer}", "", f"![layer {layer}]({f'branches-layer{layer}.png'})", "", table, ""]
-    texts = ["## Generated continuations", ""]
-    for i, (txt, pi) in enumerate(zip(raw.texts, [i // args.branches for i in range(len(raw.texts))])):
-        texts.append(f"{i}. (prompt {pi}) {txt!r}")
-    if inter is not None:
-        texts += ["", f"## Intervened continuations ({args.intervention})", ""]
-        texts += [f"{i}. {txt!r}" for i, txt in enumerate(inter.texts)]
-    (folder / "metrics.md").write_text("\n".join(head + tables) + "\n")
-    (folder / "branches.md").write_text("\n".join(head + tables + texts) + "\n")
+    metrics_frame(rows).to_csv(folder / "metrics.csv", index=False)
+    settings = {
+        "model": args.model, "branches": args.branches, "tokens": args.tokens, "temperature": args.temperature,
+        "top_p": args.top_p, "seed": args.seed, "site": args.site, "eraser": args.eraser, "fit_seqs": args.fit_seqs,
+        "intervention": args.intervention, "massive": args.massive,
+    }
+    report = write_branches_markdown(
+        folder, settings=settings, raw=raw, intervened=inter, rows=rows, layers=layers, timings=timings
+    )
     (folder / "texts.json").write_text(json.dumps({
         "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
         "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
     }, indent=1))
-    print("\n".join(head + tables))
+    print(report)
     print(f"wrote {', '.join(str(p) for p in pngs)}, metrics.csv, metrics.md, branches.md, texts.json to {folder} "
           f"({timings['total']:.0f} s)")
     return 0

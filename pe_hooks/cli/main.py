@@ -7,26 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pe_hooks.cli import inspect_cmd
+from pe_hooks.cli import bench_cmd, branches_cmd, inspect_cmd, sweep_cmd
 
 # Each sub-command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [inspect_cmd.register]  # type: ignore[type-arg]
-
-
-def _optional_subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
-    """Sub-commands added by later modules (sweep, branches, bench), if present."""
-    import importlib
-
-    found = []
-    for mod in ("sweep_cmd", "branches_cmd", "bench_cmd"):
-        try:
-            module = importlib.import_module(f"pe_hooks.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pe_hooks.cli.{mod}":
-                raise
-            continue
-        found.append(module.register)
-    return found
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
+    inspect_cmd.register, sweep_cmd.register, branches_cmd.register, bench_cmd.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Remove positional information from transformer activations and measure what is left.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in SUBCOMMANDS + _optional_subcommands():
+    for register in SUBCOMMANDS:
         register(sub)
     return parser
 
@@ -43,15 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the benchmarks' own parser owns every option after "bench"
-        from pe_hooks.cli.bench_cmd import run_argv
-
-        return run_argv(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from pe_hooks.errors import PeHooksError
+    from pe_hooks.core.errors import PeHooksError
 
     try:
+        if argv[:1] == ["bench"]:  # the benchmarks' own parser owns every option after "bench"
+            from pe_hooks.cli.bench_cmd import run_argv
+
+            return run_argv(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except PeHooksError as exc:
         print(f"pe-hooks: error: {exc}", file=sys.stderr)

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from pe_hooks import load_model
     from pe_hooks.probes import sweep
+    from pe_hooks.reports import sweep_table, write_sweep_markdown
+    from pe_hooks.viz import plot_sweep
 
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device)
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     result.meta["seconds"] = round(time.perf_counter() - t0, 1)
     folder = args.out / f"sweep-{args.model.replace('/', '_')}"
     paths = result.save(folder)
-    print(result.table("acc"))
+    paths["md"] = write_sweep_markdown(result, folder)
+    paths["png"] = folder / "sweep.png"
+    plot_sweep(result, paths["png"])
+    print(sweep_table(result, "acc"))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}  ({result.meta['seconds']} s)")
     return 0

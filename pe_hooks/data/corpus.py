@@ -12,7 +12,7 @@ import inspect as pyinspect
 from functools import lru_cache
 from pathlib import Path
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 STDLIB_MODULES = [
     "abc",

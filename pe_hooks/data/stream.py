@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pe_hooks.core.errors import DataError
+from pe_hooks.core.hooklist import HookList, apply_hooks
+from pe_hooks.core.types import HookFn, Model
 from pe_hooks.data.tokens import TokenData
-from pe_hooks.errors import DataError
-from pe_hooks.interventions.hooklist import HookList, apply_hooks
-from pe_hooks.types import HookFn, Model
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 

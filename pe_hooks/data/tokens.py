@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from pe_hooks.core.errors import DataError
+from pe_hooks.core.types import Model
 from pe_hooks.data.corpus import read_text_file, stdlib_docstrings
-from pe_hooks.errors import DataError
-from pe_hooks.sites import inspect
-from pe_hooks.types import Model
+from pe_hooks.sites.inspect import inspect
 
 DataLike = Any  # None | str | Path | list[str] | torch.Tensor | TokenData
 

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from pe_hooks.core.errors import DataError, SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import HookFn, Model
 from pe_hooks.erasers.methods import SiteMap
-from pe_hooks.errors import DataError, SchemeError
-from pe_hooks.interventions.hooklist import HookList
-from pe_hooks.types import HookFn, Model
+from pe_hooks.sites.inspect import inspect
+from pe_hooks.sites.positions import PositionSource, position_source
 
 FORMAT_VERSION = 1
 
@@ -35,20 +37,28 @@ class EraserInfo:
     site: str
     features: str
     max_position: int
-    exclude_first: bool
+    exempt_first: bool
     sequential: bool
     fit_tokens: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
 
 class PositionEraser:
-    """Per-site erasure maps keyed by hook name (``blocks.l.hook_resid_pre``...)."""
+    """Per-site erasure maps keyed by hook name (``blocks.l.hook_resid_pre``...).
 
-    def __init__(self, maps: dict[str, SiteMap], info: EraserInfo) -> None:
+    Attributes:
+        maps: the fitted map of each hook point.
+        info: what the eraser was fitted on (saved beside the tensors).
+        model: the model it was fitted on or loaded for, if any: ``hooks()`` uses it when called
+            without a model.
+    """
+
+    def __init__(self, maps: dict[str, SiteMap], info: EraserInfo, model: Model | None = None) -> None:
         if not maps:
             raise DataError("an eraser needs at least one site")
         self.maps = maps
         self.info = info
+        self.model = model
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -84,7 +94,7 @@ class PositionEraser:
         """Erase cached activations ``x`` ``[..., d]`` (numpy in -> numpy out, torch -> torch).
 
         ``positions`` (same leading shape) are needed for method "mean"; with
-        ``exclude_first`` (the default) tokens at position 0 are left as they are when positions
+        ``exempt_first`` (the default) tokens at position 0 are left as they are when positions
         are given.
         """
         is_np = isinstance(x, np.ndarray)
@@ -93,7 +103,7 @@ class PositionEraser:
             raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={self.info.d_model}")
         pt = None if positions is None else torch.as_tensor(positions)
         out = self.site_for(hook_name, layer).apply(xt, pt)
-        if pt is not None and self.info.exclude_first:
+        if pt is not None and self.info.exempt_first:
             out = torch.where((pt == 0)[..., None], xt.to(out.dtype), out)
         return out.numpy() if is_np else out
 
@@ -101,23 +111,21 @@ class PositionEraser:
         """TransformerLens ``(name, fn)`` hooks that erase every fitted site during a forward.
 
         ``model`` is needed when positions matter at apply time (method "mean", or
-        ``exclude_first``): its position source records each forward's real positions.
+        ``exempt_first``): its position source records each forward's real positions.
         """
-        from pe_hooks.sites import inspect
-        from pe_hooks.sites.positions import PositionSource, position_source
 
         src: PositionSource | None = None
-        needs_pos = self.info.method == "mean" or self.info.exclude_first
+        needs_pos = self.info.method == "mean" or self.info.exempt_first
         if needs_pos:
             if model is None:
-                model = getattr(self, "_model", None)
+                model = self.model
             if model is None:
                 raise DataError("this eraser needs positions at apply time: call eraser.hooks(model)")
             self.check_model(model)
             src = position_source(model, inspect(model))
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
         for name, site in self.maps.items():
-            pairs.append((name, _erase_hook(site, src, self.info.exclude_first)))
+            pairs.append((name, _erase_hook(site, src, self.info.exempt_first)))
         return HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
 
     def check_model(self, model: Model) -> None:
@@ -160,28 +168,29 @@ class PositionEraser:
         if meta.get("format") != FORMAT_VERSION:
             raise DataError(f"unsupported eraser format {meta.get('format')}")
         tensors = load_file(str(tensor_path))
-        info = EraserInfo(**meta["info"])
+        saved = dict(meta["info"])
+        if "exclude_first" in saved:  # the field's name before version 0.2
+            saved["exempt_first"] = saved.pop("exclude_first")
+        info = EraserInfo(**saved)
         maps = {}
         for i, name in enumerate(meta["sites"]):
             maps[name] = SiteMap(
                 info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
                 tensors.get(f"{i}.offsets"),
             )
-        eraser = cls(maps, info)
         if model is not None:
-            eraser.check_model(model)
-            name = getattr(model, "pe_hooks_name", None)
+            cls(maps, info).check_model(model)
+            name = getattr(model.cfg, "model_name", None)
             if name is not None and name != info.model_name:
                 raise SchemeError(f"eraser was fitted on '{info.model_name}', not on '{name}'")
-            eraser._model = model  # type: ignore[attr-defined]
-        return eraser
+        return cls(maps, info, model)
 
 
-def _erase_hook(site: SiteMap, src: Any, exclude_first: bool) -> HookFn:
+def _erase_hook(site: SiteMap, src: Any, exempt_first: bool) -> HookFn:
     def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
         t = src.get(x) if src is not None else None
         out = site.apply(x, t)
-        if exclude_first and t is not None:
+        if exempt_first and t is not None:
             out = torch.where((t == 0)[..., None], x, out)
         return out
 

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 FEATURES = ("fourier", "onehot")
 

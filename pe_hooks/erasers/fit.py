@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pe_hooks.core.errors import DataError
+from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
 from pe_hooks.erasers.features import FEATURES
 from pe_hooks.erasers.methods import METHODS, SiteFitter
-from pe_hooks.errors import DataError
-from pe_hooks.sites import inspect
-from pe_hooks.types import Model
+from pe_hooks.sites.inspect import inspect
 
 
 def _check_options(method: str, features: str) -> None:
@@ -29,8 +29,8 @@ def _check_options(method: str, features: str) -> None:
         raise DataError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
 
 
-def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exclude_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    keep = mask.bool() & ((pos > 0) if exclude_first else torch.ones_like(mask, dtype=torch.bool))
+def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = mask.bool() & ((pos > 0) if exempt_first else torch.ones_like(mask, dtype=torch.bool))
     return x[keep], pos[keep]
 
 
@@ -48,7 +48,7 @@ def fit_eraser(
     var: float = 0.9,
     denoise: bool = True,
     sequential: bool = False,
-    exclude_first: bool = True,
+    exempt_first: bool = True,
     seq_len: int = 64,
     n_seqs: int | None = 160,
     batch_size: int = 16,
@@ -68,7 +68,7 @@ def fit_eraser(
             their estimation noise (False = raw means, which inject position out of sample).
         sequential: fit layer ``l`` on states already erased at layers ``< l`` (concept-scrubbing
             style, one partial forward per layer) instead of all layers from clean states in one pass.
-        exclude_first: leave position 0 / BOS out of the fit and untouched when applied (its
+        exempt_first: leave position 0 / BOS out of the fit and untouched when applied (its
             massive activations would dominate the statistics).
         hook_names: fit exactly these residual hook points instead of ``site`` x ``layers``
             (e.g. to include the final ``blocks.{n-1}.hook_resid_post``).
@@ -99,14 +99,14 @@ def fit_eraser(
     }
     info = EraserInfo(
         model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=method,
-        site=site, features=features, max_position=T, exclude_first=exclude_first, sequential=sequential,
+        site=site, features=features, max_position=T, exempt_first=exempt_first, sequential=sequential,
         options={k2: v for k2, v in opts.items() if v is not None},
     )
     if not sequential:
         for batch in stream_activations(model, td, names, batch_size=batch_size, progress=progress, desc=f"fit {method}"):
             for n in names:
                 x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
-                               batch.mask.reshape(-1), exclude_first)
+                               batch.mask.reshape(-1), exempt_first)
                 fitters[n].update(x, t)
         maps = {n: f.finish() for n, f in fitters.items()}
     else:
@@ -115,13 +115,11 @@ def fit_eraser(
             upstream = PositionEraser(dict(maps), info).hooks(model) if maps else None
             for batch in stream_activations(model, td, [n], batch_size=batch_size, hooks=upstream, progress=False):
                 x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
-                               batch.mask.reshape(-1), exclude_first)
+                               batch.mask.reshape(-1), exempt_first)
                 fitters[n].update(x, t)
             maps[n] = fitters[n].finish()
     info.fit_tokens = {n: f.n_tokens for n, f in fitters.items()}
-    eraser = PositionEraser(maps, info)
-    eraser._model = model  # type: ignore[attr-defined]
-    return eraser
+    return PositionEraser(maps, info, model)
 
 
 def fit_on_arrays(
@@ -135,7 +133,7 @@ def fit_on_arrays(
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
-    exclude_first: bool = True,
+    exempt_first: bool = True,
     name: str = "array",
 ) -> PositionEraser:
     """Fit an eraser on latents you already have: ``x`` ``[n, d]``, integer ``positions`` ``[n]``."""
@@ -154,9 +152,9 @@ def fit_on_arrays(
     T = int(pt.max())
     f = SiteFitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
                    k=k, var=var, denoise=denoise)
-    keep = pt > 0 if exclude_first else torch.ones_like(pt, dtype=torch.bool)
+    keep = pt > 0 if exempt_first else torch.ones_like(pt, dtype=torch.bool)
     f.update(xt[keep], pt[keep])
     info = EraserInfo(model_name="(arrays)", d_model=int(xt.shape[1]), n_layers=0, method=method, site=name,
-                      features=features, max_position=T, exclude_first=exclude_first, sequential=False,
+                      features=features, max_position=T, exempt_first=exempt_first, sequential=False,
                       fit_tokens={name: f.n_tokens})
     return PositionEraser({name: f.finish()}, info)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from concept_erasure import LeaceFitter
 
+from pe_hooks.core.errors import DataError
 from pe_hooks.erasers.features import check_concept_labels, position_features
-from pe_hooks.errors import DataError
 
 METHODS = ("leace", "mean", "pca")
 
@@ -134,7 +134,7 @@ class SiteFitter:
 
     def finish(self) -> SiteMap:
         if self.n_tokens == 0:
-            raise DataError("no tokens reached this eraser: check the data, the mask and exclude_first")
+            raise DataError("no tokens reached this eraser: check the data, the mask and exempt_first")
         d = self.d
         empty = torch.zeros(d, 0)
         if self.leace is not None:

@@ -1,7 +1,6 @@
-"""What to do to position: the verbs ``zero``, ``remove``, ``replace``, ``project_out``,
-their ``HookList`` container, and position maps for ``replace``."""
+"""What to do to position: the verbs ``zero``, ``remove``, ``replace``, ``project_out``, the
+position maps for ``replace``, and ``frequency_bands`` for the rotary ``bands=`` options."""
 
-from pe_hooks.interventions.hooklist import HookList, apply_hooks
 from pe_hooks.interventions.positions import (
     PositionMap,
     constant,
@@ -11,13 +10,13 @@ from pe_hooks.interventions.positions import (
     shuffle,
     table,
 )
+from pe_hooks.interventions.rotary_bands import frequency_bands
 from pe_hooks.interventions.verbs import project_out, remove, replace, zero
 
 __all__ = [
-    "HookList",
     "PositionMap",
-    "apply_hooks",
     "constant",
+    "frequency_bands",
     "project_out",
     "remove",
     "replace",

@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from pe_hooks.errors import SchemeError
-from pe_hooks.interventions.base import Target, not_supported, register_site
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import HookFn, Model
+from pe_hooks.interventions.base import SiteOptions, Target, fmt_layers, not_supported
 from pe_hooks.interventions.positions import PositionMap
-from pe_hooks.sites import AlibiForm, PositionalScheme, Scheme
-from pe_hooks.types import HookFn, Model
+from pe_hooks.sites.registry import AlibiForm, Scheme
+from pe_hooks.sites.scheme import PositionalScheme
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -66,17 +67,11 @@ class AlibiScores:
 
     name: ClassVar[str] = "alibi"
     description: ClassVar[str] = "ALiBi bias inside the pre-softmax attention scores"
+    accepts: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def _build(self, model: Model, scheme: PositionalScheme, target: Target, verb: str, new_bias: Callable[..., torch.Tensor]) -> HookList:
         if scheme.scheme is not Scheme.ALIBI:
-            if not scheme.attn_scores_editable:
-                alt = "Attention scores are post-softmax and read-only on this model (BERT); use site='pos_embed'."
-            else:
-                alt = {
-                    Scheme.ROTARY: "Use site='rotary'.",
-                    Scheme.LEARNED: "Use site='pos_embed'.",
-                }.get(scheme.scheme, "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).")
-            raise not_supported(self.name, verb, scheme, alt)
+            raise not_supported(self.name, verb, scheme)
         if target.exempt_first:
             raise SchemeError("exempt_first does not apply to ALiBi (the bias is between pairs of positions)")
         slopes = alibi_slopes(scheme.n_heads)
@@ -99,15 +94,13 @@ class AlibiScores:
             return out
 
         pairs: list[tuple[str, HookFn]] = [(scheme.attn_scores[i], fn) for i in target.layers]
-        layers = "all" if len(target.layers) == scheme.n_layers else ",".join(map(str, target.layers))
-        return HookList(pairs, label=f"{verb}(alibi, layers={layers}, heads={target.heads or 'all'})")
+        label = f"{verb}(alibi, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})"
+        return HookList(pairs, label=label)
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
-        _no_extra(kw, "zero")
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         return self._build(model, scheme, target, "zero", lambda m, k, q, v: torch.zeros(()))
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
-        _no_extra(kw, "remove")
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
 
         def mean_bias(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             bias = m * (k - q) * v
@@ -116,9 +109,8 @@ class AlibiScores:
         return self._build(model, scheme, target, "remove", mean_bias)
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
-        _no_extra(kw, "replace")
 
         def mapped(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             fk = positions(k.reshape(k.shape[0], -1).long()).reshape(k.shape)
@@ -130,7 +122,7 @@ class AlibiScores:
         return hooks
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
         raise not_supported(
             self.name, "project_out", scheme,
@@ -138,10 +130,3 @@ class AlibiScores:
             "fitted residual subspace out with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
         )
 
-
-def _no_extra(kw: dict[str, Any], verb: str) -> None:
-    if kw:
-        raise TypeError(f"unexpected options for alibi {verb}: {', '.join(kw)}")
-
-
-register_site(AlibiScores())

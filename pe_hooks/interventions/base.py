@@ -1,22 +1,28 @@
 """The contract between the public verbs and the per-site implementations.
 
 A *site* (``pos_embed``, ``rotary``, ``rot_qk``, ``alibi``, ``resid_pre``...) is implemented once,
-in its own module, as a ``SiteOps`` object registered with ``register_site``. The verbs in
-``pe_hooks.interventions.verbs`` resolve the model's scheme, pick the site and call it.
+in its own module, as a ``SiteOps`` object; ``pe_hooks.interventions.verbs`` lists them, resolves
+the model's scheme, checks the options against the site and calls it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 import torch
 
-from pe_hooks.errors import SchemeError
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import Model
 from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.sites.registry import site_advice
 from pe_hooks.sites.scheme import PositionalScheme
-from pe_hooks.types import Model
+
+Layers = int | list[int] | tuple[int, ...] | range | None
+Heads = int | list[int] | tuple[int, ...] | None
+Bands = Sequence[int] | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,7 @@ class Target:
     exempt_first: bool = False
 
     @classmethod
-    def resolve(
-        cls,
-        scheme: PositionalScheme,
-        layers: int | list[int] | tuple[int, ...] | range | None,
-        heads: int | list[int] | tuple[int, ...] | None,
-        exempt_first: bool,
-    ) -> Target:
+    def resolve(cls, scheme: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool) -> Target:
         if layers is None:
             lay = tuple(range(scheme.n_layers))
         else:
@@ -54,10 +54,31 @@ class Target:
         return cls(layers=lay, heads=hd, exempt_first=exempt_first)
 
 
+@dataclass(frozen=True)
+class SiteOptions:
+    """Options that only some sites understand (``None`` = not given).
+
+    Attributes:
+        bands: rotary frequency bands to act on (indices into ``inv_freq``, 0 = highest).
+        keep_bands: ``replace`` on rotary: only these bands rotate (by the new positions).
+        reference: ``remove``: the positions whose mean signal every token gets.
+    """
+
+    bands: Bands = None
+    keep_bands: Bands = None
+    reference: Sequence[int] | None = None
+
+    def given(self) -> list[str]:
+        """Names of the options that were passed."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
 class SiteOps(Protocol):
     """One positional site's implementation of the four verbs.
 
     Each method returns a ``HookList`` or raises ``SchemeError`` naming what would work.
+    ``accepts[verb]`` lists the ``SiteOptions`` fields the site reads for that verb; the verbs
+    reject any other option before calling the site.
     """
 
     @property
@@ -70,31 +91,32 @@ class SiteOps(Protocol):
         """One line describing where the site acts."""
         ...
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList: ...
+    @property
+    def accepts(self) -> Mapping[str, tuple[str, ...]]: ...
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList: ...
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
+
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList: ...
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList: ...
 
 
-SITES: dict[str, SiteOps] = {}
-
-
-def register_site(ops: SiteOps) -> SiteOps:
-    """Add a site implementation to the table the verbs dispatch on."""
-    SITES[ops.name] = ops
-    return ops
-
-
-def not_supported(site: str, verb: str, scheme: PositionalScheme, alternative: str) -> SchemeError:
-    """The standard error for a verb that does not apply at a site on this model."""
+def not_supported(site: str, verb: str, scheme: PositionalScheme, alternative: str | None = None) -> SchemeError:
+    """The standard error for a verb that does not apply at a site on this model; the advice is
+    the registry's (``site_advice``) unless ``alternative`` is given."""
+    advice = site_advice(site, scheme.family) if alternative is None else alternative
     return SchemeError(
         f"'{verb}' at site '{site}' does not apply to {scheme.model_name} "
-        f"({scheme.scheme.value} positions, {scheme.architecture}). {alternative}"
+        f"({scheme.scheme.value} positions, {scheme.architecture}). {advice}"
     )
+
+
+def fmt_layers(layers: tuple[int, ...], scheme: PositionalScheme) -> str:
+    """``"all"`` or ``"0,2"``: the layers part of a hook list's label."""
+    return "all" if len(layers) == scheme.n_layers else ",".join(map(str, layers))

@@ -20,18 +20,18 @@ TransformerBridge (so KV-cache decoding and padding are right) or, on TL 3.x, fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from pe_hooks.errors import SchemeError
-from pe_hooks.interventions.base import Target, not_supported, register_site
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import HookFn, Model
+from pe_hooks.interventions.base import SiteOptions, Target, not_supported
 from pe_hooks.interventions.positions import PositionMap
-from pe_hooks.sites import PositionalScheme, Scheme
 from pe_hooks.sites.positions import position_source
-from pe_hooks.types import HookFn, Model
+from pe_hooks.sites.registry import Scheme
+from pe_hooks.sites.scheme import PositionalScheme
 
 
 def orthonormal_basis(basis: torch.Tensor, d: int) -> torch.Tensor:
@@ -68,14 +68,11 @@ class PosEmbed:
 
     name: ClassVar[str] = "pos_embed"
     description: ClassVar[str] = "learned positional embedding output (hook_pos_embed)"
+    accepts: ClassVar[dict[str, tuple[str, ...]]] = {"remove": ("reference",)}
 
     def _check(self, scheme: PositionalScheme, verb: str, target: Target) -> str:
         if scheme.scheme is not Scheme.LEARNED or scheme.pos_embed is None:
-            alt = {
-                Scheme.ROTARY: "hook_pos_embed exists but never fires on rotary models; use site='rotary'.",
-                Scheme.ALIBI: "ALiBi models have no positional embedding; use site='alibi'.",
-            }.get(scheme.scheme, "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).")
-            raise not_supported(self.name, verb, scheme, alt)
+            raise not_supported(self.name, verb, scheme)
         if target.heads is not None:
             raise SchemeError("heads= does not apply to the positional embedding (it is not per head)")
         if len(target.layers) != scheme.n_layers:
@@ -84,7 +81,7 @@ class PosEmbed:
 
     def _build(
         self, model: Model, scheme: PositionalScheme, target: Target, verb: str, label: str,
-        new_rows: Any,
+        new_rows: Any, basis: torch.Tensor | None = None,
     ) -> HookList:
         site = self._check(scheme, verb, target)
         src = position_source(model, scheme)
@@ -98,17 +95,13 @@ class PosEmbed:
             return out
 
         pairs: list[tuple[str, HookFn]] = [*src.hooks, (site, fn)]
-        return HookList(pairs, label=label)
+        return HookList(pairs, label=label, basis=basis)
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
-        _no_extra(kw, "zero")
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         return self._build(model, scheme, target, "zero", "zero(pos_embed)", lambda x, t, w: torch.zeros_like(x, dtype=torch.float32))
 
-    def remove(
-        self, model: Model, scheme: PositionalScheme, target: Target, *, reference: Sequence[int] | None = None,
-        **kw: Any,
-    ) -> HookList:
-        _no_extra(kw, "remove")
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+        reference = options.reference
         n_ctx = scheme.n_ctx
         if reference is not None:
             ref = torch.as_tensor(list(reference), dtype=torch.long)
@@ -122,9 +115,8 @@ class PosEmbed:
         return self._build(model, scheme, target, "remove", "remove(pos_embed)", rows)
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
-        _no_extra(kw, "replace")
         n_ctx = scheme.n_ctx
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -142,10 +134,8 @@ class PosEmbed:
         return self._build(model, scheme, target, "replace", f"replace(pos_embed, {positions.name})", rows)
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None,
-        *, k: int | None = None, **kw: Any,
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
-        _no_extra(kw, "project_out")
         self._check(scheme, "project_out", target)
         w_pos = model.W_pos.detach().float()
         b = w_pos_components(w_pos, k) if basis is None else orthonormal_basis(basis, scheme.d_model)
@@ -155,14 +145,4 @@ class PosEmbed:
             xf = x.float()
             return xf - (xf @ bb.T) @ bb
 
-        hooks = self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={b.shape[0]})", rows)
-        hooks.basis = b  # type: ignore[attr-defined]
-        return hooks
-
-
-def _no_extra(kw: dict[str, Any], verb: str) -> None:
-    if kw:
-        raise TypeError(f"unexpected options for pos_embed {verb}: {', '.join(kw)}")
-
-
-register_site(PosEmbed())
+        return self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={b.shape[0]})", rows, b)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pe_hooks.errors import SchemeError
+from pe_hooks.core.errors import SchemeError
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,25 @@ residual stream is ``pe_hooks.fit_eraser``; ``zero``/``remove``/``replace`` have
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from pe_hooks.errors import SchemeError
-from pe_hooks.interventions.base import Target, register_site
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import HookFn, Model
+from pe_hooks.interventions.base import SiteOptions, Target, fmt_layers
 from pe_hooks.interventions.learned import orthonormal_basis
 from pe_hooks.interventions.positions import PositionMap
-from pe_hooks.sites import PositionalScheme
 from pe_hooks.sites.positions import position_source
-from pe_hooks.types import HookFn, Model
+from pe_hooks.sites.scheme import PositionalScheme
 
 
 class Residual:
     """One residual site (``resid_pre``/``resid_mid``/``resid_post``)."""
 
     description = "residual stream (project_out of a given subspace)"
+    accepts: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, site: str) -> None:
         self.name = site
@@ -32,31 +33,28 @@ class Residual:
     def _unsupported(self, verb: str) -> SchemeError:
         return SchemeError(
             f"'{verb}' does not apply at the residual site '{self.name}': position there is not a separate "
-            "signal. Use project_out(model, basis, site=...) with a positional basis, or fit an eraser: "
-            "pe_hooks.fit_eraser(model, data)."
+            f"signal. Use pe_hooks.project_out(model, basis, site='{self.name}') with a positional basis, or fit "
+            "an eraser: pe_hooks.fit_eraser(model, data)."
         )
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         raise self._unsupported("zero")
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, **kw: Any) -> HookList:
+    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         raise self._unsupported("remove")
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, **kw: Any
+        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
         raise self._unsupported("replace")
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None,
-        *, k: int | None = None, **kw: Any,
+        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
-        if kw:
-            raise TypeError(f"unexpected options for residual project_out: {', '.join(kw)}")
         if basis is None:
             raise SchemeError(
                 f"project_out at '{self.name}' needs a basis [k, {scheme.d_model}] or a fitted eraser "
-                "(pe_hooks.fit_eraser); only the learned pos_embed site has a default basis (PCs of W_pos)"
+                "(pe_hooks.fit_eraser(model, data)); only the learned pos_embed site has a default basis (PCs of W_pos)"
             )
         if self.name not in scheme.resid:
             raise SchemeError(f"'{self.name}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
@@ -75,11 +73,5 @@ class Residual:
 
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
         pairs += [(scheme.resid[self.name][i], fn) for i in target.layers]
-        layers = "all" if len(target.layers) == scheme.n_layers else ",".join(map(str, target.layers))
-        hooks = HookList(pairs, label=f"project_out({self.name}, k={b.shape[0]}, layers={layers})")
-        hooks.basis = b  # type: ignore[attr-defined]
-        return hooks
-
-
-for _site in ("resid_pre", "resid_mid", "resid_post"):
-    register_site(Residual(_site))
+        label = f"project_out({self.name}, k={b.shape[0]}, layers={fmt_layers(target.layers, scheme)})"
+        return HookList(pairs, label=label, basis=b)

@@ -20,55 +20,63 @@ stays closer to the training distribution.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from pe_hooks.errors import SchemeError
-from pe_hooks.interventions.base import SITES, Target
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import Model
+from pe_hooks.interventions.alibi import AlibiScores
+from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Target
+from pe_hooks.interventions.learned import PosEmbed
 from pe_hooks.interventions.positions import PositionMap, as_position_map
-from pe_hooks.sites import Scheme, inspect
-from pe_hooks.types import Model
+from pe_hooks.interventions.residual import Residual
+from pe_hooks.interventions.rot_qk import RotaryQK
+from pe_hooks.interventions.rotary import RotaryTables
+from pe_hooks.sites.inspect import inspect
+from pe_hooks.sites.registry import ERASER_ADVICE, default_site
+from pe_hooks.sites.scheme import PositionalScheme
 
-DEFAULT_SITE: dict[Scheme, str] = {
-    Scheme.LEARNED: "pos_embed",
-    Scheme.ROTARY: "rotary",
-    Scheme.ALIBI: "alibi",
+#: Every site the verbs dispatch on, by name (what users pass as ``site=``).
+SITES: dict[str, SiteOps] = {
+    ops.name: ops
+    for ops in (
+        PosEmbed(), RotaryTables(), RotaryQK(), AlibiScores(),
+        Residual("resid_pre"), Residual("resid_mid"), Residual("resid_post"),
+    )
 }
 
-Layers = int | list[int] | tuple[int, ...] | range | None
-Heads = int | list[int] | tuple[int, ...] | None
+Positions = PositionMap | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
-def _site(model: Model, site: str) -> tuple[Any, Any]:
+def _site(model: Model, site: str) -> tuple[PositionalScheme, SiteOps]:
     scheme = inspect(model)
     if site == "auto":
-        if scheme.scheme not in DEFAULT_SITE:
+        auto = default_site(scheme.family)
+        if auto is None:
             raise SchemeError(
-                f"{scheme.model_name} has no explicit positional site ({scheme.scheme.value}); use a "
-                "residual-stream eraser instead: pe_hooks.fit_eraser(model, data)"
+                f"{scheme.model_name} has no explicit positional site ({scheme.scheme.value}). {ERASER_ADVICE}"
             )
-        site = DEFAULT_SITE[scheme.scheme]
-        if site == "rotary" and not scheme.layer_cos and scheme.rot_q:
-            site = "rot_qk"  # TL 3.x: no cos/sin hooks
-    _load_sites()
+        site = auto
     if site not in SITES:
         raise SchemeError(f"unknown site '{site}'; known sites: {', '.join(sorted(SITES))}")
     return scheme, SITES[site]
 
 
-def _load_sites() -> None:
-    # importing the site modules registers them (kept lazy to avoid import cycles)
-    import importlib
-
-    for mod in ("learned", "rotary", "alibi", "residual"):
-        try:
-            importlib.import_module(f"pe_hooks.interventions.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pe_hooks.interventions.{mod}":
-                raise
+def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOptions) -> SiteOptions:
+    """Reject options the chosen site does not read for ``verb``, naming the sites that do."""
+    bad = [name for name in options.given() if name not in ops.accepts.get(verb, ())]
+    if bad:
+        where = sorted(n for n, o in SITES.items() if all(b in o.accepts.get(verb, ()) for b in bad))
+        opts = ", ".join(f"{b}=" for b in bad)
+        raise SchemeError(
+            f"{verb}(..., {opts}) does not apply at site '{ops.name}' ({scheme.model_name}, "
+            f"{scheme.scheme.value} positions): "
+            + (f"only site(s) {', '.join(repr(w) for w in where)} accept it" if where else f"no site accepts it with {verb}")
+        )
+    return options
 
 
 def zero(
@@ -78,21 +86,28 @@ def zero(
     layers: Layers = None,
     heads: Heads = None,
     exempt_first: bool = False,
-    **kw: Any,
+    bands: Bands = None,
 ) -> HookList:
     """Set the positional signal at ``site`` to its identity (no position at all).
 
     Args:
         model: a TransformerBridge or HookedTransformer.
         site: ``"auto"`` (the model's positional site), ``"pos_embed"``, ``"rotary"``,
-            ``"rot_qk"``, or ``"alibi"``.
+            ``"rot_qk"`` or ``"alibi"``.
         layers: layers to act on (attention sites); all by default.
-        heads: heads to act on (where the site is per-head); all by default.
+        heads: heads to act on (``alibi``, ``rot_qk``: whole KV groups on GQA models); all by default.
         exempt_first: leave position 0 / BOS untouched.
-        **kw: site-specific options (e.g. ``bands=`` for rotary frequency bands).
+        bands: rotary sites only: act on these frequency bands (indices into ``inv_freq``, 0 = the
+            highest frequency, or a boolean mask); the others keep the model's rotation.
+            ``pe_hooks.frequency_bands(model, "high", 8)`` picks bands.
+
+    Raises:
+        SchemeError: the verb or an option does not apply to the model's site (the message
+            names what does).
     """
     scheme, ops = _site(model, site)
-    return ops.zero(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), **kw)
+    opts = _options("zero", ops, scheme, SiteOptions(bands=bands))
+    return ops.zero(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts)
 
 
 def remove(
@@ -102,35 +117,70 @@ def remove(
     layers: Layers = None,
     heads: Heads = None,
     exempt_first: bool = False,
-    **kw: Any,
+    bands: Bands = None,
+    reference: Sequence[int] | None = None,
 ) -> HookList:
     """Mean-ablate position: every token gets the average positional signal.
 
-    Learned: each position's W_pos row is replaced by the mean row over the positions in use
-    (or over ``reference=`` positions). Rotary/ALiBi: the position-independent equivalent (see
-    the site module's docstring). Unlike ``zero`` this keeps the average the model expects.
+    Learned: each position's W_pos row is replaced by the mean row over the positions in use.
+    Rotary: the mean rotation over the reference positions (high frequencies damped). ALiBi: the
+    mean bias per query, which is exactly ``zero``. Unlike ``zero`` this keeps the average the
+    model expects.
+
+    Args:
+        model: a TransformerBridge or HookedTransformer.
+        site: ``"auto"`` (the model's positional site), ``"pos_embed"``, ``"rotary"``,
+            ``"rot_qk"`` or ``"alibi"``.
+        layers: layers to act on (attention sites); all by default.
+        heads: heads to act on (``alibi``, ``rot_qk``); all by default.
+        exempt_first: leave position 0 / BOS untouched.
+        bands: rotary sites only: act on these frequency bands only.
+        reference: ``pos_embed`` and rotary sites: average over these positions instead of
+            ``0..max t`` of the current forward; pass ``range(N)`` when generating with a KV cache.
+
+    Raises:
+        SchemeError: the verb or an option does not apply to the model's site.
     """
     scheme, ops = _site(model, site)
-    return ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), **kw)
+    opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
+    return ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts)
 
 
 def replace(
     model: Model,
-    positions: PositionMap | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    positions: Positions,
     *,
     site: str = "auto",
     layers: Layers = None,
     heads: Heads = None,
     exempt_first: bool = False,
-    **kw: Any,
+    bands: Bands = None,
+    keep_bands: Bands = None,
 ) -> HookList:
-    """Give the model another position signal: ``positions`` maps each real position ``t``
-    to a new one (see ``pe_hooks.interventions.positions``: ``constant``, ``shift``,
-    ``shuffle``, ``reverse``, ``scale``, ``table``; an int means constant, a tensor a table).
+    """Give the model another position signal: ``positions`` maps each real position ``t`` to a
+    new one.
+
+    Args:
+        model: a TransformerBridge or HookedTransformer.
+        positions: a position map (``constant``, ``shift``, ``shuffle``, ``reverse``, ``scale``,
+            ``table``), an int (constant), a tensor (lookup table) or a callable on position tensors.
+        site: ``"auto"`` (the model's positional site), ``"pos_embed"``, ``"rotary"``,
+            ``"rot_qk"`` or ``"alibi"``.
+        layers: layers to act on (attention sites); all by default.
+        heads: heads to act on (``alibi``, ``rot_qk``); all by default.
+        exempt_first: leave position 0 / BOS untouched.
+        bands: rotary sites only: only these bands get the new positions; the rest keep the
+            model's rotation.
+        keep_bands: rotary sites only: only these bands rotate (by the new positions); the rest
+            get no rotation. Give ``bands`` or ``keep_bands``, not both.
+
+    Raises:
+        SchemeError: the verb or an option does not apply to the model's site.
     """
     scheme, ops = _site(model, site)
     pmap = as_position_map(positions)
-    return ops.replace(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), pmap, **kw)
+    opts = _options("replace", ops, scheme, SiteOptions(bands=bands, keep_bands=keep_bands))
+    return ops.replace(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), pmap, opts)
 
 
 def project_out(
@@ -141,16 +191,25 @@ def project_out(
     site: str = "auto",
     layers: Layers = None,
     exempt_first: bool = False,
-    **kw: Any,
 ) -> HookList:
-    """Project the activation at ``site`` onto the orthogonal complement of a positional
-    subspace: ``basis`` (a ``[k, d]`` tensor of directions), or the top-``k`` principal
-    components of W_pos (learned models, ``basis=None``), or a fitted ``PositionEraser``
-    (its hooks are returned).
+    """Project the activation at ``site`` onto the orthogonal complement of a positional subspace.
+
+    Args:
+        model: a TransformerBridge or HookedTransformer.
+        basis: a ``[k, d]`` tensor of directions; ``None`` = the top-``k`` principal components of
+            W_pos (learned models); or a fitted ``PositionEraser`` (its hooks are returned).
+        k: how many directions to use (``None``: all of ``basis``, or the fewest PCs of W_pos
+            explaining 95% of its variance).
+        site: ``"auto"`` (``pos_embed`` on learned models) or ``"resid_pre"`` / ``"resid_mid"`` /
+            ``"resid_post"``.
+        layers: residual sites: layers to act on; all by default.
+        exempt_first: leave position 0 / BOS untouched.
+
+    The returned ``HookList`` carries the orthonormal directions it removes as ``.basis``.
     """
     if basis is not None and hasattr(basis, "hooks") and callable(basis.hooks):
-        out = basis.hooks()
+        out = basis.hooks(model)
         return out if isinstance(out, HookList) else HookList(out, label="eraser")
     scheme, ops = _site(model, site)
     b = None if basis is None else torch.as_tensor(basis, dtype=torch.float32)
-    return ops.project_out(model, scheme, Target.resolve(scheme, layers, None, exempt_first), b, k=k, **kw)
+    return ops.project_out(model, scheme, Target.resolve(scheme, layers, None, exempt_first), b, k)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pe_hooks.errors import ModelLoadError
+from pe_hooks.core.errors import ModelLoadError
 
 
 def hooked_available() -> bool:

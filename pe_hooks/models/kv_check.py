@@ -25,8 +25,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from pe_hooks.errors import UpstreamError
-from pe_hooks.types import Model
+from pe_hooks.core.errors import UpstreamError
+from pe_hooks.core.types import Model
 
 #: The pair the test suite passed on (``lock/tl4.txt``); named in the error message.
 TESTED = {"transformers": "5.23.0", "transformer-lens": "4.3.0"}

@@ -16,14 +16,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pe_hooks.errors import ModelLoadError
-from pe_hooks.models.cache import cache_root
+from pe_hooks.core.errors import ModelLoadError
+from pe_hooks.core.types import Model, is_model
+from pe_hooks.models.cache import cached_folder
 from pe_hooks.models.offline import load_minilm, load_smollm2
 from pe_hooks.models.tiny import TINY_MODELS, build_tiny
 from pe_hooks.models.tokenizer import build_byte_tokenizer
-from pe_hooks.types import Model, is_model
 
 DEFAULT_MODEL = "smollm2-135m"
 OFFLINE_MODELS = ("smollm2-135m", "minilm-l6")
@@ -31,10 +31,11 @@ KNOWN_MODELS = OFFLINE_MODELS + tuple(TINY_MODELS)
 
 
 def tiny_tokenizer(masked: bool = False) -> PreTrainedTokenizerBase:
-    """The byte-level tokenizer of the ``tiny-*`` models (built once in the cache)."""
-    return build_byte_tokenizer(
-        cache_root() / ("tokenizer-bytes-masked" if masked else "tokenizer-bytes"), masked=masked
-    )
+    """The byte-level tokenizer of the ``tiny-*`` models (built once in the cache; the folder is
+    written aside and renamed into place, so concurrent processes never read a half-written one)."""
+    name = "tokenizer-bytes-v2-masked" if masked else "tokenizer-bytes-v2"
+    folder = cached_folder(name, lambda tmp: build_byte_tokenizer(tmp, masked=masked))
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def load_hf(
@@ -87,7 +88,6 @@ def bridge_from_hf(
             name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
     bridge.eval()
-    bridge.pe_hooks_name = name  # type: ignore[attr-defined]
     return bridge
 
 
@@ -122,7 +122,7 @@ def _load_passthrough(name: str, device: str | torch.device, dtype: torch.dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"TransformerLens could not load '{name}': {exc}") from exc
     bridge.eval()
-    bridge.pe_hooks_name = name  # type: ignore[attr-defined]
+    bridge.cfg.model_name = name  # the name the user gave, not the resolved folder
     return bridge
 
 
@@ -164,7 +164,7 @@ def load_model(
             from pe_hooks.models.hooked import hooked_from_hf
 
             model = hooked_from_hf(hf, tok, device=device)
-            model.pe_hooks_name = name
+            model.cfg.model_name = name
             return model
         return bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)
     if backend == "hooked":

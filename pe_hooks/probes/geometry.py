@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from pe_hooks.probes.stats import LayerStats
+from pe_hooks.probes.stats import LayerStats, label_index
 
 
 def geometry(s: LayerStats) -> dict[str, float]:
@@ -49,7 +49,7 @@ def geometry(s: LayerStats) -> dict[str, float]:
     out["eff_rank"] = float(torch.exp(-(q * q.log()).sum()))
     within = scatter - (m.T * n_t) @ m
     _, evecs = torch.linalg.eigh(within)
-    for key, lab in (("pos_ctx_cos", 0), ("pos_ctx_cos_null", 1)):
+    for key, lab in (("pos_ctx_cos", label_index("real")), ("pos_ctx_cos_null", label_index("shuffled"))):
         cn, csx = tot.cn[0, lab], tot.csx[0, lab]
         present = cn > 0
         bins = csx[present] / cn[present, None] - g

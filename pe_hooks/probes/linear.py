@@ -6,17 +6,22 @@ matrix; held-out ``SSE = sum (y - x.w - b)^2`` expands into moments of the test 
 ``R^2`` and RMSE are exact without keeping a single token.
 
 Linear discriminant analysis (binned position): class means ``mu_c``, pooled within-class
-covariance ``S`` shrunk towards ``tr(S)/d * I`` (Ledoit-Wolf style, factor ``shrinkage``),
-scores ``x S^-1 mu_c - mu_c S^-1 mu_c / 2 + log p_c``.
+covariance ``S`` shrunk towards ``tr(S)/d * I``, by a fixed factor ``shrinkage`` or, with
+``shrinkage="auto"`` (the default), by the factor concept-erasure's ``optimal_linear_shrinkage``
+chooses from the data (random-matrix-theory optimal in Frobenius norm); scores ``x S^-1 mu_c - mu_c S^-1 mu_c / 2 + log p_c``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from concept_erasure import optimal_linear_shrinkage
 
-from pe_hooks.probes.stats import LayerStats
+from pe_hooks.probes.stats import Labels, LayerStats, label_index
+
+Shrinkage = float | Literal["auto"]
 
 
 @dataclass
@@ -41,8 +46,9 @@ class LDAModel:
         return (x.double() @ self.W + self.b).argmax(-1)
 
 
-def fit_ridge(s: LayerStats, k: int = 0, alpha: float = 1e-3) -> RidgeModel:
-    """Ridge of target ``k`` (0 real, 1 shuffled) from the (single-fold) stats ``s``."""
+def fit_ridge(s: LayerStats, labels: Labels = "real", alpha: float = 1e-3) -> RidgeModel:
+    """Ridge of the ``labels`` target (real or shuffled positions) from the (single-fold) stats ``s``."""
+    k = label_index(labels)
     n = s.n[0]
     mx = s.sx[0] / n
     my = s.sy[0, k] / n
@@ -57,8 +63,9 @@ def fit_ridge(s: LayerStats, k: int = 0, alpha: float = 1e-3) -> RidgeModel:
     return RidgeModel(w, float(my - mx @ w))
 
 
-def ridge_heldout(model: RidgeModel, s: LayerStats, k: int = 0) -> tuple[float, float]:
+def ridge_heldout(model: RidgeModel, s: LayerStats, labels: Labels = "real") -> tuple[float, float]:
     """Exact held-out ``(R^2, RMSE)`` of ``model`` on the (single-fold) test stats ``s``."""
+    k = label_index(labels)
     n = s.n[0]
     w, b = model.w, model.b
     sse = (
@@ -69,8 +76,9 @@ def ridge_heldout(model: RidgeModel, s: LayerStats, k: int = 0) -> tuple[float, 
     return float(1 - sse / sst), float((sse.clamp_min(0) / n).sqrt())
 
 
-def fit_lda(s: LayerStats, k: int = 0, shrinkage: float = 0.1) -> LDAModel:
-    """Shrunk linear discriminant of the bins of target ``k`` from the (single-fold) stats ``s``."""
+def fit_lda(s: LayerStats, labels: Labels = "real", shrinkage: Shrinkage = "auto") -> LDAModel:
+    """Shrunk linear discriminant of the ``labels`` bins from the (single-fold) stats ``s``."""
+    k = label_index(labels)
     cn = s.cn[0, k]
     present = cn > 0
     mu = torch.zeros_like(s.csx[0, k])
@@ -78,9 +86,12 @@ def fit_lda(s: LayerStats, k: int = 0, shrinkage: float = 0.1) -> LDAModel:
     n = s.n[0]
     between = (mu.T * cn) @ mu
     within = (s.sxx[0] - between) / n  # biased pooled covariance, as scikit-learn's LDA
-    d = within.shape[0]
-    target = within.diagonal().mean()
-    cov = (1 - shrinkage) * within + shrinkage * target * torch.eye(d, dtype=within.dtype)
+    if shrinkage == "auto":
+        cov = optimal_linear_shrinkage(within, n)
+    else:
+        d = within.shape[0]
+        target = within.diagonal().mean()
+        cov = (1 - shrinkage) * within + shrinkage * target * torch.eye(d, dtype=within.dtype)
     sol = torch.linalg.solve(cov, mu.T)  # [d, C]
     prior = (cn / n).clamp_min(1e-12).log()
     b = -0.5 * (mu * sol.T).sum(-1) + prior

@@ -36,7 +36,7 @@ from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 METRICS = (
     "knn_branch_purity",
@@ -132,26 +132,9 @@ def shuffled_control(
     return separation_metrics(x, branch[perm], position[perm], k=k, window=window, seed=seed, standardize=standardize)
 
 
-def metrics_table(rows: list[dict[str, object]]) -> tuple[pd.DataFrame, str]:
-    """A tidy frame (layer, view, space, metric, value) and a Markdown table (views x metrics)."""
+def metrics_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The tidy frame (layer, view, space, metric, value) of metric rows (Markdown:
+    ``pe_hooks.reports.branch_metrics_table``)."""
     if not rows:
         raise DataError("no metric rows to tabulate")
-    df = pd.DataFrame(rows)
-    values = {(r.view, r.space, r.metric): float(r.value) for r in df.itertuples()}
-    pairs = list(dict.fromkeys((r.view, r.space) for r in df.itertuples()))
-    cols = [m for m in METRICS if m in set(df["metric"])]
-    short = {
-        "knn_branch_purity": "kNN branch purity",
-        "knn_position_agreement": "kNN pos. agreement",
-        "knn_cross_position_agreement": "kNN cross-branch pos. agreement",
-        "position_spearman": "max abs Spearman(pos, lead axis)",
-        "silhouette_branch": "silhouette (branch)",
-        "nmi_kmeans_branch": "NMI k-means/branch",
-        "nmi_kmeans_position": "NMI k-means/position",
-    }
-    lines = ["| view | space | " + " | ".join(short[c] for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for view, space in pairs:
-        got = [values.get((view, space, c), float("nan")) for c in cols]
-        cells = ["–" if not np.isfinite(v) else f"{v:.3f}" for v in got]
-        lines.append(f"| {view} | {space} | " + " | ".join(cells) + " |")
-    return df, "\n".join(lines)
+    return pd.DataFrame(rows)

@@ -4,7 +4,8 @@ For tokens ``x`` (``[n, d]``) with position ``y`` and position bin ``c``, fold `
 
 ``n_f, sum x, sum x x^T, sum y, sum y^2, sum x y`` (ridge) and ``n_fc, sum_{c} x`` (LDA),
 
-the same for the shuffled-label control, and per-position sums (geometry). A model for fold
+the same for the shuffled-label control (index ``LABELS.index("shuffled")`` of the second axis), and
+per-position sums (geometry). A model for fold
 ``f`` is trained on ``total - fold f`` and scored on fold ``f``. Memory is
 ``O(folds * d^2 + positions * d)`` whatever the number of tokens; two ``LayerStats`` add up
 (``merge``), and ``all_reduce`` sums them across ``torch.distributed`` ranks.
@@ -13,8 +14,20 @@ the same for the shuffled-label control, and per-position sums (geometry). A mod
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
+
+#: The two label sets every statistic is kept for: the real positions and the shuffled control.
+LABELS = ("real", "shuffled")
+Labels = Literal["real", "shuffled"]
+
+
+def label_index(labels: Labels) -> int:
+    """Index of ``labels`` on the label axis of ``LayerStats`` (0 real, 1 shuffled)."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+    return LABELS.index(labels)
 
 
 @dataclass
@@ -44,10 +57,14 @@ class LayerStats:
         )
 
     def update(
-        self, x: torch.Tensor, fold: torch.Tensor, y: torch.Tensor, c: torch.Tensor, y_shuf: torch.Tensor,
-        c_shuf: torch.Tensor,
+        self, x: torch.Tensor, fold: torch.Tensor, y: torch.Tensor, c: torch.Tensor,
+        y_shuffled: torch.Tensor | None = None, c_shuffled: torch.Tensor | None = None,
     ) -> None:
-        """Add tokens ``x`` ``[n, d]`` with their fold ids, positions and bins (real and shuffled)."""
+        """Add tokens ``x`` ``[n, d]`` with their fold ids, targets ``y`` and bins ``c``, and
+        optionally the shuffled-label control's (left empty when not given).
+
+        The one accumulation path: ``sweep`` and the scikit-learn estimators both call it.
+        """
         xd = x.double()
         for f in torch.unique(fold).tolist():
             m = fold == f
@@ -55,7 +72,10 @@ class LayerStats:
             self.n[f] += xf.shape[0]
             self.sx[f] += xf.sum(0)
             self.sxx[f] += xf.T @ xf
-            for k, (yy, cc) in enumerate(((y[m], c[m]), (y_shuf[m], c_shuf[m]))):
+            targets = [(y[m], c[m])]
+            if y_shuffled is not None and c_shuffled is not None:
+                targets.append((y_shuffled[m], c_shuffled[m]))
+            for k, (yy, cc) in enumerate(targets):
                 yd = yy.double()
                 self.sy[f, k] += yd.sum()
                 self.syy[f, k] += (yd * yd).sum()

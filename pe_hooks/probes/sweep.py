@@ -18,83 +18,29 @@ probes'. Memory: ``O(layers * folds * d^2)``, independent of the number of token
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from pe_hooks.data import TokenData, load_data, stream_activations
-from pe_hooks.errors import DataError, PeHooksError
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.core.errors import DataError, PeHooksError
+from pe_hooks.core.types import Model
+from pe_hooks.data import load_data, stream_activations
+from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
-from pe_hooks.probes.linear import fit_lda, fit_ridge, ridge_heldout
-from pe_hooks.probes.stats import LayerStats
-from pe_hooks.sites import inspect
-from pe_hooks.types import Model
+from pe_hooks.probes.linear import LDAModel, RidgeModel, Shrinkage, fit_lda, fit_ridge, ridge_heldout
+from pe_hooks.probes.stats import LayerStats, label_index
+from pe_hooks.sites.inspect import inspect
 
-InterventionSpec = None | str | Sequence[tuple[str, Any]] | Callable[[Model, TokenData], Sequence[tuple[str, Any]]]
-
-BUILTIN = ("baseline", "zero", "remove", "erase", "erase-mean", "erase-pca", "erase-inmodel")
 TOKENS = "W_E[tokens]"  # pseudo-site of the token floor
-
-
-@dataclass
-class Resolved:
-    """An intervention ready to run: hooks inside the model and/or an offline transform applied to
-    the captured activations ``(hook_name, x, positions) -> x`` (erasers applied per layer)."""
-
-    hooks: HookList
-    transform: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-
-def resolve_intervention(
-    name: str, spec: InterventionSpec, model: Model, fit_data: TokenData | None, probe_sites: list[str] | None = None
-) -> Resolved:
-    """Turn a sweep intervention spec into hooks / a transform (fitting erasers on ``fit_data``).
-
-    ``"erase"``, ``"erase-mean"``, ``"erase-pca"`` fit an eraser per probed layer on clean states and
-    apply it *offline* to that layer's captured activations (is position still linearly present in
-    the latents after removal?). ``"erase-inmodel"`` runs the LEACE eraser hooks inside the model at
-    every layer instead (later layers then see erased inputs).
-    """
-    if spec is None:
-        return Resolved(HookList(label=name))
-    if isinstance(spec, str):
-        from pe_hooks import interventions as iv
-
-        if spec == "baseline":
-            return Resolved(HookList(label="baseline"))
-        if spec in ("zero", "remove"):
-            return Resolved(getattr(iv, spec)(model))
-        if spec.startswith("erase"):
-            from pe_hooks.erasers import fit_eraser
-
-            if fit_data is None:
-                raise DataError("erasers need fit data disjoint from the probe data (n_fit > 0)")
-            method = {"erase": "leace", "erase-mean": "mean", "erase-pca": "pca", "erase-inmodel": "leace"}.get(spec)
-            if method is None:
-                raise DataError(f"unknown intervention '{spec}'; built-in: {', '.join(BUILTIN)}")
-            if spec == "erase-inmodel":
-                return Resolved(fit_eraser(model, fit_data, method=method, progress=False).hooks(model))
-            eraser = fit_eraser(model, fit_data, method=method, progress=False, hook_names=probe_sites)
-
-            def transform(hook_name: str, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-                if hook_name not in eraser.maps:
-                    return x
-                out: torch.Tensor = eraser.transform(x, hook_name=hook_name, positions=positions)
-                return out
-
-            return Resolved(HookList(label=spec), transform)
-        raise DataError(f"unknown intervention '{spec}'; built-in: {', '.join(BUILTIN)}")
-    if callable(spec):
-        return Resolved(HookList(spec(model, fit_data), label=name))  # type: ignore[arg-type]
-    return Resolved(HookList(spec, label=name))
 
 
 def _bins(t: torch.Tensor, n_bins: int, lo: int, hi: int) -> torch.Tensor:
@@ -113,72 +59,95 @@ def _shuffled_positions(pos: torch.Tensor, keep: torch.Tensor, seq_index: torch.
 
 @dataclass
 class SweepResult:
-    """Tidy results: ``df`` has columns layer, intervention, metric, value, spread."""
+    """Tidy results: ``df`` has columns layer, intervention, metric, value, spread; ``meta`` says
+    how they were obtained. Pictures: ``pe_hooks.viz.plot_sweep(result)``; Markdown:
+    ``pe_hooks.reports.sweep_markdown(result)``."""
 
     df: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
 
     def pivot(self, metric: str = "acc") -> pd.DataFrame:
+        """One metric as a table: layers as rows, interventions as columns."""
         sub = self.df[(self.df.metric == metric) & (self.df.layer >= 0)]
         return sub.pivot_table(index="layer", columns="intervention", values="value", sort=False)
 
-    def table(self, metric: str = "acc", digits: int = 3) -> str:
-        """Markdown table of one metric (layers as rows, interventions as columns)."""
-        piv = self.pivot(metric)
-        cols = list(piv.columns)
-        lines = ["| layer | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for layer, row in piv.iterrows():
-            lines.append(f"| {layer} | " + " | ".join(f"{row[c]:.{digits}f}" for c in cols) + " |")
-        return "\n".join(lines)
-
-    def plot(self, path: str | Path | None = None) -> Any:
-        from pe_hooks.viz.sweep_plot import plot_sweep
-
-        return plot_sweep(self, path)
-
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``sweep.csv``, ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``folder``."""
-        import json
-
+        """Write the data, ``sweep.csv`` and ``sweep.json`` (meta + rows), into ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "md": out / "sweep.md", "png": out / "sweep.png"}
+        paths = {"csv": out / "sweep.csv", "json": out / "sweep.json"}
         self.df.to_csv(paths["csv"], index=False)
         paths["json"].write_text(json.dumps({"meta": self.meta, "rows": self.df.to_dict(orient="records")}, indent=1, default=str))
-        paths["md"].write_text(self.markdown())
-        self.plot(paths["png"])
         return paths
 
-    def markdown(self) -> str:
-        m = self.meta
-        parts = [
-            f"# Position probes per layer: {m.get('model')}",
-            "",
-            f"Data: {m.get('n_seqs')} probe sequences x {m.get('seq_len')} tokens ({m.get('data')}), "
-            f"{m.get('n_fit')} other sequences to fit erasers; site `{m.get('site')}`; positions "
-            f"{m.get('t_min')}..{m.get('t_max')} in {m.get('n_bins')} bins; {m.get('folds')}-fold splits grouped "
-            "by sequence; linear discriminant (accuracy) and ridge (R^2) probes; shuffled-label control.",
-            "",
-        ]
-        sections = [
-            ("acc", f"Held-out accuracy of binned position (chance ~{m.get('chance', float('nan')):.3f}; "
-                    f"token floor {m.get('token_floor_acc') or float('nan'):.3f})"),
-            ("acc_shuffled", "Shuffled-label control (must be at chance)"),
-            ("r2", "Held-out R^2 of the position index (ridge)"),
-            ("mae", "Mean absolute error of the predicted position, in tokens"),
-            ("anova_r2", "Fraction of residual variance explained by position"),
-            ("rel_norm", "Relative norm of the positional part (Song & Zhong)"),
-            ("pos_ctx_cos", "Mean cosine of the principal angles between the positional (bin means) and content subspaces"),
-            ("pos_ctx_cos_null", "... the same for shuffled position labels (the noise level to compare with)"),
-        ]
-        have = set(self.df.metric)
-        for metric, title in sections:
-            if metric in have:
-                parts += [f"## {title}", "", self.table(metric), ""]
-        skipped = m.get("skipped") or {}
-        for name, why in skipped.items():
-            parts.append(f"- `{name}` skipped: {why}")
-        return "\n".join(parts) + "\n"
+    @classmethod
+    def load(cls, folder: str | Path) -> SweepResult:
+        """Read what ``save`` wrote."""
+        data = json.loads((Path(folder) / "sweep.json").read_text())
+        return cls(pd.DataFrame(data["rows"]), data["meta"])
+
+
+@dataclass
+class FoldProbes:
+    """The probes of one fold, fitted on every other fold."""
+
+    ridge: RidgeModel
+    lda_real: LDAModel | None = None
+    lda_shuffled: LDAModel | None = None
+
+    @classmethod
+    def fit(cls, train: LayerStats, alpha: float, shrinkage: Shrinkage, with_lda: bool) -> FoldProbes:
+        ridge = fit_ridge(train, "real", alpha)
+        if not with_lda:
+            return cls(ridge)
+        return cls(ridge, fit_lda(train, "real", shrinkage), fit_lda(train, "shuffled", shrinkage))
+
+
+@dataclass
+class FoldScores:
+    """Per-fold sums of the evaluation pass (each field ``[folds]``, float64)."""
+
+    tokens: torch.Tensor
+    correct: torch.Tensor  # LDA on the real bins
+    correct_shuffled: torch.Tensor  # LDA on the shuffled-label control
+    abs_error: torch.Tensor  # |ridge prediction - position|, in tokens
+    bin_error: torch.Tensor  # |predicted bin - true bin|
+    majority: torch.Tensor  # tokens in the training majority bin (chance)
+
+    @classmethod
+    def zeros(cls, folds: int) -> FoldScores:
+        return cls(*(torch.zeros(folds, dtype=torch.float64) for _ in fields(cls)))
+
+    def add(
+        self, f: int, probes: FoldProbes, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, c_shuffled: torch.Tensor,
+        majority_bin: int,
+    ) -> None:
+        """Score the held-out tokens ``x`` of fold ``f`` (positions ``y``, bins ``c``)."""
+        assert probes.lda_real is not None and probes.lda_shuffled is not None
+        pred = probes.lda_real.predict(x)
+        self.tokens[f] += int(x.shape[0])
+        self.correct[f] += float((pred == c).sum())
+        self.correct_shuffled[f] += float((probes.lda_shuffled.predict(x) == c_shuffled).sum())
+        self.abs_error[f] += float((probes.ridge.predict(x) - y.double()).abs().sum())
+        self.bin_error[f] += float((pred - c).abs().sum())
+        self.majority[f] += float((c == majority_bin).sum())
+
+    def all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        for f in fields(self):
+            dist.all_reduce(getattr(self, f.name), op=dist.ReduceOp.SUM)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Per-fold accuracy, shuffled-label accuracy, MAE, bin distance and chance."""
+        n = self.tokens
+        return {
+            "acc": self.correct / n,
+            "acc_shuffled": self.correct_shuffled / n,
+            "mae": self.abs_error / n,
+            "bin_distance": self.bin_error / n,
+            "chance": self.majority / n,
+        }
 
 
 def sweep(
@@ -194,9 +163,9 @@ def sweep(
     n_bins: int = 8,
     folds: int = 4,
     batch_size: int = 16,
-    exclude_first: bool = True,
+    exempt_first: bool = True,
     alpha: float = 1e-3,
-    shrinkage: float = 0.1,
+    shrinkage: Shrinkage = "auto",
     seed: int = 0,
     token_floor: bool = True,
     evaluate: bool = True,
@@ -215,11 +184,14 @@ def sweep(
         evaluate: run the second pass that scores every token (accuracy, MAE, bin distance). With
             ``False`` the sweep is one pass: held-out ridge R²/RMSE (exact from the moments) and the
             geometry only — about half the cost.
+        exempt_first: leave position 0 / BOS out of the probes (its massive activations).
+        shrinkage: LDA shrinkage, ``"auto"`` (chosen from the data per fold) or a fixed factor.
         token_floor: also probe the token embeddings alone (``W_E[token_ids]``, reported as layer -1):
             how much position the text itself gives away, the floor no eraser can go below.
 
     Returns:
-        ``SweepResult`` (``.df``, ``.table()``, ``.plot()``, ``.save()``).
+        ``SweepResult`` (``.df``, ``.pivot()``, ``.save()``); draw it with
+        ``pe_hooks.viz.plot_sweep``, write Markdown with ``pe_hooks.reports.sweep_markdown``.
     """
     scheme = inspect(model)
     if interventions is None:
@@ -252,12 +224,10 @@ def sweep(
     total = n_seqs + (n_fit if needs_fit else 0)
     all_data = load_data(model, data, seq_len=seq_len, n_seqs=total, seed=seed)
     fit_data, probe_data = all_data.split(n_fit) if needs_fit else (None, all_data)
-    import torch.distributed as dist
-
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     mine = probe_data.subset(list(range(rank, len(probe_data), world)))
-    t_min = 1 if exclude_first else 0
+    t_min = 1 if exempt_first else 0
     t_max = probe_data.seq_len - 1
     d = scheme.d_model
     rows: list[dict[str, Any]] = []
@@ -277,63 +247,43 @@ def sweep(
                     batch.acts = {n: resolved.transform(n, a, batch.positions) for n, a in batch.acts.items()}
                 seq_index = batch.index * world + rank
                 keep = batch.mask.bool() & (batch.positions >= t_min)
-                shuf = _shuffled_positions(batch.positions, keep, seq_index, seed)
+                shuffled = _shuffled_positions(batch.positions, keep, seq_index, seed)
                 fold = (seq_index % folds)[:, None].expand_as(batch.positions)
-                yield batch, keep, batch.positions[keep], shuf[keep], fold[keep]
+                yield batch, keep, batch.positions[keep], shuffled[keep], fold[keep]
 
-        for batch, keep, y, ys, fold in token_batches(f"{name}: fit"):
-            c, cs = _bins(y, n_bins, t_min, t_max), _bins(ys, n_bins, t_min, t_max)
+        for batch, keep, y, y_shuffled, fold in token_batches(f"{name}: fit"):
+            c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for n in names:
-                stats[n].update(acts(batch, n)[keep], fold, y, c, ys, cs)
+                stats[n].update(acts(batch, n)[keep], fold, y, c, y_shuffled, c_shuffled)
         for n in names:
             stats[n].all_reduce()
-        models = {
-            n: [(fit_ridge(stats[n].train(f), 0, alpha),
-                 *((fit_lda(stats[n].train(f), 0, shrinkage), fit_lda(stats[n].train(f), 1, shrinkage)) if evaluate else ()))
-                for f in range(folds)]
-            for n in names
+        probes = {
+            n: [FoldProbes.fit(stats[n].train(f), alpha, shrinkage, evaluate) for f in range(folds)] for n in names
         }
-        # per layer, per fold: tokens, correct, correct (shuffled), |err| sum, |bin err| sum, majority hits
-        acc = {n: torch.zeros(folds, 6, dtype=torch.float64) for n in names}
-        majority = {n: [int(stats[n].train(f).cn[0, 0].argmax()) for f in range(folds)] for n in names}
-        for batch, keep, y, ys, fold in (token_batches(f"{name}: evaluate") if evaluate else ()):
-            c, cs = _bins(y, n_bins, t_min, t_max), _bins(ys, n_bins, t_min, t_max)
+        scores = {n: FoldScores.zeros(folds) for n in names}
+        majority = {n: [int(stats[n].train(f).cn[0, label_index("real")].argmax()) for f in range(folds)] for n in names}
+        for batch, keep, y, y_shuffled, fold in (token_batches(f"{name}: evaluate") if evaluate else ()):
+            c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for n in names:
                 x = acts(batch, n)[keep]
                 for f in torch.unique(fold).tolist():
                     m = fold == f
-                    ridge, lda, lda_s = models[n][f]
-                    xf = x[m]
-                    pred = lda.predict(xf)
-                    a = acc[n][f]
-                    a[0] += int(m.sum())
-                    a[1] += float((pred == c[m]).sum())
-                    a[2] += float((lda_s.predict(xf) == cs[m]).sum())
-                    a[3] += float((ridge.predict(xf) - y[m].double()).abs().sum())
-                    a[4] += float((pred - c[m]).abs().sum())
-                    a[5] += float((c[m] == majority[n][f]).sum())
+                    scores[n].add(f, probes[n][f], x[m], y[m], c[m], c_shuffled[m], majority[n][f])
         for n in names:
             if distributed:
-                dist.all_reduce(acc[n], op=dist.ReduceOp.SUM)
+                scores[n].all_reduce()
         for layer, n in zip(lay, names):
-            a = acc[n]
-            per_fold = {
-                "acc": a[:, 1] / a[:, 0],
-                "acc_shuffled": a[:, 2] / a[:, 0],
-                "mae": a[:, 3] / a[:, 0],
-                "bin_distance": a[:, 4] / a[:, 0],
-                "chance": a[:, 5] / a[:, 0],
-            } if evaluate else {}
-            r2s, rmses, r2_shuf = [], [], []
+            per_fold = scores[n].metrics() if evaluate else {}
+            r2s, rmses, r2s_shuffled = [], [], []
             for f in range(folds):
-                ridge = models[n][f][0]
-                r2, rmse = ridge_heldout(ridge, stats[n].fold(f), 0)
+                r2, rmse = ridge_heldout(probes[n][f].ridge, stats[n].fold(f), "real")
                 r2s.append(r2)
                 rmses.append(rmse)
-                r2_shuf.append(ridge_heldout(fit_ridge(stats[n].train(f), 1, alpha), stats[n].fold(f), 1)[0])
+                ridge_shuffled = fit_ridge(stats[n].train(f), "shuffled", alpha)
+                r2s_shuffled.append(ridge_heldout(ridge_shuffled, stats[n].fold(f), "shuffled")[0])
             per_fold["r2"] = torch.tensor(r2s)
             per_fold["rmse"] = torch.tensor(rmses)
-            per_fold["r2_shuffled"] = torch.tensor(r2_shuf)
+            per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
             for metric, vals in per_fold.items():
                 rows.append({"layer": layer, "intervention": name, "metric": metric,
                              "value": float(vals.mean()), "spread": float(vals.std()) if len(vals) > 1 else 0.0})

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from pe_hooks.errors import SchemeError
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.types import Model, is_bridge, is_model
 from pe_hooks.sites.registry import FamilySpec, Scheme, family_for, supported_architectures
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
-from pe_hooks.types import Model, is_bridge, is_model
 
 
 def _architecture(model: Model) -> tuple[str, str]:
@@ -110,6 +110,11 @@ def inspect(model: Model) -> PositionalScheme:
     """
     spec = family_of(model)
     cfg = model.cfg
+    if spec.scheme is Scheme.ROTARY and bool(getattr(cfg, "rotary_adjacent_pairs", False)):
+        raise SchemeError(
+            "this HookedTransformer pairs rotary dimensions as (2i, 2i+1) (rotary_adjacent_pairs=True); "
+            "pe-hooks implements the rotate-half layout only (HF Llama/NeoX/Gemma and TL 3's default)"
+        )
     n_layers = int(cfg.n_layers)
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
@@ -138,7 +143,7 @@ def inspect(model: Model) -> PositionalScheme:
         else:
             kw["rotary_base"] = tuple(float(cfg.rotary_base) for _ in L)
     never = tuple(t.replace("{i}", "*") for t in spec.never_fire)
-    name = getattr(model, "pe_hooks_name", None) or getattr(cfg, "model_name", None) or type(model).__name__
+    name = getattr(cfg, "model_name", None) or type(model).__name__
     arch, _ = _architecture(model)
     return PositionalScheme(
         model_name=str(name),

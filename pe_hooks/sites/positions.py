@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from pe_hooks.errors import SchemeError
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.types import HookFn, Model
 from pe_hooks.sites.registry import Scheme
+from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
 from pe_hooks.sites.scheme import PositionalScheme
-from pe_hooks.types import HookFn, Model
 
 
 @dataclass
@@ -51,9 +52,7 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
     """The best position source for ``model`` (see the module docstring)."""
     src = PositionSource(scheme)
     if scheme.scheme is Scheme.ROTARY and scheme.rotary_cos is not None:
-        from pe_hooks.interventions.rotary import _candidate_freqs, _PositionTracker
-
-        tracker = _PositionTracker(_candidate_freqs(model, scheme))
+        tracker = PositionTracker(candidate_freqs(model, scheme))
 
         def after(sin: torch.Tensor, hook: Any) -> None:
             src.positions = tracker.get()

@@ -1,4 +1,4 @@
-"""The one place where model families differ.
+"""The one place where model families differ, and where each scheme's site is named.
 
 Each ``FamilySpec`` records, for one family, which positional scheme it uses and which
 TransformerLens hooks *really fire and are editable* (measured on TL 4.3 and TL 3.9, see
@@ -38,10 +38,13 @@ class AlibiForm(str, Enum):
 
 
 class RotaryLayout(str, Enum):
-    """How rotary pairs the dimensions of q/k."""
+    """How rotary pairs the dimensions of q/k.
 
-    HALF = "rotate_half"  # HF Llama/NeoX: dims i and i + d/2 form a pair
-    ADJACENT = "adjacent_pairs"  # TL 3 with rotary_adjacent_pairs=True: dims 2i, 2i+1
+    Only rotate-half is implemented (HF Llama/NeoX/Gemma, and TL 3 by default); TL 3's
+    ``rotary_adjacent_pairs=True`` layout (dims ``2i, 2i+1``) is not supported.
+    """
+
+    HALF = "rotate_half"  # dims i and i + d/2 form a pair
 
 
 @dataclass(frozen=True)
@@ -212,3 +215,60 @@ def family_for(architecture: str, backend: str) -> FamilySpec | None:
 def supported_architectures(backend: str = "bridge") -> list[str]:
     """All architecture names the registry knows for a backend."""
     return [a for spec in FAMILIES if spec.backend == backend for a in spec.architectures]
+
+
+# ------------------------------------------------------------------------------------------
+# which site acts on which scheme (the verbs' ``site="auto"``, and every "use site X" advice)
+
+#: The intervention site of each scheme: what ``site="auto"`` picks (see ``default_site``).
+SCHEME_SITE: dict[Scheme, str] = {
+    Scheme.LEARNED: "pos_embed",
+    Scheme.ROTARY: "rotary",
+    Scheme.ALIBI: "alibi",
+}
+
+ERASER_ADVICE = "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data)."
+
+_SCHEME_ADVICE: dict[Scheme, str] = {
+    Scheme.LEARNED: "Use site='pos_embed' (learned absolute positions).",
+    Scheme.ROTARY: "Use site='rotary' (the rotary cos/sin tables).",
+    Scheme.ALIBI: "Use site='alibi' (ALiBi biases in the attention scores).",
+}
+
+
+def default_site(family: FamilySpec) -> str | None:
+    """The site ``site="auto"`` resolves to on a family (``None``: no explicit positional site)."""
+    site = SCHEME_SITE.get(family.scheme)
+    if site == "rotary" and not family.rotary_cos_sin and family.rot_qk_fire:
+        return "rot_qk"  # TL 3.x: no cos/sin hooks
+    return site
+
+
+def site_advice(site: str, family: FamilySpec) -> str:
+    """What to use instead of ``site`` on a model of ``family`` (one sentence naming a site)."""
+    scheme = family.scheme
+    if site == "pos_embed" and scheme is Scheme.ROTARY:
+        return "hook_pos_embed exists but never fires on rotary models; use site='rotary'."
+    if site == "pos_embed" and scheme is Scheme.ALIBI:
+        return "ALiBi models have no positional embedding; use site='alibi'."
+    if site == "alibi" and not family.attn_scores_editable:
+        return (
+            "Attention scores are post-softmax and read-only on this model (edits are discarded); "
+            + _SCHEME_ADVICE.get(scheme, ERASER_ADVICE)
+        )
+    if site == "rotary" and scheme is Scheme.ROTARY and not family.rotary_cos_sin:
+        return "This model has no cos/sin hooks (TransformerLens 3.x): use site='rot_qk'."
+    if site == "rot_qk" and scheme is Scheme.ROTARY and not family.rot_qk_fire:
+        return "attn.hook_rot_q/k never fire on this architecture (GPT-NeoX bridge): use site='rotary'."
+    return _SCHEME_ADVICE.get(scheme, ERASER_ADVICE)
+
+
+def per_head_advice(site: str, family: FamilySpec) -> str:
+    """Where per-head (``heads=``) edits are possible when ``site`` acts on whole layers."""
+    if family.scheme is Scheme.ROTARY:
+        return "for per-head edits use site='rot_qk'" + (
+            "" if family.rot_qk_fire else " (not available on this model: its hook_rot_q/k never fire)"
+        )
+    if family.scheme is Scheme.ALIBI:
+        return "per-head edits are available at site='alibi'"
+    return f"site '{site}' has no per-head form on this model"

@@ -1,18 +1,19 @@
-"""The sweep picture: one line per intervention across layers, chance marked."""
+"""The sweep picture: one line per intervention across layers, chance marked.
+
+Drawn on a ``matplotlib.figure.Figure`` (no pyplot state, no backend switching): a notebook shows
+the returned figure inline, a script saves it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib import rcParams
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-if TYPE_CHECKING:
-    from pe_hooks.probes.sweep import SweepResult
+from pe_hooks.probes.sweep import SweepResult
+from pe_hooks.viz.figure import InlineFigure
 
 PANELS = (
     ("acc", "held-out accuracy of position bin", True),
@@ -22,14 +23,15 @@ PANELS = (
 )
 
 
-def plot_sweep(result: SweepResult, path: str | Path | None = None) -> Any:
+def plot_sweep(result: SweepResult, path: str | Path | None = None) -> Figure:
     """Four panels (accuracy with chance and the shuffled control, ridge R², ANOVA R², Song &
     Zhong relative norm); saved to ``path`` when given. Returns the matplotlib figure."""
     df = result.df[result.df.layer >= 0]
     floor = result.meta.get("token_floor_acc")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
+    fig = InlineFigure(figsize=(4.2 * len(PANELS), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(PANELS), squeeze=False)[0]
     names = list(dict.fromkeys(df.intervention))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (metric, title, with_chance) in zip(axes, PANELS):
         for i, name in enumerate(names):
             sub = df[(df.metric == metric) & (df.intervention == name)].sort_values("layer")
@@ -54,5 +56,4 @@ def plot_sweep(result: SweepResult, path: str | Path | None = None) -> Any:
     fig.suptitle(f"{m.get('model')}: position information per layer ({m.get('n_seqs')} held-out-scored sequences x {m.get('seq_len')} tokens)", fontsize=11)
     if path is not None:
         fig.savefig(str(path), dpi=120)
-        plt.close(fig)
     return fig

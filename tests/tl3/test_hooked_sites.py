@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from pe_hooks import Scheme, inspect, load_hf
+from pe_hooks import Scheme, inspect
+from pe_hooks.models import load_hf
 from tests.tl3.conftest import TL3_FAMILIES, get_hooked
 
 SCHEMES = {"tiny-gpt2": Scheme.LEARNED, "tiny-neox": Scheme.ROTARY, "tiny-llama": Scheme.ROTARY, "tiny-bloom": Scheme.ALIBI}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_hooks import SchemeError, load_hf
-from pe_hooks.interventions import apply_hooks, remove, replace, reverse, shift, shuffle, zero
+from pe_hooks import SchemeError, apply_hooks, remove, replace, reverse, shift, shuffle, zero
+from pe_hooks.models import load_hf
 from tests.tl3.conftest import get_hooked
 
 ATOL = 1e-5

@@ -26,24 +26,28 @@ UMAP space, how much the picture is organised by branch vs by position
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from inspect import signature as _signature
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from pe_hooks.core.errors import DataError, UpstreamWarning
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
-from pe_hooks.errors import DataError, UpstreamWarning
-from pe_hooks.interventions.hooklist import HookList
+from pe_hooks.erasers import fit_on_arrays
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
-from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
-from pe_hooks.sites import inspect
-from pe_hooks.types import Model
+from pe_hooks.probes.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
+from pe_hooks.sites.inspect import inspect
 
 #: Built-in prompts (no download): different topics, so "regardless of content" can be tested.
 DEFAULT_PROMPTS = (
@@ -103,6 +107,29 @@ class BranchLatents:
         pr = None if prompt is None else np.asarray(prompt)
         flagged = {layer: _massive(xa, massive)} if massive is not None else {}
         return cls({layer: xa}, b, p, [""] * len(b), pr, flagged=flagged)
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """One row per collected token: branch, prompt, position, token text."""
+        return pd.DataFrame({
+            "branch": self.branch,
+            "prompt": self.prompt if self.prompt is not None else np.zeros(len(self.branch), dtype=int),
+            "position": self.position,
+            "token": self.token,
+        })
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write the data: ``tokens.csv`` (``df``), ``latents.npz`` (one array per layer, and the
+        massive-activation flags) and ``branches.json`` (prompts and generated texts)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": out / "tokens.csv", "npz": out / "latents.npz", "json": out / "branches.json"}
+        self.df.to_csv(paths["csv"], index=False)
+        arrays = {f"layer{k}": v for k, v in self.latents.items()}
+        arrays.update({f"flagged{k}": v for k, v in self.flagged.items()})
+        np.savez(paths["npz"], **arrays)  # type: ignore[arg-type]
+        paths["json"].write_text(json.dumps({"prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len}, indent=1))
+        return paths
 
     def keep(self, layer: int) -> np.ndarray:
         """Rows used in the views of ``layer``: position > 0 and not flagged as massive."""
@@ -251,9 +278,7 @@ def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:
 
 def leace_on_arrays(x: np.ndarray, position: np.ndarray) -> Eraser:
     """The default eraser fitted on branches: LEACE on 4 Fourier features of position."""
-    from pe_hooks.erasers import fit_on_arrays
-
-    return fit_on_arrays(x, position, method="leace", n_freqs=4, exclude_first=False)
+    return fit_on_arrays(x, position, method="leace", n_freqs=4, exempt_first=False)
 
 
 def erase_crossfit(
@@ -327,10 +352,19 @@ class BranchAnalysis:
     embeddings: dict[str, np.ndarray]
     rows: list[dict[str, Any]]
 
-    def table(self) -> str:
-        from pe_hooks.probes.separation import metrics_table
+    @property
+    def df(self) -> pd.DataFrame:
+        """The metrics as a tidy frame (layer, view, space, metric, value)."""
+        return metrics_frame(self.rows)
 
-        return metrics_table(self.rows)[1]
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``metrics-layer{L}.csv`` and the 2-D embeddings (``embeddings-layer{L}.npz``)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": out / f"metrics-layer{self.layer}.csv", "npz": out / f"embeddings-layer{self.layer}.npz"}
+        self.df.to_csv(paths["csv"], index=False)
+        np.savez(paths["npz"], **self.embeddings)  # type: ignore[arg-type]
+        return paths
 
 
 def umap_embed(

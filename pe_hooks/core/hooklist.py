@@ -18,15 +18,26 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, SupportsIndex, overload
 
-from pe_hooks.types import HookFn, Model
+import torch
+
+from pe_hooks.core.types import HookFn, Model
 
 
 class HookList(list[tuple[str, HookFn]]):
-    """A list of ``(hook_name, fn)`` pairs with a label, ``+`` composition and a context manager."""
+    """A list of ``(hook_name, fn)`` pairs with a label, ``+`` composition and a context manager.
 
-    def __init__(self, pairs: Iterable[tuple[str, HookFn]] = (), label: str = "hooks") -> None:
+    Attributes:
+        label: a readable description (``"zero(rotary, layers=all)"``), joined by ``+``.
+        basis: the orthonormal ``[k, d]`` directions a ``project_out`` removes (``None`` for
+            every other intervention, and after composition with ``+``).
+    """
+
+    def __init__(
+        self, pairs: Iterable[tuple[str, HookFn]] = (), label: str = "hooks", basis: torch.Tensor | None = None
+    ) -> None:
         super().__init__(pairs)
         self.label = label
+        self.basis = basis
 
     @overload
     def __getitem__(self, i: SupportsIndex) -> tuple[str, HookFn]: ...

@@ -4,35 +4,34 @@ through its tokens in order, ▲ = first generated token), right coloured by pos
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from pe_hooks.viz.branches import BranchAnalysis
+from pe_hooks.probes.branches import BranchAnalysis
+from pe_hooks.viz.figure import InlineFigure
 
 
 def _branch_colours(n: int) -> list[Any]:
     if n <= 10:
-        cmap = plt.get_cmap("tab10")
+        cmap = colormaps["tab10"]
         return [cmap(i) for i in range(n)]
     if n <= 20:
-        cmap = plt.get_cmap("tab20")
+        cmap = colormaps["tab20"]
         return [cmap(i) for i in range(n)]
-    cmap = plt.get_cmap("hsv")
+    cmap = colormaps["hsv"]
     return [cmap(i / n) for i in range(n)]
 
 
-def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, title: str = "", dpi: int = 110) -> Any:
+def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, title: str = "", dpi: int = 110) -> Figure:
     """Draw every embedded view of ``analysis``; save to ``path`` (PNG) if given. Returns the figure."""
     names = list(analysis.embeddings)
     if not names:
         raise ValueError("nothing to draw: run analyze(..., embed=True)")
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 4.2 * len(names)), squeeze=False, constrained_layout=True)
+    fig = InlineFigure(figsize=(10, 4.2 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), 2, squeeze=False)
     metrics = {(r["view"], r["space"], r["metric"]): r["value"] for r in analysis.rows}
     for row, name in enumerate(names):
         e = analysis.embeddings[name]
@@ -63,5 +62,4 @@ def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, titl
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(str(path), dpi=dpi)
-        plt.close(fig)
     return fig

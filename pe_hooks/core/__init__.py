@@ -1,0 +1,32 @@
+"""The foundation every other layer builds on: types, errors, ``HookList`` / ``apply_hooks``.
+
+Nothing in ``pe_hooks.core`` imports another ``pe_hooks`` package (the import contract in
+``pyproject.toml`` enforces it).
+"""
+
+from pe_hooks.core.errors import (
+    DataError,
+    ModelLoadError,
+    PeHooksError,
+    SchemeError,
+    UpstreamError,
+    UpstreamWarning,
+)
+from pe_hooks.core.hooklist import HookList, apply_hooks
+from pe_hooks.core.types import HookFn, HookPair, Model, is_bridge, is_model
+
+__all__ = [
+    "DataError",
+    "HookFn",
+    "HookList",
+    "HookPair",
+    "Model",
+    "ModelLoadError",
+    "PeHooksError",
+    "SchemeError",
+    "UpstreamError",
+    "UpstreamWarning",
+    "apply_hooks",
+    "is_bridge",
+    "is_model",
+]

@@ -1,0 +1,108 @@
+"""Site ``"rot_qk"``: per-head rotary edits at ``attn.hook_rot_q/k`` (the only rotary site on TL 3.x).
+
+The post-rotation queries/keys are rebuilt from the pre-rotation ``attn.hook_q/k`` with the new
+tables, for chosen heads (whole key groups on GQA models). Positions are decoded from the angle
+between each pre- and post-rotation pair. The verbs and their options are those of the
+``"rotary"`` site (``pe_hooks.interventions.rotary``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import HookFn, Model
+from pe_hooks.interventions.base import Bands, Target, fmt_layers, not_supported
+from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary
+from pe_hooks.interventions.rotary_bands import band_mask
+from pe_hooks.interventions.rotary_tables import TableRule, apply_rotation, new_tables
+from pe_hooks.sites.inspect import rotary_frequencies
+from pe_hooks.sites.rotary_positions import decode_positions
+from pe_hooks.sites.scheme import PositionalScheme
+
+
+def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    """Positions from pre-rotation ``x`` and post-rotation ``y`` (``[b, s, h, d]``, rotate_half)."""
+    half = inv.numel()
+    x1, x2 = x[..., :half].float(), x[..., half : 2 * half].float()
+    y1, y2 = y[..., :half].float(), y[..., half : 2 * half].float()
+    cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
+    dot = (x1 * y1 + x2 * y2).sum(dim=2)
+    return decode_positions(torch.atan2(cross, dot), inv.to(x.device)).round()
+
+
+class RotaryQK(RotaryVerbs):
+    """Site ``"rot_qk"``: re-rotate q/k per head at ``attn.hook_rot_q/k`` from ``attn.hook_q/k``."""
+
+    name: ClassVar[str] = "rot_qk"
+    description: ClassVar[str] = "post-rotation queries/keys (blocks.i.attn.hook_rot_q/k), per head"
+
+    def _kv_heads(self, scheme: PositionalScheme, heads: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if heads is None:
+            return None
+        group = scheme.n_heads // scheme.n_kv_heads
+        if group == 1:
+            return heads
+        groups = {h // group for h in heads}
+        whole = {g for g in groups if all(g * group + i in heads for i in range(group))}
+        if whole != groups:
+            listing = ", ".join(f"{list(range(g * group, (g + 1) * group))}" for g in range(scheme.n_kv_heads))
+            raise SchemeError(
+                f"{scheme.model_name} shares each key head among {group} query heads (GQA); a per-head "
+                f"rotary edit must cover whole groups: {listing}"
+            )
+        return tuple(sorted(groups))
+
+    def _build(self, model: Model, scheme: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str) -> HookList:
+        require_rotary(scheme, self.name, verb)
+        if not scheme.rot_q:
+            raise not_supported(self.name, verb, scheme)
+        kv_heads = self._kv_heads(scheme, target.heads)
+        pairs: list[tuple[str, HookFn]] = []
+        for layer in target.layers:
+            inv, scaling = rotary_frequencies(model, layer)
+            mask = band_mask(bands, inv.numel())
+            rot_dim = 2 * inv.numel()
+            for which, heads in (("q", target.heads), ("k", kv_heads)):
+                store: dict[str, torch.Tensor] = {}
+                pre = f"blocks.{layer}.attn.hook_{which}"
+                post = (scheme.rot_q if which == "q" else scheme.rot_k)[layer]
+                if pre not in model.hook_dict:
+                    raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
+                pairs.append((pre, _stash(store)))
+                pairs.append((post, _requery(store, rule, inv, scaling, mask, rot_dim, heads, target.exempt_first)))
+        return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
+
+
+def _stash(store: dict[str, torch.Tensor]) -> HookFn:
+    def fn(x: torch.Tensor, hook: Any) -> None:
+        store["pre"] = x
+
+    return fn
+
+
+def _requery(
+    store: dict[str, torch.Tensor], rule: TableRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
+    rot_dim: int, heads: tuple[int, ...] | None, exempt_first: bool,
+) -> HookFn:
+    def fn(y: torch.Tensor, hook: Any) -> torch.Tensor:
+        x = store["pre"]
+        invd = inv.to(y.device)
+        t = _decode_from_pair(x, y, invd).long()
+        # the model's own tables, rebuilt from the decoded positions (needed for unedited bands)
+        ang = t[..., None].float() * invd
+        oc = torch.cat([torch.cos(ang), torch.cos(ang)], -1) * scaling
+        os_ = torch.cat([torch.sin(ang), torch.sin(ang)], -1) * scaling
+        c, s = new_tables(rule, t, invd, scaling, oc, os_, mask, exempt_first)
+        new = apply_rotation(x.float(), c.float(), s.float(), rot_dim).to(y.dtype)
+        if heads is None:
+            return new
+        out = y.clone()
+        idx = torch.as_tensor(heads, device=y.device)
+        out[:, :, idx] = new[:, :, idx]
+        return out
+
+    return fn

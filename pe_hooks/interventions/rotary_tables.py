@@ -1,0 +1,95 @@
+"""Rotary table math: the new per-token ``(cos, sin)`` of each rule, and the rotation itself.
+
+HF's layout: ``cos = cat(cos(t w), cos(t w)) * s`` and ``sin = cat(sin(t w), sin(t w)) * s`` over the
+first ``rotary_dim`` dims of each head, ``x_rot = x * cos + rotate_half(x) * s``. A ``TableRule``
+says how each token's new angles follow from its real position (``zero``, ``remove``,
+``replace``); ``new_tables`` applies it to the selected bands and tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from pe_hooks.core.errors import SchemeError
+from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.interventions.rotary_bands import band_mask
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """How the (cos, sin) of each token's new rotation are computed from its real position."""
+
+    kind: Literal["zero", "remove", "replace"]
+    positions: PositionMap | None = None
+    reference: Sequence[int] | None = None
+    keep: tuple[int, ...] | None = None  # replace: only these bands rotate (by f(t)); the rest get none
+
+    def angles_cos_sin(self, t: torch.Tensor, inv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token ``(cos, sin)`` of shape ``[b, s, half]`` (unit scale)."""
+        if self.kind == "zero":
+            shape = (*t.shape, inv.numel())
+            return torch.ones(shape, device=t.device), torch.zeros(shape, device=t.device)
+        if self.kind == "remove":
+            ref = (
+                torch.arange(int(t.max()) + 1, device=t.device, dtype=torch.float32)
+                if self.reference is None
+                else torch.as_tensor(list(self.reference), dtype=torch.float32, device=t.device)
+            )
+            ang = ref[:, None] * inv[None, :]
+            c = torch.cos(ang).mean(0).expand(*t.shape, -1)
+            s = torch.sin(ang).mean(0).expand(*t.shape, -1)
+            return c, s
+        assert self.positions is not None
+        new_t = self.positions(t)
+        if bool((new_t < 0).any()):
+            raise SchemeError(f"{self.positions!r} produced negative positions; choose a map that stays >= 0")
+        if self.keep is not None:  # a zero frequency is no rotation
+            inv = inv * band_mask(self.keep, inv.numel()).to(inv.device)
+        ang = new_t[..., None].float() * inv
+        return torch.cos(ang), torch.sin(ang)
+
+
+def new_tables(
+    rule: TableRule,
+    t: torch.Tensor,
+    inv: torch.Tensor,
+    scaling: float,
+    orig_cos: torch.Tensor,
+    orig_sin: torch.Tensor,
+    band_mask: torch.Tensor,
+    exempt_first: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-width ``(cos, sin)`` tables with the rule applied to the selected bands/tokens."""
+    half = inv.numel()
+    c, s = rule.angles_cos_sin(t, inv)
+    c, s = c * scaling, s * scaling
+    keep = ~band_mask.to(t.device)
+    oc, os_ = orig_cos[..., :half].float(), orig_sin[..., :half].float()
+    c = torch.where(keep, oc, c)
+    s = torch.where(keep, os_, s)
+    if exempt_first:
+        first = (t == 0)[..., None]
+        c = torch.where(first, oc, c)
+        s = torch.where(first, os_, s)
+    rot = orig_cos.shape[-1]
+    c_full = torch.cat([c, c], dim=-1)[..., :rot].to(orig_cos.dtype)
+    s_full = torch.cat([s, s], dim=-1)[..., :rot].to(orig_sin.dtype)
+    return c_full, s_full
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+def apply_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot_dim: int) -> torch.Tensor:
+    """HF ``x * cos + rotate_half(x) * sin`` on the first ``rot_dim`` dims; ``cos``/``sin`` are
+    ``[b, s, rot_dim]`` and broadcast over heads (``x`` is ``[b, s, h, d]``)."""
+    xr, xp = x[..., :rot_dim], x[..., rot_dim:]
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    out = xr * c + rotate_half(xr) * s
+    return torch.cat([out, xp], dim=-1)

@@ -1,0 +1,17 @@
+"""Markdown reports of sweep and branches results (the one place Markdown is written)."""
+
+from pe_hooks.reports.markdown import (
+    branch_metrics_table,
+    sweep_markdown,
+    sweep_table,
+    write_branches_markdown,
+    write_sweep_markdown,
+)
+
+__all__ = [
+    "branch_metrics_table",
+    "sweep_markdown",
+    "sweep_table",
+    "write_branches_markdown",
+    "write_sweep_markdown",
+]

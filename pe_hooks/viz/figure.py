@@ -1,0 +1,22 @@
+"""``InlineFigure``: a ``matplotlib.figure.Figure`` that a notebook shows inline by itself.
+
+pe-hooks never touches pyplot or the backend, so a figure it draws is not registered with
+IPython's inline backend (that happens only when pyplot is imported, or after ``%matplotlib
+inline``). ``_repr_png_`` lets Jupyter render the returned figure anyway; where the inline
+backend is active its own formatter takes precedence and the result is the same picture.
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+
+class InlineFigure(Figure):
+    """A plain ``Figure`` (no pyplot state) that Jupyter displays as a PNG."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
