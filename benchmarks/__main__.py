@@ -29,10 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CASES = ("forward", "generation", "sweep")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    want = {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = sorted(want - set(CASES))
+    if unknown or not want:
+        parser.error(f"unknown --cases {','.join(unknown) or repr(args.cases)}; choose from {','.join(CASES)}")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; pass a folder")
     torch.set_num_threads(args.threads)
-    want = set(args.cases.split(","))
     rounds = 3 if args.quick else 11
     results: dict[str, object] = {"machine": machine(), "command": "pe-hooks bench " + " ".join(argv or sys.argv[1:])}
     md = [

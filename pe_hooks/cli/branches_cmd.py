@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pe_hooks.cli.args import int_at_least
+from pe_hooks.core.atomic import check_writable_target, write_artefact
 from pe_hooks.core.errors import DataError
+
+BRANCHES_FILES = ("branches-layer*.png", "metrics.csv", "metrics.md", "branches.md", "texts.json")
 
 INTERVENTION_HELP = (
     "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
@@ -27,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
-    p.add_argument("--branches", type=int, default=8, help="continuations per prompt (default 8)")
-    p.add_argument("--tokens", type=int, default=48, help="new tokens per continuation (default 48)")
+    p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
+    p.add_argument("--tokens", type=int_at_least(1), default=48, help="new tokens per continuation (default 48)")
     p.add_argument("--layer", type=int, action="append", default=None,
                    help="layer (repeatable; negative counts from the end); default: middle and last")
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
@@ -37,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca"], help="method of the erased view")
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
-    p.add_argument("--fit-seqs", type=int, default=128, help="reference-corpus sequences that fit the eraser")
+    p.add_argument("--fit-seqs", type=int_at_least(1), default=128, help="reference-corpus sequences that fit the eraser")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
+    p.add_argument("--neighbors", type=int_at_least(2), default=15, help="UMAP n_neighbors")
     p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
-    p.add_argument("--k", type=int, default=10, help="neighbours of the kNN metrics")
+    p.add_argument("--k", type=int_at_least(1), default=10, help="neighbours of the kNN metrics")
     p.add_argument("--massive", type=float, default=8.0, help="flag tokens with norm > this x median (0: off)")
     p.add_argument("--kv-cache", default="auto", choices=["auto", "on", "off"],
                    help="decode with the KV cache: auto (default) checks once that cached steps equal a full "
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     parse_intervention(args.intervention)  # fail before any work
+    folder = args.out or Path("results") / f"branches-{args.model.replace('/', '_')}"
+    check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device)
     scheme = inspect(model)
     layers = scheme.check_layers(args.layer or [scheme.n_layers // 2, scheme.n_layers - 1])
@@ -133,39 +139,37 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         inter = branches(model, prompts, hooks=hooks, **kw)
         timings["generate + collect (intervened)"] = time.perf_counter() - t
-    folder = args.out or Path("results") / f"branches-{args.model.replace('/', '_')}"
-    folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     pngs = []
     t = time.perf_counter()
-    for layer in layers:
-        views = make_views(
-            raw, layer, eraser=eraser, eraser_name=f"erased ({args.eraser}, reference)",
-            crossfit=args.erase_on in ("branches", "both"), intervened=inter,
-            intervened_name=f"intervened ({args.intervention})", early=early if early != layer else None,
+    with write_artefact(folder, "branches report", 1, replaces=BRANCHES_FILES) as tmp:  # complete or not at all
+        for layer in layers:
+            views = make_views(
+                raw, layer, eraser=eraser, eraser_name=f"erased ({args.eraser}, reference)",
+                crossfit=args.erase_on in ("branches", "both"), intervened=inter,
+                intervened_name=f"intervened ({args.intervention})", early=early if early != layer else None,
+            )
+            analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist, k=args.k)
+            rows += analysis.rows
+            plot_branches(analysis, tmp / f"branches-layer{layer}.png", title=(
+                f"{args.model} layer {layer} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches x "
+                f"{args.tokens} tokens, seed {args.seed}; ▲ = first generated token"))
+            pngs.append(folder / f"branches-layer{layer}.png")
+        timings["UMAP + metrics + figures"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        metrics_frame(rows).to_csv(tmp / "metrics.csv", index=False)
+        settings = {
+            "model": args.model, "branches": args.branches, "tokens": args.tokens, "temperature": args.temperature,
+            "top_p": args.top_p, "seed": args.seed, "site": args.site, "eraser": args.eraser, "fit_seqs": args.fit_seqs,
+            "intervention": args.intervention, "massive": args.massive,
+        }
+        report = write_branches_markdown(
+            tmp, settings=settings, raw=raw, intervened=inter, rows=rows, layers=layers, timings=timings
         )
-        analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist, k=args.k)
-        rows += analysis.rows
-        png = folder / f"branches-layer{layer}.png"
-        plot_branches(analysis, png, title=(
-            f"{args.model} layer {layer} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches x "
-            f"{args.tokens} tokens, seed {args.seed}; ▲ = first generated token"))
-        pngs.append(png)
-    timings["UMAP + metrics + figures"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    metrics_frame(rows).to_csv(folder / "metrics.csv", index=False)
-    settings = {
-        "model": args.model, "branches": args.branches, "tokens": args.tokens, "temperature": args.temperature,
-        "top_p": args.top_p, "seed": args.seed, "site": args.site, "eraser": args.eraser, "fit_seqs": args.fit_seqs,
-        "intervention": args.intervention, "massive": args.massive,
-    }
-    report = write_branches_markdown(
-        folder, settings=settings, raw=raw, intervened=inter, rows=rows, layers=layers, timings=timings
-    )
-    (folder / "texts.json").write_text(json.dumps({
-        "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
-        "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
-    }, indent=1))
+        (tmp / "texts.json").write_text(json.dumps({
+            "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
+            "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
+        }, indent=1))
     print(report)
     print(f"wrote {', '.join(str(p) for p in pngs)}, metrics.csv, metrics.md, branches.md, texts.json to {folder} "
           f"({timings['total']:.0f} s)")

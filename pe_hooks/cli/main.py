@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pe_hooks.cli import bench_cmd, branches_cmd, inspect_cmd, sweep_cmd
+from pe_hooks.cli.args import Parser, fail
 
 # Each sub-command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
@@ -16,7 +17,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ign
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pe-hooks",
         description="Remove positional information from transformer activations and measure what is left.",
     )
@@ -38,9 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_argv(argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except PeHooksError as exc:
-        print(f"pe-hooks: error: {exc}", file=sys.stderr)
-        return 2
+    except PeHooksError as exc:  # every deliberate error: one line naming the fix, exit code 2
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("pe-hooks: interrupted (nothing half-written was left behind)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,14 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-
-def _layers(text: str) -> list[int] | None:
-    if text in ("all", ""):
-        return None
-    if ":" in text:
-        a, b, *step = (int(v) for v in text.split(":"))
-        return list(range(a, b, step[0] if step else 1))
-    return [int(v) for v in text.split(",")]
+from pe_hooks.cli.args import existing_file, int_at_least, layer_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,18 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="probe position at every layer under each intervention; writes CSV, JSON, Markdown and PNG",
     )
     p.add_argument("--model", default="smollm2-135m", help="model name (default: smollm2-135m)")
-    p.add_argument("--text", type=Path, default=None, help="a UTF-8 text file (paragraphs = documents); default: the embedded stdlib-docstring corpus")
+    p.add_argument("--text", type=existing_file, default=None, help="a UTF-8 text file (paragraphs = documents); default: the embedded stdlib-docstring corpus")
     p.add_argument("--interventions", default="baseline,zero,remove,erase",
                    help="comma-separated: baseline, zero, remove, erase (LEACE, per layer, offline), erase-mean, "
                         "erase-pca, erase-inmodel (LEACE hooks at every layer inside the model)")
-    p.add_argument("--layers", default="all", help="'all', '0,4,8' or 'start:stop[:step]' (n_layers = final residual)")
+    p.add_argument("--layers", type=layer_list, default=None, help="'all', '0,4,8' or 'start:stop[:step]' (n_layers = final residual)")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
-    p.add_argument("--n-seqs", type=int, default=256, help="probe sequences (default 256)")
-    p.add_argument("--n-fit", type=int, default=128, help="other sequences used to fit erasers (default 128)")
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--bins", type=int, default=8)
-    p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--n-seqs", type=int_at_least(1), default=256, help="probe sequences (default 256; at least --folds)")
+    p.add_argument("--n-fit", type=int_at_least(1), default=128, help="other sequences used to fit erasers (default 128)")
+    p.add_argument("--seq-len", type=int_at_least(3), default=64)
+    p.add_argument("--bins", type=int_at_least(2), default=8)
+    p.add_argument("--folds", type=int_at_least(2), default=4)
+    p.add_argument("--batch-size", type=int_at_least(1), default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     p.set_defaults(func=run)
@@ -41,17 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from pe_hooks import load_model
+    from pe_hooks.core.atomic import check_writable_target
     from pe_hooks.probes import sweep
+    from pe_hooks.probes.sweep import SWEEP_FILES
     from pe_hooks.reports import sweep_table, write_sweep_markdown
     from pe_hooks.viz import plot_sweep
 
     t0 = time.perf_counter()
+    folder = args.out / f"sweep-{args.model.replace('/', '_')}"
+    check_writable_target(folder, "sweep report", SWEEP_FILES)  # fail now, not after the sweep
     model = load_model(args.model, device=args.device)
     result = sweep(
         model,
         args.text,
         [s.strip() for s in args.interventions.split(",") if s.strip()],
-        layers=_layers(args.layers),
+        layers=args.layers,
         site=args.site,
         seq_len=args.seq_len,
         n_seqs=args.n_seqs,
@@ -64,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command") and v is not None
     )
     result.meta["seconds"] = round(time.perf_counter() - t0, 1)
-    folder = args.out / f"sweep-{args.model.replace('/', '_')}"
-    paths = result.save(folder)
-    paths["md"] = write_sweep_markdown(result, folder)
-    paths["png"] = folder / "sweep.png"
-    plot_sweep(result, paths["png"])
+
+    def report(tmp: Path) -> None:  # the Markdown and the figure join the same atomic artefact
+        write_sweep_markdown(result, tmp)
+        plot_sweep(result, tmp / "sweep.png")
+
+    paths = result.save(folder, extra=report)  # the folder appears complete, or not at all
+    paths["md"], paths["png"] = folder / "sweep.md", folder / "sweep.png"
     print(sweep_table(result, "acc"))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}  ({result.meta['seconds']} s)")
     return 0

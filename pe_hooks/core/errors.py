@@ -26,3 +26,31 @@ class UpstreamError(PeHooksError, RuntimeError):
 
 class UpstreamWarning(UserWarning):
     """A dependency misbehaves and pe-hooks works around it (the message names the fix)."""
+
+
+class ArgumentError(PeHooksError, ValueError, TypeError):
+    """An argument has the wrong type or value (a non-integer layer, ``k=0``, ``n_bins=1``...)."""
+
+
+class RangeError(PeHooksError, IndexError):
+    """An index (layer, head, band, position, token id) lies outside what the model has."""
+
+
+class ArtefactError(DataError):
+    """A saved artefact (eraser, sweep result, output folder) is missing, incomplete, corrupt, of
+    another format version, or cannot be written where asked."""
+
+
+class ModelMismatchError(SchemeError):
+    """Hooks or an eraser built from one model were used on another one."""
+
+
+class HookPointError(PeHooksError, KeyError):
+    """A hook point name does not exist on the model (or was not collected)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
+        return str(self.args[0]) if self.args else ""
+
+
+class HookListError(PeHooksError, TypeError):
+    """Something that is not a list of ``(hook_name, fn)`` pairs was combined with a ``HookList``."""

@@ -20,6 +20,7 @@ from typing import Any, SupportsIndex, overload
 
 import torch
 
+from pe_hooks.core.errors import HookListError, HookPointError, ModelMismatchError
 from pe_hooks.core.types import HookFn, Model
 
 
@@ -49,12 +50,14 @@ class HookList(list[tuple[str, HookFn]]):
         return super().__getitem__(i)
 
     def __add__(self, other: Sequence[tuple[str, HookFn]]) -> HookList:  # type: ignore[override]
+        _check_pairs(other)
         other_label = getattr(other, "label", "hooks")
         return HookList([*self, *other], label=f"{self.label} + {other_label}")
 
     def __radd__(self, other: Sequence[tuple[str, HookFn]]) -> HookList:
         if isinstance(other, int) and other == 0:  # sum([...]) support
             return HookList(self, label=self.label)
+        _check_pairs(other)
         other_label = getattr(other, "label", "hooks")
         return HookList([*other, *self], label=f"{other_label} + {self.label}")
 
@@ -78,6 +81,46 @@ class HookList(list[tuple[str, HookFn]]):
             yield model
 
 
+def _check_pairs(other: object) -> None:
+    ok = isinstance(other, (list, tuple)) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and callable(p[1]) for p in other
+    )
+    if not ok:
+        raise HookListError(
+            f"can only add a HookList or a list of (hook_name, fn) pairs to a HookList, not {type(other).__name__}"
+        )
+
+
+def bind_to_model(hooks: HookList, model: Model) -> HookList:
+    """The same hooks, each refusing to run on a hook point of another model.
+
+    A verb's hooks close over the model's own tensors (W_pos, rotary tables...): run on a second
+    model of the same shape they would silently use the first model's weights. Each bound hook
+    checks that the hook point it runs on is the one of ``model`` it was built for, and raises
+    ``ModelMismatchError`` otherwise (an identity check, no cost on the forward).
+    """
+    points = model.hook_dict
+    pairs: list[tuple[str, HookFn]] = []
+    for name, fn in hooks:
+        expected = points.get(name)
+        pairs.append((name, fn if expected is None else _bound(fn, expected, name, hooks.label)))
+    return HookList(pairs, label=hooks.label, basis=hooks.basis)
+
+
+def _bound(fn: HookFn, expected: Any, name: str, label: str) -> HookFn:
+    def bound(tensor: torch.Tensor, hook: Any) -> torch.Tensor | None:
+        if hook is not expected:
+            raise ModelMismatchError(
+                f"{label} was built from another model instance than the one running it (at {name}): its hooks "
+                "hold that model's positional tensors. Build the hooks from the model you run, e.g. "
+                "pe_hooks.replace(model, ...) with that model"
+            )
+        return fn(tensor, hook=hook)
+
+    bound.__wrapped__ = fn  # type: ignore[attr-defined]
+    return bound
+
+
 @contextmanager
 def apply_hooks(model: Model, *hook_lists: Sequence[tuple[str, HookFn]]) -> Iterator[Model]:
     """Attach several hook lists at once; removes exactly these hooks on exit, even on error.
@@ -90,7 +133,7 @@ def apply_hooks(model: Model, *hook_lists: Sequence[tuple[str, HookFn]]) -> Iter
             for name, fn in hooks:
                 hook_point = model.hook_dict.get(name) if isinstance(name, str) else None
                 if hook_point is None:
-                    raise KeyError(
+                    raise HookPointError(
                         f"hook point '{name}' does not exist on this model; run pe_hooks.inspect(model) "
                         "to list the positional sites that fire"
                     )

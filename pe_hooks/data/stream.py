@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import DataError
+from pe_hooks.core.errors import DataError, HookPointError
 from pe_hooks.core.hooklist import HookList, apply_hooks
 from pe_hooks.core.types import HookFn, Model
+from pe_hooks.core.validate import check_int
 from pe_hooks.data.tokens import TokenData
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
@@ -63,13 +64,16 @@ def stream_activations(
     ``hooks`` (an intervention ``HookList``) run during the same forward passes, before the
     capture hooks, so captured activations are the intervened ones.
     """
+    check_int(batch_size, "batch_size", minimum=1)
+    if not isinstance(data, TokenData):
+        raise DataError(f"stream_activations takes TokenData (from pe_hooks.data.load_data), got {type(data).__name__}")
     if len(data) == 0:
         raise DataError("no sequences to run")
     if not hook_names:
         raise DataError("no hook names to capture")
     missing = [n for n in hook_names if n not in model.hook_dict]
     if missing:
-        raise KeyError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")
+        raise HookPointError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")
     n_layers = int(model.cfg.n_layers)
     stop = _stop_layer(hook_names, n_layers)
     device = getattr(model.cfg, "device", None) or "cpu"
@@ -84,28 +88,31 @@ def stream_activations(
     capture_hooks = HookList([(n, capture(n)) for n in hook_names], label="capture")
     starts = range(0, len(data), batch_size)
     bar = tqdm(starts, desc=desc, disable=not progress, unit="batch", leave=False)
-    with apply_hooks(model, hooks or [], capture_hooks), torch.no_grad():
-        for start in bar:
-            idx = torch.arange(start, min(start + batch_size, len(data)))
-            toks = data.tokens[idx].to(device)
-            mask = data.mask[idx]
-            store.clear()
-            kwargs: dict[str, Any] = {}
-            if not bool(mask.all()):
-                kwargs["attention_mask"] = mask.long().to(device)
-            if stop is not None:
-                kwargs["stop_at_layer"] = stop
+    # Hooks are attached around each batch's forward only, never across a ``yield``: while the
+    # caller holds the generator (or a traceback keeps it alive), the model runs un-intervened.
+    for start in bar:
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        toks = data.tokens[idx].to(device)
+        mask = data.mask[idx]
+        store.clear()
+        kwargs: dict[str, Any] = {}
+        if not bool(mask.all()):
+            kwargs["attention_mask"] = mask.long().to(device)
+        if stop is not None:
+            kwargs["stop_at_layer"] = stop
+        with apply_hooks(model, hooks or [], capture_hooks), torch.no_grad():
             model(toks, **kwargs)
-            acts = {}
-            for n in hook_names:
-                if n not in store:
-                    raise RuntimeError(f"hook '{n}' did not fire; it cannot be used on this model")
-                a = store[n].float()
-                if not keep_device:
-                    a = a.cpu()
-                if check_finite and not bool(torch.isfinite(a).all()):
-                    raise DataError(
-                        f"non-finite activations (NaN/inf) at {n}; check the model dtype and inputs"
-                    )
-                acts[n] = a
-            yield ActivationBatch(acts, data.positions[idx], mask, idx, data.tokens[idx])
+        acts = {}
+        for n in hook_names:
+            if n not in store:
+                raise HookPointError(f"hook '{n}' did not fire; it cannot be used on this model (see pe_hooks.inspect(model))")
+            a = store[n].float()
+            if not keep_device:
+                a = a.cpu()
+            if check_finite and not bool(torch.isfinite(a).all()):
+                raise DataError(
+                    f"non-finite activations (NaN/inf) at {n}; check the model dtype and inputs"
+                )
+            acts[n] = a
+        store.clear()
+        yield ActivationBatch(acts, data.positions[idx], mask, idx, data.tokens[idx])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_int, check_model, check_token_ids
 from pe_hooks.data.corpus import read_text_file, stdlib_docstrings
 from pe_hooks.sites.inspect import inspect
 
@@ -117,7 +120,8 @@ def tokenize_texts(
 
 
 def load_data(
-    model: Model, data: DataLike = None, *, seq_len: int = 64, n_seqs: int | None = None, seed: int = 0
+    model: Model, data: DataLike = None, *, seq_len: int = 64, n_seqs: int | None = None, seed: int = 0,
+    at_most: bool = False,
 ) -> TokenData:
     """Coerce ``data`` into ``TokenData``.
 
@@ -126,18 +130,40 @@ def load_data(
             a path to a text file (paragraphs are documents), a list of strings, a
             ``[n, seq]`` LongTensor of token ids (used as is), or a ``TokenData``.
         seq_len: tokens per sequence, BOS included.
-        n_seqs: how many sequences (all that fit when ``None``).
+        n_seqs: how many sequences (all that fit when ``None``). Token ids with fewer rows are an
+            error (never silently fewer), unless ``at_most``.
     """
+    check_model(model, "load_data")
+    check_int(seq_len, "seq_len", minimum=2)
+    if n_seqs is not None:
+        check_int(n_seqs, "n_seqs", minimum=1)
+    scheme = inspect(model)
+    vocab = int(getattr(model.cfg, "d_vocab", 0) or 0) or None
     if isinstance(data, TokenData):
+        check_token_ids(data.tokens, vocab=vocab, n_ctx=scheme.n_ctx, name="TokenData.tokens")
         return data
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, (list, tuple)) and data and all(
+        isinstance(row, (list, tuple)) or (isinstance(row, torch.Tensor) and row.ndim == 1) for row in data
+    ):  # a list of token-id lists: token ids, never the text "[5, 6, ..."
+        rows = [list(r.tolist() if isinstance(r, torch.Tensor) else r) for r in data]
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for r in rows for v in r):
+            raise DataError("a list of lists is read as token ids, and these are not all integers; pass texts as a list of strings")
+        if len({len(r) for r in rows}) != 1:
+            raise DataError("token-id rows have different lengths; give rows of equal length (or texts)")
+        data = torch.tensor(rows, dtype=torch.long)
     if isinstance(data, torch.Tensor):
-        if data.dtype not in (torch.long, torch.int, torch.int32):
-            raise DataError(f"token tensors must be integer ids, got {data.dtype}")
+        if data.dtype not in (torch.long, torch.int, torch.int32, torch.int16, torch.uint8):
+            raise DataError(f"token tensors must be integer ids, got {data.dtype}; convert with .long() or pass text")
         if data.ndim != 2 or data.numel() == 0:
             raise DataError(f"token tensors must be [n, seq] and non-empty, got shape {tuple(data.shape)}")
-        if data.shape[1] > inspect(model).n_ctx:
+        if data.shape[1] < 2:
+            raise DataError("token sequences must have at least 2 tokens")
+        check_token_ids(data, vocab=vocab, n_ctx=scheme.n_ctx)
+        if n_seqs is not None and data.shape[0] < n_seqs and not at_most:
             raise DataError(
-                f"sequences of {data.shape[1]} tokens exceed the model context {inspect(model).n_ctx}"
+                f"the token tensor has {data.shape[0]} sequences but {n_seqs} are needed; pass more rows or lower n_seqs"
             )
         t = data.long()[:n_seqs] if n_seqs else data.long()
         mask = torch.ones_like(t, dtype=torch.bool)
@@ -152,7 +178,10 @@ def load_data(
     elif isinstance(data, (list, tuple)):
         if not data:
             raise DataError("empty list of texts")
-        texts = [str(t) for t in data]
+        if not all(isinstance(t, str) for t in data):
+            bad = next(t for t in data if not isinstance(t, str))
+            raise DataError(f"a list of texts must hold strings, got {type(bad).__name__}; pass strings or token-id lists")
+        texts = list(data)
     else:
         raise DataError(f"cannot use {type(data).__name__} as data")
     return tokenize_texts(model, texts, seq_len=seq_len, n_seqs=n_seqs)

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pe_hooks.core.errors import DataError, SchemeError
+from pe_hooks.core.atomic import read_artefact, write_artefact
+from pe_hooks.core.errors import ArtefactError, DataError, HookPointError, ModelMismatchError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
+from pe_hooks.core.validate import check_fingerprint, check_model
 from pe_hooks.erasers.methods import SiteMap
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.positions import PositionSource, position_source
@@ -41,6 +43,7 @@ class EraserInfo:
     sequential: bool
     fit_tokens: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # core.validate.model_fingerprint
 
 
 class PositionEraser:
@@ -84,7 +87,7 @@ class PositionEraser:
             raise DataError(f"this eraser has {len(self.maps)} sites: pass hook_name= or layer=")
         name = hook_name if hook_name is not None else f"blocks.{layer}.hook_{self.info.site}"
         if name not in self.maps:
-            raise KeyError(f"no eraser fitted for '{name}'; fitted: {', '.join(self.maps)}")
+            raise HookPointError(f"no eraser fitted for '{name}'; fitted: {', '.join(self.maps)}")
         return self.maps[name]
 
     # ------------------------------------------------------------------ apply
@@ -116,12 +119,13 @@ class PositionEraser:
 
         src: PositionSource | None = None
         needs_pos = self.info.method == "mean" or self.info.exempt_first
+        if model is not None:
+            self.check_model(model)
         if needs_pos:
             if model is None:
                 model = self.model
             if model is None:
                 raise DataError("this eraser needs positions at apply time: call eraser.hooks(model)")
-            self.check_model(model)
             src = position_source(model, inspect(model))
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
         for name, site in self.maps.items():
@@ -129,22 +133,28 @@ class PositionEraser:
         return HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
 
     def check_model(self, model: Model) -> None:
-        """Raise if ``model`` is not the kind of model this eraser was fitted on."""
+        """Raise ``ModelMismatchError`` if ``model`` is not the model this eraser was fitted on
+        (sizes, architecture and a checksum of its weights, saved with the eraser)."""
+        check_model(model, "PositionEraser.hooks")
         cfg = model.cfg
-        if int(cfg.d_model) != self.info.d_model or int(cfg.n_layers) != self.info.n_layers:
-            raise SchemeError(
+        if self.info.n_layers and (int(cfg.d_model) != self.info.d_model or int(cfg.n_layers) != self.info.n_layers):
+            raise ModelMismatchError(
                 f"eraser fitted on {self.info.model_name} (d_model {self.info.d_model}, {self.info.n_layers} "
-                f"layers) cannot run on a model with d_model {cfg.d_model}, {cfg.n_layers} layers"
+                f"layers) cannot run on a model with d_model {cfg.d_model}, {cfg.n_layers} layers; "
+                "fit an eraser on this model"
             )
+        check_fingerprint(self.info.fingerprint, model, f"this eraser (fitted on {self.info.model_name})")
         missing = [n for n in self.maps if n not in model.hook_dict]
         if missing:
-            raise SchemeError(f"hook points {missing[:3]} do not exist on this model")
+            raise ModelMismatchError(f"hook points {missing[:3]} do not exist on this model; fit an eraser on this model")
 
     # ------------------------------------------------------------------ io
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (a folder): ``eraser.safetensors`` + ``eraser.json``."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``path`` (a folder): ``eraser.safetensors`` + ``eraser.json``, atomically.
+
+        The folder appears complete (with a completeness marker and the format version) or not
+        at all; an earlier eraser saved there is replaced whole.
+        """
         tensors: dict[str, torch.Tensor] = {}
         for i, (_name, m) in enumerate(self.maps.items()):
             tensors[f"{i}.mean"] = m.mean.contiguous()
@@ -152,37 +162,47 @@ class PositionEraser:
             tensors[f"{i}.right"] = m.right.clone().contiguous()
             if m.offsets is not None:
                 tensors[f"{i}.offsets"] = m.offsets.contiguous()
-        save_file(tensors, str(folder / "eraser.safetensors"))
         meta = {"format": FORMAT_VERSION, "sites": list(self.maps), "info": asdict(self.info)}
-        (folder / "eraser.json").write_text(json.dumps(meta, indent=2))
-        return folder
+        with write_artefact(path, "eraser", FORMAT_VERSION, replaces=("eraser.json", "eraser.safetensors")) as tmp:
+            save_file(tensors, str(tmp / "eraser.safetensors"))
+            (tmp / "eraser.json").write_text(json.dumps(meta, indent=2))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, model: Model | None = None) -> PositionEraser:
-        """Read an eraser saved by ``save``; with ``model``, check it fits that model."""
+        """Read an eraser saved by ``save``; with ``model``, check it fits that model.
+
+        Raises:
+            ArtefactError: the folder is missing, a file, incomplete (an interrupted save), corrupt
+                or of another format version.
+            ModelMismatchError: ``model`` is not the model the eraser was fitted on.
+        """
         folder = Path(path)
+        fix = "fit the eraser again and save it with eraser.save(path)"
+        read_artefact(folder, "eraser", FORMAT_VERSION, fix=fix)
         meta_path, tensor_path = folder / "eraser.json", folder / "eraser.safetensors"
-        if not meta_path.exists() or not tensor_path.exists():
-            raise DataError(f"{folder} does not hold a saved eraser (eraser.json + eraser.safetensors)")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+            tensors = load_file(str(tensor_path))
+            saved = dict(meta["info"])
+            if "exclude_first" in saved:  # the field's name before version 0.2
+                saved["exempt_first"] = saved.pop("exclude_first")
+            info = EraserInfo(**saved)
+            maps = {}
+            for i, name in enumerate(meta["sites"]):
+                maps[name] = SiteMap(
+                    info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
+                    tensors.get(f"{i}.offsets"),
+                )
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ArtefactError(f"{folder} holds a corrupt eraser ({type(exc).__name__}: {exc}); {fix}") from exc
         if meta.get("format") != FORMAT_VERSION:
-            raise DataError(f"unsupported eraser format {meta.get('format')}")
-        tensors = load_file(str(tensor_path))
-        saved = dict(meta["info"])
-        if "exclude_first" in saved:  # the field's name before version 0.2
-            saved["exempt_first"] = saved.pop("exclude_first")
-        info = EraserInfo(**saved)
-        maps = {}
-        for i, name in enumerate(meta["sites"]):
-            maps[name] = SiteMap(
-                info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
-                tensors.get(f"{i}.offsets"),
-            )
+            raise ArtefactError(f"unsupported eraser format {meta.get('format')}; {fix}")
         if model is not None:
             cls(maps, info).check_model(model)
             name = getattr(model.cfg, "model_name", None)
-            if name is not None and name != info.model_name:
-                raise SchemeError(f"eraser was fitted on '{info.model_name}', not on '{name}'")
+            if name is not None and name != info.model_name and not info.fingerprint:
+                raise ModelMismatchError(f"eraser was fitted on '{info.model_name}', not on '{name}'")
         return cls(maps, info, model)
 
 

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_int, check_model, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
 from pe_hooks.erasers.features import FEATURES
@@ -79,12 +80,24 @@ def fit_eraser(
         positions when applied; "mean" raises.
     """
     _check_options(method, features)
+    check_model(model, "fit_eraser")
+    check_int(batch_size, "batch_size", minimum=1)
+    check_int(seq_len, "seq_len", minimum=2)
+    if n_seqs is not None:
+        check_int(n_seqs, "n_seqs", minimum=1, fix="fit on at least one sequence (160 by default)")
     scheme = inspect(model)
     if site not in scheme.resid:
         raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
-    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else list(layers))
-    td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs)
+    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else layers)
+    td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs, at_most=True)
     T = td.seq_len - 1
+    n_positions = T if exempt_first else T + 1
+    if n_positions < 2:
+        raise DataError(
+            f"sequences of {td.seq_len} tokens give {n_positions} position(s) to fit"
+            f"{' (position 0 / BOS is exempt)' if exempt_first else ''}: nothing varies with position; "
+            "use seq_len >= 3 (64 by default)"
+        )
     names = [scheme.resid[site][layer] for layer in lay]
     if hook_names is not None:
         known = {n for group in scheme.resid.values() for n in group}
@@ -100,7 +113,7 @@ def fit_eraser(
     info = EraserInfo(
         model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=method,
         site=site, features=features, max_position=T, exempt_first=exempt_first, sequential=sequential,
-        options={k2: v for k2, v in opts.items() if v is not None},
+        options={k2: v for k2, v in opts.items() if v is not None}, fingerprint=model_fingerprint(model),
     )
     if not sequential:
         for batch in stream_activations(model, td, names, batch_size=batch_size, progress=progress, desc=f"fit {method}"):

@@ -13,9 +13,10 @@ from typing import Protocol
 
 import torch
 
-from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_indices
 from pe_hooks.interventions.positions import PositionMap
 from pe_hooks.sites.registry import site_advice
 from pe_hooks.sites.scheme import PositionalScheme
@@ -41,16 +42,12 @@ class Target:
 
     @classmethod
     def resolve(cls, scheme: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool) -> Target:
-        if layers is None:
-            lay = tuple(range(scheme.n_layers))
-        else:
-            lay = tuple(scheme.check_layers([layers] if isinstance(layers, int) else list(layers)))
+        lay = tuple(range(scheme.n_layers)) if layers is None else tuple(scheme.check_layers(layers))
         hd: tuple[int, ...] | None = None
         if heads is not None:
-            hd = (heads,) if isinstance(heads, int) else tuple(heads)
-            bad = [h for h in hd if not 0 <= h < scheme.n_heads]
-            if bad:
-                raise IndexError(f"heads {bad} do not exist: the model has heads 0..{scheme.n_heads - 1}")
+            hd = tuple(check_indices(heads, "heads", scheme.n_heads, what="the model has heads"))
+        if not isinstance(exempt_first, bool):
+            raise ArgumentError(f"exempt_first must be True or False, got {exempt_first!r}")
         return cls(layers=lay, heads=hd, exempt_first=exempt_first)
 
 

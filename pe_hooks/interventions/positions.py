@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.validate import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,22 @@ class PositionMap:
 
     def __call__(self, positions: torch.Tensor) -> torch.Tensor:
         out = self.fn(positions)
+        if not isinstance(out, torch.Tensor):
+            raise SchemeError(f"position map '{self.name}' returned {type(out).__name__}; it must return a tensor")
         if out.shape != positions.shape:
             raise SchemeError(
                 f"position map '{self.name}' changed the shape {tuple(positions.shape)} -> {tuple(out.shape)}"
             )
-        return out.to(torch.float32)
+        if out.dtype == torch.bool or out.is_complex():
+            raise SchemeError(
+                f"position map '{self.name}' returned a {out.dtype} tensor; it must return real positions"
+            )
+        out = out.to(torch.float32)
+        if not bool(torch.isfinite(out).all()):
+            raise SchemeError(
+                f"position map '{self.name}' returned NaN or inf positions; it must return finite positions"
+            )
+        return out
 
     def __repr__(self) -> str:
         return f"PositionMap({self.name})"
@@ -38,22 +50,26 @@ class PositionMap:
 
 def constant(p: int = 0) -> PositionMap:
     """Every token gets position ``p``."""
+    p = check_int(p, "constant(p)", minimum=0)
     return PositionMap(f"constant({p})", lambda pos: torch.full_like(pos, p, dtype=torch.float32))
 
 
 def shift(k: int) -> PositionMap:
     """Position ``t`` becomes ``t + k`` (negative results are an error at use time)."""
+    k = check_int(k, "shift(k)")
     return PositionMap(f"shift({k:+d})", lambda pos: pos.to(torch.float32) + k)
 
 
 def scale(factor: float) -> PositionMap:
     """Position interpolation: ``t`` becomes ``t * factor`` (fractional; rotary only)."""
+    factor = check_number(factor, "scale(factor)", positive=True)
     return PositionMap(f"scale({factor:g})", lambda pos: pos.to(torch.float32) * factor, integer=False)
 
 
 def reverse(length: int) -> PositionMap:
     """Position ``t`` becomes ``length - 1 - t``. ``length`` is explicit so that incremental
     decoding (one new token per forward) maps consistently."""
+    length = check_int(length, "reverse(length)", minimum=1)
 
     def fn(pos: torch.Tensor) -> torch.Tensor:
         if int(pos.max()) >= length:
@@ -65,6 +81,8 @@ def reverse(length: int) -> PositionMap:
 
 def shuffle(n_positions: int, seed: int = 0) -> PositionMap:
     """A seeded permutation of ``0..n_positions-1`` applied to every sequence alike."""
+    n_positions = check_int(n_positions, "shuffle(n_positions)", minimum=1)
+    seed = check_int(seed, "shuffle(seed)")
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_positions, generator=gen)
 
@@ -80,7 +98,14 @@ def shuffle(n_positions: int, seed: int = 0) -> PositionMap:
 
 def table(new_positions: torch.Tensor) -> PositionMap:
     """A user lookup table: position ``t`` becomes ``new_positions[t]``."""
-    tab = torch.as_tensor(new_positions, dtype=torch.float32)
+    raw = torch.as_tensor(new_positions)
+    if raw.dtype == torch.bool or raw.is_complex():
+        raise SchemeError(f"a position table must hold real positions, got a {raw.dtype} tensor")
+    tab = raw.to(torch.float32)
+    if tab.ndim != 1 or tab.numel() == 0:
+        raise SchemeError(f"a position table must be a non-empty 1-D tensor (entry t = new position of t), got shape {tuple(tab.shape)}")
+    if not bool(torch.isfinite(tab).all()) or bool((tab < 0).any()):
+        raise SchemeError("a position table must hold finite, non-negative positions")
 
     def fn(pos: torch.Tensor) -> torch.Tensor:
         if int(pos.max()) >= tab.numel():

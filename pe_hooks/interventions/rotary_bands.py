@@ -12,12 +12,17 @@ import torch
 
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_int
 from pe_hooks.interventions.base import Bands
 from pe_hooks.sites.inspect import rotary_frequencies
 
 
 def frequency_bands(model: Model, which: Literal["low", "high"] = "low", n: int = 8, layer: int = 0) -> list[int]:
     """Indices of the ``n`` lowest- or highest-frequency rotary bands (for ``bands=``)."""
+    if which not in ("low", "high"):
+        raise SchemeError(f"which must be 'low' or 'high', got {which!r}")
+    n = check_int(n, "n", minimum=1)
+    layer = check_int(layer, "layer", minimum=0)
     inv, _ = rotary_frequencies(model, layer)
     if not 0 < n <= inv.numel():
         raise SchemeError(f"n must be in 1..{inv.numel()} (the model has {inv.numel()} rotary bands)")

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from pe_hooks.core.errors import SchemeError
-from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_int, check_model
 from pe_hooks.interventions.alibi import AlibiScores
 from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Target
 from pe_hooks.interventions.learned import PosEmbed
@@ -51,7 +52,10 @@ SITES: dict[str, SiteOps] = {
 Positions = PositionMap | int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
-def _site(model: Model, site: str) -> tuple[PositionalScheme, SiteOps]:
+def _site(model: Model, site: str, verb: str = "this verb") -> tuple[PositionalScheme, SiteOps]:
+    check_model(model, verb)
+    if not isinstance(site, str):
+        raise SchemeError(f"site must be a string such as 'auto', got {site!r}; known sites: {', '.join(sorted(SITES))}")
     scheme = inspect(model)
     if site == "auto":
         auto = default_site(scheme.family)
@@ -67,6 +71,12 @@ def _site(model: Model, site: str) -> tuple[PositionalScheme, SiteOps]:
 
 def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOptions) -> SiteOptions:
     """Reject options the chosen site does not read for ``verb``, naming the sites that do."""
+    for band_opt in ("bands", "keep_bands"):
+        value = getattr(options, band_opt)
+        if value is not None and len(torch.as_tensor(value).flatten()) == 0:
+            raise SchemeError(f"{verb}(..., {band_opt}=[]) selects no frequency band; pass None for all bands or at least one")
+        if value is not None and torch.as_tensor(value).is_floating_point():
+            raise SchemeError(f"{band_opt} must be integer band indices or a boolean mask, got {value!r}")
     bad = [name for name in options.given() if name not in ops.accepts.get(verb, ())]
     if bad:
         where = sorted(n for n, o in SITES.items() if all(b in o.accepts.get(verb, ()) for b in bad))
@@ -105,9 +115,9 @@ def zero(
         SchemeError: the verb or an option does not apply to the model's site (the message
             names what does).
     """
-    scheme, ops = _site(model, site)
+    scheme, ops = _site(model, site, "zero")
     opts = _options("zero", ops, scheme, SiteOptions(bands=bands))
-    return ops.zero(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts)
+    return bind_to_model(ops.zero(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
 
 
 def remove(
@@ -141,9 +151,9 @@ def remove(
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.
     """
-    scheme, ops = _site(model, site)
+    scheme, ops = _site(model, site, "remove")
     opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
-    return ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts)
+    return bind_to_model(ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
 
 
 def replace(
@@ -177,10 +187,11 @@ def replace(
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.
     """
-    scheme, ops = _site(model, site)
+    scheme, ops = _site(model, site, "replace")
     pmap = as_position_map(positions)
     opts = _options("replace", ops, scheme, SiteOptions(bands=bands, keep_bands=keep_bands))
-    return ops.replace(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), pmap, opts)
+    hooks = ops.replace(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), pmap, opts)
+    return bind_to_model(hooks, model)
 
 
 def project_out(
@@ -207,9 +218,26 @@ def project_out(
 
     The returned ``HookList`` carries the orthonormal directions it removes as ``.basis``.
     """
+    check_model(model, "project_out")
     if basis is not None and hasattr(basis, "hooks") and callable(basis.hooks):
         out = basis.hooks(model)
         return out if isinstance(out, HookList) else HookList(out, label="eraser")
-    scheme, ops = _site(model, site)
-    b = None if basis is None else torch.as_tensor(basis, dtype=torch.float32)
-    return ops.project_out(model, scheme, Target.resolve(scheme, layers, None, exempt_first), b, k)
+    scheme, ops = _site(model, site, "project_out")
+    b = None
+    if basis is not None:
+        raw = torch.as_tensor(basis)
+        if raw.dtype == torch.bool or raw.is_complex():
+            raise SchemeError(f"basis must be a real [k, d] tensor, got {raw.dtype}")
+        b = raw.to(torch.float32)
+        if not bool(torch.isfinite(b).all()):
+            raise SchemeError("basis contains NaN or inf; pass finite directions")
+    if k is not None:
+        available = scheme.d_model if b is None else (b.shape[0] if b.ndim == 2 else 1)
+        if b is None and scheme.n_ctx:
+            available = min(available, scheme.n_ctx - 1)
+        check_int(k, "k", minimum=1, maximum=available,
+                  fix="k counts the directions to remove (None: all of basis, or 95% of W_pos's variance)")
+    hooks = ops.project_out(model, scheme, Target.resolve(scheme, layers, None, exempt_first), b, k)
+    out = bind_to_model(hooks, model)
+    out.basis = hooks.basis
+    return out

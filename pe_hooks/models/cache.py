@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pe_hooks.core.errors import ModelLoadError
+
 COMPLETE_MARKER = ".complete"
 
 
@@ -24,7 +26,18 @@ def cache_root() -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
         root = (Path(xdg) if xdg else Path.home() / ".cache") / "pe-hooks"
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ModelLoadError(
+            f"the pe-hooks cache {root} is a file, not a folder"
+            + (" (PE_HOOKS_CACHE points at it)" if env else "")
+            + "; set PE_HOOKS_CACHE to a folder, or remove the file"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot create the pe-hooks cache folder {root} ({exc.strerror or exc}); set PE_HOOKS_CACHE to a writable folder"
+        ) from exc
     return root
 
 

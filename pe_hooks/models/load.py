@@ -126,6 +126,24 @@ def _load_passthrough(name: str, device: str | torch.device, dtype: torch.dtype)
     return bridge
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine, or ``ModelLoadError`` naming the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda' (or 'cuda:0')") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {str(device)!r} asked for, but CUDA is not available on this machine; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError(f"device {str(device)!r} asked for, but MPS is not available; use device='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"device {str(device)!r} is not supported by pe-hooks; use 'cpu' or 'cuda'")
+    return dev
+
+
 def load_model(
     name: str | Any = DEFAULT_MODEL,
     *,
@@ -158,6 +176,14 @@ def load_model(
         )
     if backend not in ("bridge", "hooked"):
         raise ModelLoadError(f"backend must be 'bridge' or 'hooked', got {backend!r}")
+    if not name.strip():
+        raise ModelLoadError(
+            f"load_model needs a model name, got {name!r}; use one of {', '.join(KNOWN_MODELS)}, a hub name, "
+            "or a local folder (e.g. './my-model', never the empty string)"
+        )
+    device = check_device(device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ModelLoadError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
     if name in OFFLINE_MODELS or name in TINY_MODELS:
         hf, tok = load_hf(name, dtype=dtype, seed=seed)
         if backend == "hooked":

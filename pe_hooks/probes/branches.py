@@ -26,6 +26,7 @@ UMAP space, how much the picture is organised by branch vs by position
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,7 +40,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import DataError, UpstreamWarning
+from pe_hooks.core.atomic import atomic_write_bytes, write_artefact
+from pe_hooks.core.errors import DataError, HookPointError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData, stream_activations
@@ -122,14 +124,16 @@ class BranchLatents:
         """Write the data: ``tokens.csv`` (``df``), ``latents.npz`` (one array per layer, and the
         massive-activation flags) and ``branches.json`` (prompts and generated texts)."""
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"csv": out / "tokens.csv", "npz": out / "latents.npz", "json": out / "branches.json"}
-        self.df.to_csv(paths["csv"], index=False)
         arrays = {f"layer{k}": v for k, v in self.latents.items()}
         arrays.update({f"flagged{k}": v for k, v in self.flagged.items()})
-        np.savez(paths["npz"], **arrays)  # type: ignore[arg-type]
-        paths["json"].write_text(json.dumps({"prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len}, indent=1))
-        return paths
+        names = ("tokens.csv", "latents.npz", "branches.json")
+        with write_artefact(out, "branch latents", 1, replaces=names) as tmp:  # complete or not at all
+            self.df.to_csv(tmp / "tokens.csv", index=False)
+            np.savez(tmp / "latents.npz", **arrays)  # type: ignore[arg-type]
+            (tmp / "branches.json").write_text(
+                json.dumps({"prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len}, indent=1)
+            )
+        return {"csv": out / "tokens.csv", "npz": out / "latents.npz", "json": out / "branches.json"}
 
     def keep(self, layer: int) -> np.ndarray:
         """Rows used in the views of ``layer``: position > 0 and not flagged as massive."""
@@ -141,7 +145,7 @@ class BranchLatents:
     def view(self, layer: int) -> View:
         """``(x, branch, position)`` of ``layer`` with the excluded rows dropped."""
         if layer not in self.latents:
-            raise KeyError(f"layer {layer} was not collected; collected: {sorted(self.latents)}")
+            raise HookPointError(f"layer {layer} was not collected; collected: {sorted(self.latents)}")
         k = self.keep(layer)
         return self.latents[layer][k], self.branch[k], self.position[k]
 
@@ -210,7 +214,7 @@ def branches(
         raise DataError("max_new_tokens must be at least 2")
     if temperature <= 0 or not 0 < top_p <= 1:
         raise DataError("temperature must be > 0 and top_p in (0, 1] (branches are sampled, not greedy)")
-    lay = scheme.check_layers([scheme.n_layers // 2, scheme.n_layers - 1] if layers is None else list(layers))
+    lay = scheme.check_layers([scheme.n_layers // 2, scheme.n_layers - 1] if layers is None else layers)
     lay = list(dict.fromkeys(lay))
     names = [scheme.resid_hook(layer, site) for layer in lay]
     tok = model.tokenizer
@@ -358,12 +362,17 @@ class BranchAnalysis:
         return metrics_frame(self.rows)
 
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``metrics-layer{L}.csv`` and the 2-D embeddings (``embeddings-layer{L}.npz``)."""
+        """Write ``metrics-layer{L}.csv`` and the 2-D embeddings (``embeddings-layer{L}.npz``).
+
+        Several layers' analyses may share a folder, so each file is written atomically (a
+        temporary file renamed into place): a file is complete or absent, never truncated.
+        """
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / f"metrics-layer{self.layer}.csv", "npz": out / f"embeddings-layer{self.layer}.npz"}
-        self.df.to_csv(paths["csv"], index=False)
-        np.savez(paths["npz"], **self.embeddings)  # type: ignore[arg-type]
+        buf = io.BytesIO()
+        np.savez(buf, **self.embeddings)  # type: ignore[arg-type]
+        atomic_write_bytes(paths["npz"], buf.getvalue())
+        atomic_write_bytes(paths["csv"], self.df.to_csv(index=False).encode())
         return paths
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,10 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import DataError, PeHooksError
+from pe_hooks.core.atomic import read_artefact, write_artefact
+from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
@@ -40,7 +42,9 @@ from pe_hooks.probes.linear import LDAModel, RidgeModel, Shrinkage, fit_lda, fit
 from pe_hooks.probes.stats import LayerStats, label_index
 from pe_hooks.sites.inspect import inspect
 
-TOKENS = "W_E[tokens]"  # pseudo-site of the token floor
+TOKENS = "W_E[tokens]"
+SWEEP_FORMAT = 1
+SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.md", "sweep.png")  # what `pe-hooks sweep` writes  # pseudo-site of the token floor
 
 
 def _bins(t: torch.Tensor, n_bins: int, lo: int, hi: int) -> torch.Tensor:
@@ -71,20 +75,33 @@ class SweepResult:
         sub = self.df[(self.df.metric == metric) & (self.df.layer >= 0)]
         return sub.pivot_table(index="layer", columns="intervention", values="value", sort=False)
 
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write the data, ``sweep.csv`` and ``sweep.json`` (meta + rows), into ``folder``."""
+    def save(self, folder: str | Path, extra: Callable[[Path], Any] | None = None) -> dict[str, Path]:
+        """Write the data, ``sweep.csv`` and ``sweep.json`` (meta + rows), into ``folder``, atomically.
+
+        The folder appears complete (with a completeness marker and the format version) or not at
+        all: an earlier result saved there is replaced whole, never mixed with new files.
+        ``extra(tmp_folder)`` may write more files (a report, a figure) into the same artefact.
+        """
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"csv": out / "sweep.csv", "json": out / "sweep.json"}
-        self.df.to_csv(paths["csv"], index=False)
-        paths["json"].write_text(json.dumps({"meta": self.meta, "rows": self.df.to_dict(orient="records")}, indent=1, default=str))
-        return paths
+        with write_artefact(out, "sweep result", SWEEP_FORMAT, replaces=SWEEP_FILES) as tmp:
+            self.df.to_csv(tmp / "sweep.csv", index=False)
+            (tmp / "sweep.json").write_text(json.dumps(
+                {"format": SWEEP_FORMAT, "meta": self.meta, "rows": self.df.to_dict(orient="records")}, indent=1, default=str
+            ))
+            if extra is not None:
+                extra(tmp)
+        return {"csv": out / "sweep.csv", "json": out / "sweep.json"}
 
     @classmethod
     def load(cls, folder: str | Path) -> SweepResult:
-        """Read what ``save`` wrote."""
-        data = json.loads((Path(folder) / "sweep.json").read_text())
-        return cls(pd.DataFrame(data["rows"]), data["meta"])
+        """Read what ``save`` wrote (``ArtefactError`` if it is missing, incomplete or corrupt)."""
+        fix = "run the sweep again and save it with result.save(folder)"
+        read_artefact(folder, "sweep result", SWEEP_FORMAT, fix=fix)
+        try:
+            data = json.loads((Path(folder) / "sweep.json").read_text())
+            return cls(pd.DataFrame(data["rows"]), data["meta"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtefactError(f"{folder} holds a corrupt sweep result ({type(exc).__name__}: {exc}); {fix}") from exc
 
 
 @dataclass
@@ -193,6 +210,18 @@ def sweep(
         ``SweepResult`` (``.df``, ``.pivot()``, ``.save()``); draw it with
         ``pe_hooks.viz.plot_sweep``, write Markdown with ``pe_hooks.reports.sweep_markdown``.
     """
+    check_model(model, "sweep")
+    check_int(seq_len, "seq_len", minimum=3)
+    check_int(n_seqs, "n_seqs", minimum=1, fix="probe at least `folds` sequences")
+    check_int(n_fit, "n_fit", minimum=1)
+    check_int(folds, "folds", minimum=2, fix="the probes are scored on held-out folds")
+    check_int(n_bins, "n_bins", minimum=2, fix="accuracy needs at least 2 position bins")
+    check_int(batch_size, "batch_size", minimum=1)
+    if n_seqs < folds:
+        raise ArgumentError(
+            f"n_seqs={n_seqs} sequences cannot fill folds={folds} folds (each needs at least one held-out "
+            f"sequence); use n_seqs >= {folds} (256 by default) or fewer folds"
+        )
     scheme = inspect(model)
     if interventions is None:
         interventions = {"baseline": None}
@@ -203,12 +232,9 @@ def sweep(
     typos = [s for s in interventions.values() if isinstance(s, str) and s not in BUILTIN]
     if typos:
         raise DataError(f"unknown intervention(s) {typos}; built-in: {', '.join(BUILTIN)}")
-    lay = list(range(scheme.n_layers + 1)) if layers is None else list(layers)
-    for layer in lay:
-        if not 0 <= layer <= scheme.n_layers:
-            raise IndexError(f"layer {layer} does not exist: probe layers 0..{scheme.n_layers} ({scheme.n_layers} = final)")
-    if folds < 2:
-        raise DataError("folds must be at least 2")
+    lay = list(range(scheme.n_layers + 1)) if layers is None else check_indices(
+        layers, "layers", scheme.n_layers + 1, what="probe layers"
+    )
     names = [scheme.resid_hook(layer, site) if layer < scheme.n_layers else scheme.resid_hook(layer) for layer in lay]
     # the token floor: position decoded from the token embeddings alone (no positional signal),
     # i.e. what the text itself says about position; reported as layer -1
@@ -229,6 +255,14 @@ def sweep(
     mine = probe_data.subset(list(range(rank, len(probe_data), world)))
     t_min = 1 if exempt_first else 0
     t_max = probe_data.seq_len - 1
+    if n_bins > t_max - t_min + 1:
+        raise ArgumentError(
+            f"n_bins={n_bins} is more than the {t_max - t_min + 1} probed positions of {probe_data.seq_len}-token "
+            f"sequences{' (position 0 exempt)' if exempt_first else ''}: some bins would stay empty; "
+            f"use n_bins <= {t_max - t_min + 1} or longer sequences"
+        )
+    if len(probe_data) < folds:
+        raise ArgumentError(f"only {len(probe_data)} probe sequences for {folds} folds; give more data or fewer folds")
     d = scheme.d_model
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
 from pe_hooks.sites.registry import FamilySpec, Scheme, family_for, supported_architectures
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
@@ -26,7 +26,7 @@ def _architecture(model: Model) -> tuple[str, str]:
 def family_of(model: Model) -> FamilySpec:
     """The registry entry for ``model``; a clear error if the architecture is unknown."""
     if not is_model(model):
-        raise TypeError(
+        raise ArgumentError(
             f"expected a TransformerBridge or HookedTransformer, got {type(model).__name__}; "
             "load one with pe_hooks.load_model(name)"
         )

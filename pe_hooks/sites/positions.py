@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.errors import DataError, SchemeError
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.sites.registry import Scheme
 from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
@@ -62,7 +62,14 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
         return src
     if scheme.scheme is Scheme.LEARNED and scheme.pos_ids_hook:
 
+        n_ctx = scheme.n_ctx
+
         def ids(t: torch.Tensor, hook: Any) -> None:
+            if t.numel() and n_ctx and int(t.max()) >= n_ctx:
+                raise DataError(
+                    f"position {int(t.max())} is beyond the context of {scheme.model_name} ({n_ctx} positions: "
+                    f"W_pos has rows 0..{n_ctx - 1}); shorten the sequence to at most {n_ctx} tokens"
+                )
             src.positions = t.long()
 
         src.hooks = [(scheme.pos_ids_hook, ids)]

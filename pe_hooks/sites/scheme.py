@@ -7,7 +7,10 @@ the numbers an intervention needs (rotary bases, head counts, context length, BO
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from pe_hooks.core.errors import HookPointError
+from pe_hooks.core.validate import check_indices
 from pe_hooks.sites.registry import AlibiForm, FamilySpec, RotaryLayout, Scheme
 
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
@@ -74,7 +77,7 @@ class PositionalScheme:
         """Hook name of a residual site; ``layer == n_layers`` with resid_pre means the final
         residual (``blocks.{n-1}.hook_resid_post``)."""
         if site not in self.resid:
-            raise KeyError(
+            raise HookPointError(
                 f"'{site}' does not exist on {self.architecture}; available: {', '.join(self.resid)}"
             )
         if site == "resid_pre" and layer == self.n_layers:
@@ -82,17 +85,14 @@ class PositionalScheme:
         self.check_layers([layer])
         return self.resid[site][layer]
 
-    def check_layers(self, layers: list[int] | tuple[int, ...] | range) -> list[int]:
-        """Validate layer indices (negative ones count from the end); return them normalised."""
-        out = []
-        for layer in layers:
-            idx = layer + self.n_layers if layer < 0 else layer
-            if not 0 <= idx < self.n_layers:
-                raise IndexError(
-                    f"layer {layer} does not exist: {self.model_name} has layers 0..{self.n_layers - 1}"
-                )
-            out.append(idx)
-        return out
+    def check_layers(self, layers: Any) -> list[int]:
+        """Validate layer indices (negative ones count from the end); return them normalised.
+
+        Raises ``RangeError`` (an ``IndexError``) for a layer the model lacks and ``ArgumentError``
+        for a non-integer, a repeated layer or an empty list.
+        """
+        return check_indices(layers, "layers", self.n_layers, allow_negative=True,
+                             what=f"{self.model_name} has layers")
 
     def firing_hooks(self) -> list[str]:
         """Every hook name this scheme reports (all of them fire on a forward pass)."""

@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from pe_hooks.probes.branches import BranchAnalysis
-from pe_hooks.viz.figure import InlineFigure
+from pe_hooks.viz.figure import InlineFigure, save_png
 
 
 def _branch_colours(n: int) -> list[Any]:
@@ -60,6 +60,5 @@ def plot_branches(analysis: BranchAnalysis, path: str | Path | None = None, titl
         axes[0][0].legend(fontsize=6, loc="best", ncol=2, markerscale=1.5)
     fig.suptitle(title or f"UMAP of generation branches, layer {analysis.layer} (▲ = first generated token)", fontsize=12)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(str(path), dpi=dpi)
+        save_png(fig, path, dpi=dpi)
     return fig

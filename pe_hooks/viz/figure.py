@@ -9,8 +9,12 @@ backend is active its own formatter takes precedence and the result is the same 
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
+
+from pe_hooks.core.atomic import atomic_write_bytes
 
 
 class InlineFigure(Figure):
@@ -20,3 +24,10 @@ class InlineFigure(Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path, **kwargs: Any) -> Path:
+    """Save ``fig`` as a PNG atomically (a temporary file renamed into place: never a truncated PNG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())

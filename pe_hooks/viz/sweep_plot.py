@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pe_hooks.probes.sweep import SweepResult
-from pe_hooks.viz.figure import InlineFigure
+from pe_hooks.viz.figure import InlineFigure, save_png
 
 PANELS = (
     ("acc", "held-out accuracy of position bin", True),
@@ -55,5 +55,5 @@ def plot_sweep(result: SweepResult, path: str | Path | None = None) -> Figure:
     m = result.meta
     fig.suptitle(f"{m.get('model')}: position information per layer ({m.get('n_seqs')} held-out-scored sequences x {m.get('seq_len')} tokens)", fontsize=11)
     if path is not None:
-        fig.savefig(str(path), dpi=120)
+        save_png(fig, path, dpi=120)
     return fig
