@@ -37,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     want = {c.strip() for c in args.cases.split(",") if c.strip()}
     unknown = sorted(want - set(CASES))
+    problem = ""
     if unknown or not want:
-        parser.error(f"unknown --cases {','.join(unknown) or repr(args.cases)}; choose from {','.join(CASES)}")
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file; pass a folder")
+        problem = f"unknown --cases {','.join(unknown) or repr(args.cases)}; choose from {','.join(CASES)}"
+    elif args.threads < 1:
+        problem = f"--threads must be >= 1, got {args.threads}"
+    elif args.out.exists() and not args.out.is_dir():
+        problem = f"--out {args.out} is a file; pass a folder"
+    if problem:  # one line, exit code 2, nothing written
+        print(f"pe-hooks bench: error: {problem}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else 11
     results: dict[str, object] = {"machine": machine(), "command": "pe-hooks bench " + " ".join(argv or sys.argv[1:])}

@@ -16,10 +16,16 @@ Pictures: ``pe_hooks.viz`` (``plot_sweep``, ``plot_branches``); Markdown reports
 """
 
 from pe_hooks.core import (
+    ArgumentError,
+    ArtefactError,
     DataError,
     HookList,
+    HookListError,
+    HookPointError,
     ModelLoadError,
+    ModelMismatchError,
     PeHooksError,
+    RangeError,
     SchemeError,
     UpstreamError,
     UpstreamWarning,
@@ -48,14 +54,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ArgumentError",
+    "ArtefactError",
     "BranchLatents",
     "DataError",
     "HookList",
+    "HookListError",
+    "HookPointError",
     "ModelLoadError",
+    "ModelMismatchError",
     "PeHooksError",
     "PositionEraser",
     "PositionMap",
     "PositionalScheme",
+    "RangeError",
     "Scheme",
     "SchemeError",
     "SweepResult",

@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pe_hooks.cli.bench_cmd import run_argv
 
             return run_argv(argv[1:])
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # argparse: --help (0) or a bad value (2, one line already printed)
+            return exc.code if isinstance(exc.code, int) else 2
         return int(args.func(args) or 0)
     except PeHooksError as exc:  # every deliberate error: one line naming the fix, exit code 2
         return fail(str(exc))

@@ -5,9 +5,15 @@ Nothing in ``pe_hooks.core`` imports another ``pe_hooks`` package (the import co
 """
 
 from pe_hooks.core.errors import (
+    ArgumentError,
+    ArtefactError,
     DataError,
+    HookListError,
+    HookPointError,
     ModelLoadError,
+    ModelMismatchError,
     PeHooksError,
+    RangeError,
     SchemeError,
     UpstreamError,
     UpstreamWarning,
@@ -16,13 +22,19 @@ from pe_hooks.core.hooklist import HookList, apply_hooks
 from pe_hooks.core.types import HookFn, HookPair, Model, is_bridge, is_model
 
 __all__ = [
+    "ArgumentError",
+    "ArtefactError",
     "DataError",
     "HookFn",
     "HookList",
+    "HookListError",
     "HookPair",
+    "HookPointError",
     "Model",
     "ModelLoadError",
+    "ModelMismatchError",
     "PeHooksError",
+    "RangeError",
     "SchemeError",
     "UpstreamError",
     "UpstreamWarning",

@@ -143,7 +143,7 @@ class PositionEraser:
                 f"layers) cannot run on a model with d_model {cfg.d_model}, {cfg.n_layers} layers; "
                 "fit an eraser on this model"
             )
-        check_fingerprint(self.info.fingerprint, model, f"this eraser (fitted on {self.info.model_name})")
+        check_fingerprint(self.info.fingerprint, model, f"this eraser (fitted on '{self.info.model_name}')")
         missing = [n for n in self.maps if n not in model.hook_dict]
         if missing:
             raise ModelMismatchError(f"hook points {missing[:3]} do not exist on this model; fit an eraser on this model")
