@@ -221,6 +221,8 @@ CASES: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
     ("scale(nan)", lambda t: p.scale(NAN), ArgumentError, "finite number"),
     ("reverse(0)", lambda t: p.reverse(0), ArgumentError, "must be >= 1"),
     ("constant(-1)", lambda t: p.constant(-1), ArgumentError, "must be >= 0"),
+    ("remove reference 1.5", lambda t: p.remove(llama(), reference=[0, 1.5]), ArgumentError, "must be integers"),
+    ("remove reference -1", lambda t: p.remove(gpt2(), reference=[-1]), RangeError, "does not exist"),
     ("positions=True", lambda t: p.replace(gpt2(), True), SchemeError, "PositionMap"),
     # ---- sequences longer than the context under a verb (item 9)
     ("too long under zero (learned)", lambda t: run(gpt2(), p.zero(gpt2()), torch.ones(1, 300, dtype=torch.long)),
@@ -263,6 +265,8 @@ CASES: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
      "seq_len <= 256"),
     ("token lists not ints", lambda t: load_data(gpt2(), [[1.5, 2.0], [3.0, 4.0]]), DataError, "list of strings"),
     ("ragged token lists", lambda t: load_data(gpt2(), [[1, 2, 3], [4, 5]]), DataError, "equal length"),
+    ("data is a folder", lambda t: load_data(gpt2(), str(t)), DataError, "pass a UTF-8 text file"),
+    ("branches prompt int", lambda t: p.branches(gpt2(), 5), DataError, "list of strings"),
     ("list of non-strings", lambda t: load_data(gpt2(), ["a text", 5]), DataError, "pass strings"),
     ("tensor shorter than n_seqs", lambda t: load_data(gpt2(), torch.ones(3, 8, dtype=torch.long), n_seqs=5),
      DataError, "lower n_seqs"),

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device)
     scheme = inspect(model)
-    layers = scheme.check_layers(args.layer or [scheme.n_layers // 2, scheme.n_layers - 1])
+    layers = scheme.check_layers(args.layer or sorted({scheme.n_layers // 2, scheme.n_layers - 1}))
     early = None if args.early is None else scheme.check_layers([args.early])[0]
     collect = list(dict.fromkeys(layers + ([early] if early is not None else [])))
     prompts = args.prompt or list(DEFAULT_PROMPTS)

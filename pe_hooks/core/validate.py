@@ -57,7 +57,8 @@ def check_number(value: Any, name: str, *, positive: bool = False) -> float:
 
 
 def check_indices(
-    values: Any, name: str, n: int, *, allow_negative: bool = False, what: str = "", allow_empty: bool = False
+    values: Any, name: str, n: int, *, allow_negative: bool = False, what: str = "", allow_empty: bool = False,
+    unique: bool = True,
 ) -> list[int]:
     """A non-empty list of distinct integer indices into ``0..n-1`` (negative ones count from the
     end when ``allow_negative``); returns them normalised."""
@@ -74,7 +75,7 @@ def check_indices(
         if not 0 <= i < n:
             raise RangeError(f"{name[:-1] if name.endswith('s') else name} {int(v)} does not exist: {what or name} 0..{n - 1}")
         out.append(i)
-    dupes = sorted({i for i in out if out.count(i) > 1})
+    dupes = sorted({i for i in out if out.count(i) > 1}) if unique else []
     if dupes:
         raise ArgumentError(f"{name} {vals} repeats {dupes}; give each index once")
     return out

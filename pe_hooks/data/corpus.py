@@ -157,7 +157,12 @@ def read_text_file(path: Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"text file {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    if not path.is_file():
+        raise DataError(f"{path} is not a file; pass a UTF-8 text file (paragraphs separated by blank lines)")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); pass a readable UTF-8 text file") from exc
     docs = [" ".join(p.split()) for p in text.split("\n\n")]
     docs = [d for d in docs if d]
     if not docs:

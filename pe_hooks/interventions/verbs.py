@@ -28,7 +28,7 @@ import torch
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import Model
-from pe_hooks.core.validate import check_int, check_model
+from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.interventions.alibi import AlibiScores
 from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Target
 from pe_hooks.interventions.learned import PosEmbed
@@ -151,6 +151,8 @@ def remove(
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.
     """
+    if reference is not None:
+        reference = check_indices(reference, "reference", 2**62, what="positions", unique=False)
     scheme, ops = _site(model, site, "remove")
     opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
     return bind_to_model(ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)

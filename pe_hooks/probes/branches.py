@@ -161,6 +161,8 @@ def _massive(x: np.ndarray, ratio: float | None) -> np.ndarray:
 def _check_prompts(prompts: str | Sequence[str] | None) -> list[str]:
     if prompts is None:
         return list(DEFAULT_PROMPTS)
+    if not isinstance(prompts, str) and not isinstance(prompts, Sequence):
+        raise DataError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
     out = [prompts] if isinstance(prompts, str) else list(prompts)
     if not out or any(not isinstance(p, str) or not p.strip() for p in out):
         raise DataError("give at least one non-empty prompt (or prompts=None for the built-in set)")
@@ -214,7 +216,7 @@ def branches(
         raise DataError("max_new_tokens must be at least 2")
     if temperature <= 0 or not 0 < top_p <= 1:
         raise DataError("temperature must be > 0 and top_p in (0, 1] (branches are sampled, not greedy)")
-    lay = scheme.check_layers([scheme.n_layers // 2, scheme.n_layers - 1] if layers is None else layers)
+    lay = scheme.check_layers(sorted({scheme.n_layers // 2, scheme.n_layers - 1}) if layers is None else layers)
     lay = list(dict.fromkeys(lay))
     names = [scheme.resid_hook(layer, site) for layer in lay]
     tok = model.tokenizer
