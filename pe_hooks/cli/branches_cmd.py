@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         seq_len = min(max(64, raw.prompt_len + args.tokens), scheme.n_ctx)
         ref = load_data(model, None, seq_len=seq_len, n_seqs=args.fit_seqs, seed=args.seed)
-        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len)
+        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len,
+                            sequential=False)  # applied offline to each layer's latents
         timings["fit eraser (reference)"] = time.perf_counter() - t
     inter = None
     hooks = intervention_hooks(model, args.intervention, raw.prompt_len + args.tokens, seed=args.seed)

@@ -6,8 +6,10 @@ Nothing in ``pe_hooks.core`` imports another ``pe_hooks`` package (the import co
 
 from pe_hooks.core.errors import (
     DataError,
+    FitMismatchWarning,
     ModelLoadError,
     PeHooksError,
+    PeHooksWarning,
     SchemeError,
     UpstreamError,
     UpstreamWarning,
@@ -17,12 +19,14 @@ from pe_hooks.core.types import HookFn, HookPair, Model, is_bridge, is_model
 
 __all__ = [
     "DataError",
+    "FitMismatchWarning",
     "HookFn",
     "HookList",
     "HookPair",
     "Model",
     "ModelLoadError",
     "PeHooksError",
+    "PeHooksWarning",
     "SchemeError",
     "UpstreamError",
     "UpstreamWarning",

@@ -24,5 +24,14 @@ class UpstreamError(PeHooksError, RuntimeError):
     decoding is wrong); the message names the tested versions to install."""
 
 
-class UpstreamWarning(UserWarning):
+class PeHooksWarning(UserWarning):
+    """Base class of every warning pe-hooks emits; the message names the fix."""
+
+
+class UpstreamWarning(PeHooksWarning):
     """A dependency misbehaves and pe-hooks works around it (the message names the fix)."""
+
+
+class FitMismatchWarning(PeHooksWarning):
+    """A fitted eraser is applied to a distribution it was not fitted on (e.g. an eraser fitted
+    layer by layer on clean states, applied inside the model at every layer at once)."""

@@ -8,6 +8,7 @@ safetensors + JSON metadata.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pe_hooks.core.errors import DataError, SchemeError
+from pe_hooks.core.errors import DataError, FitMismatchWarning, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.erasers.methods import SiteMap
@@ -102,7 +103,16 @@ class PositionEraser:
         if xt.shape[-1] != self.info.d_model:
             raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={self.info.d_model}")
         pt = None if positions is None else torch.as_tensor(positions)
-        out = self.site_for(hook_name, layer).apply(xt, pt)
+        site = self.site_for(hook_name, layer)
+        if self.info.sequential and site is not next(iter(self.maps.values())):
+            warnings.warn(
+                "this eraser was fitted sequentially (each layer on states already erased upstream, for "
+                "in-model use with eraser.hooks(model)); applied offline to a layer's raw cached states it "
+                "meets a distribution it was not fitted on. For offline erasure fit with "
+                "pe_hooks.fit_eraser(model, data, sequential=False).",
+                FitMismatchWarning, stacklevel=2,
+            )
+        out = site.apply(xt, pt)
         if pt is not None and self.info.exempt_first:
             out = torch.where((pt == 0)[..., None], xt.to(out.dtype), out)
         return out.numpy() if is_np else out
@@ -114,6 +124,15 @@ class PositionEraser:
         ``exempt_first``): its position source records each forward's real positions.
         """
 
+        if len(self.maps) > 1 and not self.info.sequential:
+            warnings.warn(
+                f"this eraser was fitted on clean states at each of its {len(self.maps)} sites independently; "
+                "inside the model every site is erased at once, so each downstream map meets erased inputs it "
+                "was not fitted on and position leaks back (SmolLM2: benchmarks/results/inmodel-erasure.md). "
+                "For in-model use refit with pe_hooks.fit_eraser(model, data) (sequential by default); "
+                "for cached activations use eraser.transform.",
+                FitMismatchWarning, stacklevel=2,
+            )
         src: PositionSource | None = None
         needs_pos = self.info.method == "mean" or self.info.exempt_first
         if needs_pos:

@@ -47,7 +47,7 @@ def fit_eraser(
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
-    sequential: bool = False,
+    sequential: bool | None = None,
     exempt_first: bool = True,
     seq_len: int = 64,
     n_seqs: int | None = 160,
@@ -67,7 +67,13 @@ def fit_eraser(
         denoise: for ``"mean"``, keep only the part of the per-position means that rises above
             their estimation noise (False = raw means, which inject position out of sample).
         sequential: fit layer ``l`` on states already erased at layers ``< l`` (concept-scrubbing
-            style, one partial forward per layer) instead of all layers from clean states in one pass.
+            style, one partial forward per layer), so ``eraser.hooks(model)``, which erases every
+            layer at once, meets at each layer the distribution its map was fitted on. ``None``
+            (default): sequential whenever more than one site is fitted — the right eraser for
+            in-model use. ``False``: every layer from clean states in one pass — the right eraser
+            for ``eraser.transform`` on each layer's own cached activations (offline). Measured on
+            SmolLM2 (``benchmarks/results/inmodel-erasure.md``): in-model, an independently fitted
+            eraser leaves a held-out probe well above the token floor; the sequential one does not.
         exempt_first: leave position 0 / BOS out of the fit and untouched when applied (its
             massive activations would dominate the statistics).
         hook_names: fit exactly these residual hook points instead of ``site`` x ``layers``
@@ -92,6 +98,8 @@ def fit_eraser(
         if bad or not hook_names:
             raise DataError(f"hook_names must be residual hook points of this model; not: {bad}")
         names = list(hook_names)
+    if sequential is None:
+        sequential = len(names) > 1
     opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
     fitters = {
         n: SiteFitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]

@@ -60,7 +60,7 @@ def resolve_intervention(
                 raise DataError(f"unknown intervention '{spec}'; built-in: {', '.join(BUILTIN)}")
             if spec == "erase-inmodel":
                 return Resolved(fit_eraser(model, fit_data, method=method, progress=False).hooks(model))
-            eraser = fit_eraser(model, fit_data, method=method, progress=False, hook_names=probe_sites)
+            eraser = fit_eraser(model, fit_data, method=method, progress=False, hook_names=probe_sites, sequential=False)
 
             def transform(hook_name: str, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
                 if hook_name not in eraser.maps:
