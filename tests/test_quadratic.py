@@ -163,3 +163,16 @@ def test_errors_name_the_fix() -> None:
         fit_quadratic(xf.reshape(-1, D), pf.reshape(-1)[:-1], n_bins=BINS)
     with pytest.raises(DataError, match="integers"):
         fit_quadratic(xf.reshape(-1, D), pf.reshape(-1).float() + 0.5, n_bins=BINS)
+
+
+def test_pool_shrinks_maps_towards_identity() -> None:
+    xf, pf, _, _ = planted(60, "cov", seed=10)
+    x, p = xf.reshape(-1, D), pf.reshape(-1)
+    full = fit_quadratic(x, p, n_bins=BINS)
+    half = fit_quadratic(x, p, n_bins=BINS, pool=0.5)
+    one = fit_quadratic(x, p, n_bins=BINS, pool=1.0)
+    eye = torch.eye(D)
+    dist = [float((m.ot_maps - eye).abs().max()) for m in (full, half, one)]
+    assert dist[0] > dist[1] > dist[2] and dist[2] < 1e-3, dist
+    with pytest.raises(DataError, match="pool"):
+        fit_quadratic(x, p, n_bins=BINS, pool=1.5)

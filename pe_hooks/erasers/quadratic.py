@@ -177,6 +177,24 @@ class QuadraticMap:
         return cls(sd["class_means"], sd["global_mean"], sd["ot_maps"], int(sd["max_position"][0]), sd["counts"])
 
 
+class _PooledQuadraticFitter(QuadraticFitter):
+    """``QuadraticFitter`` whose bin covariances are shrunk towards their pooled average:
+    ``S_k <- (1 - pool) S_k + pool * sum_j (n_j / n) S_j`` (after concept-erasure's own shrinkage).
+    ``pool = 1`` makes every map the identity (bin-mean subtraction only)."""
+
+    def __init__(self, *args: Any, pool: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool = float(pool)
+
+    @property
+    def sigma_xx(self) -> torch.Tensor:
+        s: torch.Tensor = super().sigma_xx
+        if self.pool <= 0:
+            return s
+        w = (self.n / self.n.sum()).to(s.dtype).view(-1, 1, 1)
+        return (1 - self.pool) * s + self.pool * (s * w).sum(0, keepdim=True)
+
+
 class QuadraticSiteFitter:
     """Streams the per-bin means and covariances of one site (``QuadraticFitter``, float64).
 
@@ -186,6 +204,9 @@ class QuadraticSiteFitter:
         n_bins: number of equal-width position bins (the classes).
         shrinkage: concept-erasure's optimal linear shrinkage of each bin covariance (default on;
             off only when every bin has many more tokens than ``d``).
+        pool: shrink each bin covariance towards the pooled within-bin covariance by this fraction
+            (0 = off, 1 = maps are the identity). Trades the covariance guarantee for less
+            out-of-sample estimation noise in the maps (see the module docstring).
         min_per_bin: fewest tokens a bin needs at ``finish()`` (default ``max(2, d // 4)``: below
             that the covariance is mostly shrinkage and the map mostly estimation noise).
         **_ignored: the other ``SiteFitter`` options (``features``, ``n_freqs``, ``k``, ``var``,
@@ -194,7 +215,7 @@ class QuadraticSiteFitter:
 
     def __init__(
         self, d: int, *, max_position: int, n_bins: int = 8, shrinkage: bool = True,
-        min_per_bin: int | None = None, **_ignored: Any,
+        pool: float = 0.0, min_per_bin: int | None = None, **_ignored: Any,
     ) -> None:
         if max_position < 1:
             raise DataError("max_position must be >= 1 (positions 1..max_position are fitted)")
@@ -203,7 +224,9 @@ class QuadraticSiteFitter:
         self.method, self.d, self.T, self.n_bins = METHOD, d, max_position, n_bins
         self.min_per_bin = max(2, d // 4) if min_per_bin is None else max(2, int(min_per_bin))
         self.n_tokens = 0
-        self.fitter = QuadraticFitter(d, n_bins, dtype=torch.float64, shrinkage=shrinkage)
+        if not 0.0 <= pool <= 1.0:
+            raise DataError(f"pool must be in [0, 1], got {pool}")
+        self.fitter = _PooledQuadraticFitter(d, n_bins, dtype=torch.float64, shrinkage=shrinkage, pool=pool)
 
     def update(self, x: torch.Tensor, t: torch.Tensor) -> None:
         """Add tokens ``x`` ``[n, d]`` at positions ``t`` ``[n]``; tokens at position 0 are skipped."""
@@ -242,7 +265,7 @@ class QuadraticSiteFitter:
 
 def fit_quadratic(
     x: Any, positions: Any, *, n_bins: int = 8, max_position: int | None = None, shrinkage: bool = True,
-    min_per_bin: int | None = None, batch_size: int = 65536,
+    pool: float = 0.0, min_per_bin: int | None = None, batch_size: int = 65536,
 ) -> QuadraticMap:
     """Fit a ``QuadraticMap`` on arrays ``x`` ``[..., d]`` with integer ``positions`` ``[...]``."""
     xt = torch.as_tensor(x)
@@ -250,7 +273,7 @@ def fit_quadratic(
         raise DataError(f"x must be a non-empty [..., d] array, got shape {tuple(xt.shape)}")
     xf, tt = _as_tokens(xt, positions, int(xt.shape[-1]))
     T = int(tt.max()) if max_position is None else max_position
-    f = QuadraticSiteFitter(int(xt.shape[-1]), max_position=T, n_bins=n_bins, shrinkage=shrinkage,
+    f = QuadraticSiteFitter(int(xt.shape[-1]), max_position=T, n_bins=n_bins, shrinkage=shrinkage, pool=pool,
                             min_per_bin=min_per_bin)
     for i in range(0, xf.shape[0], batch_size):
         f.update(xf[i:i + batch_size], tt[i:i + batch_size])
