@@ -179,7 +179,15 @@ def _make(probe: str, seed: int, k: int, hidden: int) -> Any:
 
 
 def _heldout(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int,
-             k: int, hidden: int) -> float:
+             k: int, hidden: int, threads: int | None) -> float:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return _heldout_inner(probe, x, y, folds, seed, k, hidden)
+
+
+def _heldout_inner(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int,
+                   k: int, hidden: int) -> float:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -199,12 +207,16 @@ def _heldout(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndar
 def probe_positions(
     x: Any, positions: Any, seq_ids: Any, *, n_bins: int = 8, max_position: int | None = None,
     probes: Sequence[str] = ("knn_cosine", "knn_euclidean", "mlp"), n_folds: int = 4, k: int = 15,
-    hidden: int = 64, seed: int = 0,
+    hidden: int = 64, seed: int = 0, threads: int | None = 1,
 ) -> dict[str, ProbeScore]:
     """Held-out (grouped by ``seq_ids``) accuracy of each probe at predicting the position bin.
 
     ``x`` ``[n, d]``, integer ``positions`` ``[n]`` and ``seq_ids`` ``[n]`` (e.g. from
     ``Reservoir.arrays``). Tokens at position 0 are dropped. Returns ``{probe: ProbeScore}``.
+
+    ``threads``: BLAS/OpenMP threads while fitting (default 1; ``None`` leaves them alone). On a
+    busy 2-core machine one thread was ~50x faster than the default pool for the logistic and
+    MLP probes (200 s -> 3 s for 8 fits at d=576, 4.5k tokens), because of oversubscription.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -236,7 +248,7 @@ def probe_positions(
     out = {}
     for p in probes:
         t0 = time.perf_counter()
-        acc = _heldout(p, xa, y, folds, seed, k, hidden)
-        shuf = _heldout(p, xa, y_shuf, folds, seed, k, hidden)
+        acc = _heldout(p, xa, y, folds, seed, k, hidden, threads)
+        shuf = _heldout(p, xa, y_shuf, folds, seed, k, hidden, threads)
         out[p] = ProbeScore(p, acc, chance, shuf, len(y), n_groups, n_folds, n_bins, time.perf_counter() - t0)
     return out
