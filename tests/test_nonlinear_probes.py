@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 from pe_hooks.probes.nonlinear import Reservoir, bin_positions, probe_positions, shuffle_within_groups
 
 T, D, BINS = 24, 12, 4

@@ -9,6 +9,8 @@ sequences and scored on 100 other sequences, probes held out by sequence (GroupK
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,10 +18,10 @@ from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
 
+from pe_hooks.core.errors import DataError
 from pe_hooks.erasers import fit_on_arrays
 from pe_hooks.erasers.methods import SiteMap
 from pe_hooks.erasers.quadratic import QuadraticMap, QuadraticSiteFitter, fit_quadratic, position_bins
-from pe_hooks.errors import DataError
 from pe_hooks.probes.nonlinear import probe_positions
 
 T, D, BINS = 32, 16, 4
@@ -176,3 +178,25 @@ def test_pool_shrinks_maps_towards_identity() -> None:
     assert dist[0] > dist[1] > dist[2] and dist[2] < 1e-3, dist
     with pytest.raises(DataError, match="pool"):
         fit_quadratic(x, p, n_bins=BINS, pool=1.5)
+
+
+def test_quadratic_method_through_fit_eraser_in_model_offline_and_saved(tmp_path: Path) -> None:
+    """``fit_eraser(method="quadratic")``: in-model hooks equal the offline transform (one layer:
+    nothing upstream), positions are read from the model, and save/load is bit-identical."""
+    import pe_hooks as p
+    from pe_hooks.data import load_data, stream_activations
+    from tests.conftest import get_model
+
+    model = get_model("tiny-llama")
+    fit = load_data(model, None, seq_len=32, n_seqs=40)
+    test = load_data(model, None, seq_len=32, n_seqs=48).subset(list(range(40, 48)))
+    eraser = p.fit_eraser(model, fit, method="quadratic", layers=[1], n_bins=4, progress=False)
+    assert eraser.info.method == "quadratic" and eraser.maps["blocks.1.hook_resid_pre"].rank > 0
+    name = "blocks.1.hook_resid_pre"
+    raw = next(stream_activations(model, test, [name], batch_size=8, progress=False))
+    inside = next(stream_activations(model, test, [name], batch_size=8, hooks=eraser.hooks(model), progress=False))
+    offline = eraser.transform(raw.acts[name], hook_name=name, positions=raw.positions)
+    torch.testing.assert_close(inside.acts[name], offline, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(inside.acts[name], raw.acts[name], atol=1e-3)
+    back = p.PositionEraser.load(eraser.save(tmp_path / "q"), model=model)
+    assert torch.equal(back.transform(raw.acts[name], hook_name=name, positions=raw.positions), offline)

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
     p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
-    p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca"], help="method of the erased view")
+    p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca", "quadratic"], help="method of the erased view")
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
     p.add_argument("--fit-seqs", type=int, default=128, help="reference-corpus sequences that fit the eraser")

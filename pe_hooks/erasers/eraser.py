@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from pe_hooks.core.errors import DataError, FitMismatchWarning, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
-from pe_hooks.erasers.methods import SiteMap
+from pe_hooks.erasers.methods import POSITIONAL_METHODS, ErasureMap, SiteMap
+from pe_hooks.erasers.quadratic import QuadraticMap
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.positions import PositionSource, position_source
 
@@ -54,7 +55,7 @@ class PositionEraser:
             without a model.
     """
 
-    def __init__(self, maps: dict[str, SiteMap], info: EraserInfo, model: Model | None = None) -> None:
+    def __init__(self, maps: dict[str, ErasureMap], info: EraserInfo, model: Model | None = None) -> None:
         if not maps:
             raise DataError("an eraser needs at least one site")
         self.maps = maps
@@ -78,7 +79,7 @@ class PositionEraser:
             f"positions<= {self.info.max_position})"
         )
 
-    def site_for(self, hook_name: str | None = None, layer: int | None = None) -> SiteMap:
+    def site_for(self, hook_name: str | None = None, layer: int | None = None) -> ErasureMap:
         if hook_name is None and layer is None:
             if len(self.maps) == 1:
                 return next(iter(self.maps.values()))
@@ -134,7 +135,7 @@ class PositionEraser:
                 FitMismatchWarning, stacklevel=2,
             )
         src: PositionSource | None = None
-        needs_pos = self.info.method == "mean" or self.info.exempt_first
+        needs_pos = self.info.method in POSITIONAL_METHODS or self.info.exempt_first
         if needs_pos:
             if model is None:
                 model = self.model
@@ -166,6 +167,9 @@ class PositionEraser:
         folder.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
         for i, (_name, m) in enumerate(self.maps.items()):
+            if isinstance(m, QuadraticMap):
+                tensors.update({f"{i}.{key}": v for key, v in m.state_dict().items()})
+                continue
             tensors[f"{i}.mean"] = m.mean.contiguous()
             tensors[f"{i}.left"] = m.left.contiguous()
             tensors[f"{i}.right"] = m.right.clone().contiguous()
@@ -191,8 +195,14 @@ class PositionEraser:
         if "exclude_first" in saved:  # the field's name before version 0.2
             saved["exempt_first"] = saved.pop("exclude_first")
         info = EraserInfo(**saved)
-        maps = {}
+        maps: dict[str, ErasureMap] = {}
         for i, name in enumerate(meta["sites"]):
+            if info.method == "quadratic":
+                prefix = f"{i}."
+                maps[name] = QuadraticMap.from_state_dict(
+                    {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
+                )
+                continue
             maps[name] = SiteMap(
                 info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
                 tensors.get(f"{i}.offsets"),
@@ -205,7 +215,7 @@ class PositionEraser:
         return cls(maps, info, model)
 
 
-def _erase_hook(site: SiteMap, src: Any, exempt_first: bool) -> HookFn:
+def _erase_hook(site: ErasureMap, src: Any, exempt_first: bool) -> HookFn:
     def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
         t = src.get(x) if src is not None else None
         out = site.apply(x, t)

@@ -13,7 +13,7 @@ from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
 from pe_hooks.erasers.features import FEATURES
-from pe_hooks.erasers.methods import METHODS, SiteFitter
+from pe_hooks.erasers.methods import METHODS, new_fitter
 from pe_hooks.sites.inspect import inspect
 
 
@@ -43,7 +43,7 @@ def fit_eraser(
     layers: list[int] | range | None = None,
     features: str = "fourier",
     n_freqs: int = 8,
-    n_bins: int = 16,
+    n_bins: int | None = None,
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
@@ -60,7 +60,11 @@ def fit_eraser(
     Args:
         data: anything ``pe_hooks.data.load_data`` takes (``None`` = the embedded corpus). Fit on
             sequences you will NOT evaluate on.
-        method: ``"leace"`` (default), ``"mean"`` or ``"pca"`` (see ``pe_hooks.erasers.methods``).
+        method: ``"leace"`` (default), ``"mean"``, ``"pca"`` or ``"quadratic"`` (position bins as
+            classes, equal means and covariances; see ``pe_hooks.erasers.methods``).
+        n_bins: one-hot bins of LEACE's ``features="onehot"`` (default 16), or the classes of
+            ``"quadratic"`` (default 8; measured on SmolLM2, it leaks position out of sample unless
+            every bin has several times ``d_model`` tokens: fit on a few hundred sequences).
         features: position encoding for LEACE, ``"fourier"`` (``2 * n_freqs + 1`` dims) or
             ``"onehot"`` (``n_bins``); integer labels are rejected.
         k, var: rank of ``"pca"`` (or the variance fraction that picks it).
@@ -102,7 +106,7 @@ def fit_eraser(
         sequential = len(names) > 1
     opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
     fitters = {
-        n: SiteFitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
+        n: new_fitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
         for n in names
     }
     info = EraserInfo(
@@ -137,7 +141,7 @@ def fit_on_arrays(
     method: str = "leace",
     features: str = "fourier",
     n_freqs: int = 8,
-    n_bins: int = 16,
+    n_bins: int | None = None,
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
@@ -158,7 +162,7 @@ def fit_on_arrays(
         raise DataError("x contains NaN or inf")
     pt = pt.long()
     T = int(pt.max())
-    f = SiteFitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
+    f = new_fitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
                    k=k, var=var, denoise=denoise)
     keep = pt > 0 if exempt_first else torch.ones_like(pt, dtype=torch.bool)
     f.update(xt[keep], pt[keep])

@@ -69,7 +69,7 @@ from typing import Any
 import torch
 from concept_erasure import QuadraticFitter
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 METHOD = "quadratic"
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pe_hooks.errors import DataError
+from pe_hooks.core.errors import DataError
 
 PROBES = ("linear", "knn_cosine", "knn_euclidean", "mlp")
 
