@@ -42,13 +42,36 @@ def test_hooks_equal_offline_transform() -> None:
 def test_sequential_fits_on_erased_upstream_states() -> None:
     model = get_model("tiny-gpt2")
     td = load_data(model, None, seq_len=32, n_seqs=24)
-    indep = fit_eraser(model, td, method="leace", progress=False)
-    seq = fit_eraser(model, td, method="leace", sequential=True, progress=False)
+    indep = fit_eraser(model, td, method="leace", sequential=False, progress=False)
+    seq = fit_eraser(model, td, method="leace", progress=False)  # several layers: sequential by default
     n0, n1 = "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"
     assert torch.allclose(indep.maps[n0].left, seq.maps[n0].left, atol=1e-5)  # nothing upstream of layer 0
     assert not torch.allclose(indep.maps[n1].left, seq.maps[n1].left, atol=1e-3)
     assert seq.info.sequential and not indep.info.sequential
     assert seq.info.fit_tokens[n1] == 24 * 31  # BOS excluded
+    assert not fit_eraser(model, td, layers=[1], progress=False).info.sequential  # one site: nothing upstream
+
+
+def test_mismatched_use_of_a_fitted_eraser_warns_naming_the_fix() -> None:
+    """In-model hooks of an independently fitted multi-layer eraser, and offline transforms of a
+    sequentially fitted one's downstream layers, meet distributions they were not fitted on."""
+    from pe_hooks.core.errors import FitMismatchWarning
+
+    model = get_model("tiny-gpt2")
+    td = load_data(model, None, seq_len=32, n_seqs=16)
+    indep = fit_eraser(model, td, sequential=False, progress=False)
+    seq = fit_eraser(model, td, progress=False)
+    with pytest.warns(FitMismatchWarning, match=r"fit_eraser\(model, data\) \(sequential by default\)"):
+        indep.hooks(model)
+    with pytest.warns(FitMismatchWarning, match="sequential=False"):
+        seq.transform(torch.randn(3, 64), layer=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitMismatchWarning)
+        seq.hooks(model)  # the right uses stay silent
+        indep.transform(torch.randn(3, 64), layer=1)
+        seq.transform(torch.randn(3, 64), layer=0)  # first layer: nothing upstream
 
 
 @pytest.mark.kv_cache
@@ -95,7 +118,7 @@ def test_smollm2_leace_brings_heldout_probe_near_chance() -> None:
     fit = load_data(model, None, seq_len=64, n_seqs=48)
     test = load_data(model, None, seq_len=64, n_seqs=96).subset(list(range(48, 96)))
     layers = [3, 15]
-    eraser = fit_eraser(model, fit, method="leace", n_freqs=4, layers=layers, progress=False)
+    eraser = fit_eraser(model, fit, method="leace", n_freqs=4, layers=layers, sequential=False, progress=False)
     for layer in layers:
         name = f"blocks.{layer}.hook_resid_pre"
         x, t, g = _collect(model, test, name)

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
     p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
-    p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca"], help="method of the erased view")
+    p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca", "quadratic"], help="method of the erased view")
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
     p.add_argument("--fit-seqs", type=int_at_least(1), default=128, help="reference-corpus sequences that fit the eraser")
@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         seq_len = min(max(64, raw.prompt_len + args.tokens), scheme.n_ctx)
         ref = load_data(model, None, seq_len=seq_len, n_seqs=args.fit_seqs, seed=args.seed)
-        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len)
+        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len,
+                            sequential=False)  # applied offline to each layer's latents
         timings["fit eraser (reference)"] = time.perf_counter() - t
     inter = None
     hooks = intervention_hooks(model, args.intervention, raw.prompt_len + args.tokens, seed=args.seed)

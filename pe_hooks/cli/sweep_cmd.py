@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--text", type=existing_file, default=None, help="a UTF-8 text file (paragraphs = documents); default: the embedded stdlib-docstring corpus")
     p.add_argument("--interventions", default="baseline,zero,remove,erase",
                    help="comma-separated: baseline, zero, remove, erase (LEACE, per layer, offline), erase-mean, "
-                        "erase-pca, erase-inmodel (LEACE hooks at every layer inside the model)")
+                        "erase-pca, erase-quadratic, erase-inmodel (LEACE hooks at every layer inside the model)")
     p.add_argument("--layers", type=layer_list, default=None, help="'all', '0,4,8' or 'start:stop[:step]' (n_layers = final residual)")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
     p.add_argument("--n-seqs", type=int_at_least(1), default=256, help="probe sequences (default 256; at least --folds)")

@@ -24,7 +24,11 @@ class UpstreamError(PeHooksError, RuntimeError):
     decoding is wrong); the message names the tested versions to install."""
 
 
-class UpstreamWarning(UserWarning):
+class PeHooksWarning(UserWarning):
+    """Base class of every warning pe-hooks emits; the message names the fix."""
+
+
+class UpstreamWarning(PeHooksWarning):
     """A dependency misbehaves and pe-hooks works around it (the message names the fix)."""
 
 
@@ -54,3 +58,8 @@ class HookPointError(PeHooksError, KeyError):
 
 class HookListError(PeHooksError, TypeError):
     """Something that is not a list of ``(hook_name, fn)`` pairs was combined with a ``HookList``."""
+
+
+class FitMismatchWarning(PeHooksWarning):
+    """A fitted eraser is applied to a distribution it was not fitted on (e.g. an eraser fitted
+    layer by layer on clean states, applied inside the model at every layer at once)."""

@@ -8,6 +8,7 @@ safetensors + JSON metadata.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pe_hooks.core.atomic import read_artefact, write_artefact
-from pe_hooks.core.errors import ArtefactError, DataError, HookPointError, ModelMismatchError
+from pe_hooks.core.errors import (
+    ArtefactError,
+    DataError,
+    FitMismatchWarning,
+    HookPointError,
+    ModelMismatchError,
+)
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_fingerprint, check_model
-from pe_hooks.erasers.methods import SiteMap
+from pe_hooks.erasers.methods import POSITIONAL_METHODS, ErasureMap, SiteMap
+from pe_hooks.erasers.quadratic import QuadraticMap
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.positions import PositionSource, position_source
 
@@ -56,7 +64,7 @@ class PositionEraser:
             without a model.
     """
 
-    def __init__(self, maps: dict[str, SiteMap], info: EraserInfo, model: Model | None = None) -> None:
+    def __init__(self, maps: dict[str, ErasureMap], info: EraserInfo, model: Model | None = None) -> None:
         if not maps:
             raise DataError("an eraser needs at least one site")
         self.maps = maps
@@ -80,7 +88,7 @@ class PositionEraser:
             f"positions<= {self.info.max_position})"
         )
 
-    def site_for(self, hook_name: str | None = None, layer: int | None = None) -> SiteMap:
+    def site_for(self, hook_name: str | None = None, layer: int | None = None) -> ErasureMap:
         if hook_name is None and layer is None:
             if len(self.maps) == 1:
                 return next(iter(self.maps.values()))
@@ -105,7 +113,16 @@ class PositionEraser:
         if xt.shape[-1] != self.info.d_model:
             raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={self.info.d_model}")
         pt = None if positions is None else torch.as_tensor(positions)
-        out = self.site_for(hook_name, layer).apply(xt, pt)
+        site = self.site_for(hook_name, layer)
+        if self.info.sequential and site is not next(iter(self.maps.values())):
+            warnings.warn(
+                "this eraser was fitted sequentially (each layer on states already erased upstream, for "
+                "in-model use with eraser.hooks(model)); applied offline to a layer's raw cached states it "
+                "meets a distribution it was not fitted on. For offline erasure fit with "
+                "pe_hooks.fit_eraser(model, data, sequential=False).",
+                FitMismatchWarning, stacklevel=2,
+            )
+        out = site.apply(xt, pt)
         if pt is not None and self.info.exempt_first:
             out = torch.where((pt == 0)[..., None], xt.to(out.dtype), out)
         return out.numpy() if is_np else out
@@ -117,8 +134,17 @@ class PositionEraser:
         ``exempt_first``): its position source records each forward's real positions.
         """
 
+        if len(self.maps) > 1 and not self.info.sequential:
+            warnings.warn(
+                f"this eraser was fitted on clean states at each of its {len(self.maps)} sites independently; "
+                "inside the model every site is erased at once, so each downstream map meets erased inputs it "
+                "was not fitted on and position leaks back (SmolLM2: benchmarks/results/inmodel-erasure.md). "
+                "For in-model use refit with pe_hooks.fit_eraser(model, data) (sequential by default); "
+                "for cached activations use eraser.transform.",
+                FitMismatchWarning, stacklevel=2,
+            )
         src: PositionSource | None = None
-        needs_pos = self.info.method == "mean" or self.info.exempt_first
+        needs_pos = self.info.method in POSITIONAL_METHODS or self.info.exempt_first
         if model is not None:
             self.check_model(model)
         if needs_pos:
@@ -157,6 +183,9 @@ class PositionEraser:
         """
         tensors: dict[str, torch.Tensor] = {}
         for i, (_name, m) in enumerate(self.maps.items()):
+            if isinstance(m, QuadraticMap):
+                tensors.update({f"{i}.{key}": v for key, v in m.state_dict().items()})
+                continue
             tensors[f"{i}.mean"] = m.mean.contiguous()
             tensors[f"{i}.left"] = m.left.contiguous()
             tensors[f"{i}.right"] = m.right.clone().contiguous()
@@ -188,8 +217,14 @@ class PositionEraser:
             if "exclude_first" in saved:  # the field's name before version 0.2
                 saved["exempt_first"] = saved.pop("exclude_first")
             info = EraserInfo(**saved)
-            maps = {}
+            maps: dict[str, ErasureMap] = {}
             for i, name in enumerate(meta["sites"]):
+                if info.method == "quadratic":
+                    prefix = f"{i}."
+                    maps[name] = QuadraticMap.from_state_dict(
+                        {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
+                    )
+                    continue
                 maps[name] = SiteMap(
                     info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
                     tensors.get(f"{i}.offsets"),
@@ -206,7 +241,7 @@ class PositionEraser:
         return cls(maps, info, model)
 
 
-def _erase_hook(site: SiteMap, src: Any, exempt_first: bool) -> HookFn:
+def _erase_hook(site: ErasureMap, src: Any, exempt_first: bool) -> HookFn:
     def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
         t = src.get(x) if src is not None else None
         out = site.apply(x, t)

@@ -14,7 +14,7 @@ from pe_hooks.core.validate import check_int, check_model, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
 from pe_hooks.erasers.features import FEATURES
-from pe_hooks.erasers.methods import METHODS, SiteFitter
+from pe_hooks.erasers.methods import METHODS, new_fitter
 from pe_hooks.sites.inspect import inspect
 
 
@@ -44,11 +44,11 @@ def fit_eraser(
     layers: list[int] | range | None = None,
     features: str = "fourier",
     n_freqs: int = 8,
-    n_bins: int = 16,
+    n_bins: int | None = None,
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
-    sequential: bool = False,
+    sequential: bool | None = None,
     exempt_first: bool = True,
     seq_len: int = 64,
     n_seqs: int | None = 160,
@@ -61,14 +61,24 @@ def fit_eraser(
     Args:
         data: anything ``pe_hooks.data.load_data`` takes (``None`` = the embedded corpus). Fit on
             sequences you will NOT evaluate on.
-        method: ``"leace"`` (default), ``"mean"`` or ``"pca"`` (see ``pe_hooks.erasers.methods``).
+        method: ``"leace"`` (default), ``"mean"``, ``"pca"`` or ``"quadratic"`` (position bins as
+            classes, equal means and covariances; see ``pe_hooks.erasers.methods``).
+        n_bins: one-hot bins of LEACE's ``features="onehot"`` (default 16), or the classes of
+            ``"quadratic"`` (default 8; measured on SmolLM2, it leaks position out of sample unless
+            every bin has several times ``d_model`` tokens: fit on a few hundred sequences).
         features: position encoding for LEACE, ``"fourier"`` (``2 * n_freqs + 1`` dims) or
             ``"onehot"`` (``n_bins``); integer labels are rejected.
         k, var: rank of ``"pca"`` (or the variance fraction that picks it).
         denoise: for ``"mean"``, keep only the part of the per-position means that rises above
             their estimation noise (False = raw means, which inject position out of sample).
         sequential: fit layer ``l`` on states already erased at layers ``< l`` (concept-scrubbing
-            style, one partial forward per layer) instead of all layers from clean states in one pass.
+            style, one partial forward per layer), so ``eraser.hooks(model)``, which erases every
+            layer at once, meets at each layer the distribution its map was fitted on. ``None``
+            (default): sequential whenever more than one site is fitted — the right eraser for
+            in-model use. ``False``: every layer from clean states in one pass — the right eraser
+            for ``eraser.transform`` on each layer's own cached activations (offline). Measured on
+            SmolLM2 (``benchmarks/results/inmodel-erasure.md``): in-model, an independently fitted
+            eraser leaves a held-out probe well above the token floor; the sequential one does not.
         exempt_first: leave position 0 / BOS out of the fit and untouched when applied (its
             massive activations would dominate the statistics).
         hook_names: fit exactly these residual hook points instead of ``site`` x ``layers``
@@ -105,9 +115,11 @@ def fit_eraser(
         if bad or not hook_names:
             raise DataError(f"hook_names must be residual hook points of this model; not: {bad}")
         names = list(hook_names)
+    if sequential is None:
+        sequential = len(names) > 1
     opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
     fitters = {
-        n: SiteFitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
+        n: new_fitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
         for n in names
     }
     info = EraserInfo(
@@ -142,7 +154,7 @@ def fit_on_arrays(
     method: str = "leace",
     features: str = "fourier",
     n_freqs: int = 8,
-    n_bins: int = 16,
+    n_bins: int | None = None,
     k: int | None = None,
     var: float = 0.9,
     denoise: bool = True,
@@ -163,7 +175,7 @@ def fit_on_arrays(
         raise DataError("x contains NaN or inf")
     pt = pt.long()
     T = int(pt.max())
-    f = SiteFitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
+    f = new_fitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
                    k=k, var=var, denoise=denoise)
     keep = pt > 0 if exempt_first else torch.ones_like(pt, dtype=torch.bool)
     f.update(xt[keep], pt[keep])

@@ -17,6 +17,8 @@ by batch; memory does not grow with the number of tokens.
   components above the Marchenko-Pastur noise edge ``sqrt(P) + sqrt(d)`` (x1.1) are kept: pure
   estimation noise is dropped, a real low-rank positional signal survives. ``denoise=False`` keeps
   raw means (to reproduce the trap).
+- ``"quadratic"``: concept-erasure's ``QuadraticFitter`` with position bins as classes
+  (``quadratic.py``): equal class means *and* covariances; needs positions at apply time.
 - ``"pca"``: project out the top-``k`` principal directions of the centred per-position means
   (``k`` given, or the fewest explaining ``var`` of their variance); no positions needed at apply time.
 """
@@ -30,8 +32,12 @@ from concept_erasure import LeaceFitter
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.erasers.features import check_concept_labels, position_features
+from pe_hooks.erasers.quadratic import QuadraticMap, QuadraticSiteFitter
 
-METHODS = ("leace", "mean", "pca")
+AFFINE_METHODS = ("leace", "mean", "pca")
+METHODS = (*AFFINE_METHODS, "quadratic")
+#: methods whose fitted map reads each token's position when applied
+POSITIONAL_METHODS = ("mean", "quadratic")
 
 
 @dataclass
@@ -76,7 +82,7 @@ class SiteFitter:
         self, method: str, d: int, *, max_position: int, features: str = "fourier", n_freqs: int = 8,
         n_bins: int = 16, k: int | None = None, var: float = 0.9, denoise: bool = True,
     ) -> None:
-        if method not in METHODS:
+        if method not in AFFINE_METHODS:
             raise DataError(f"unknown method '{method}'; use one of {METHODS}")
         self.method, self.d, self.T = method, d, max_position
         self.features, self.n_freqs, self.n_bins = features, n_freqs, n_bins
@@ -160,3 +166,19 @@ class SiteFitter:
             raise DataError(f"k must be in 1..{vh.shape[0]} for this fit")
         v = vh[:k].T.float()  # [d, k]
         return SiteMap("pca", grand.float(), v, v)
+
+
+ErasureMap = SiteMap | QuadraticMap
+Fitter = SiteFitter | QuadraticSiteFitter
+
+
+def new_fitter(
+    method: str, d: int, *, max_position: int, features: str = "fourier", n_freqs: int = 8,
+    n_bins: int | None = None, k: int | None = None, var: float = 0.9, denoise: bool = True,
+) -> Fitter:
+    """The streaming fitter of ``method`` for one site (``n_bins`` defaults: 16 one-hot bins for
+    LEACE, 8 classes for ``"quadratic"``, whose per-bin covariances need many tokens per bin)."""
+    if method == "quadratic":
+        return QuadraticSiteFitter(d, max_position=max_position, n_bins=8 if n_bins is None else n_bins)
+    return SiteFitter(method, d, max_position=max_position, features=features, n_freqs=n_freqs,
+                      n_bins=16 if n_bins is None else n_bins, k=k, var=var, denoise=denoise)

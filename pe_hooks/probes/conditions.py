@@ -1,5 +1,5 @@
 """The interventions a sweep compares, named by strings: ``"baseline"``, ``"zero"``, ``"remove"``,
-``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ``"erase-inmodel"``; or hook lists and
+``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ``"erase-quadratic"``, ``"erase-inmodel"``; or hook lists and
 callables. ``resolve_intervention`` turns one into hooks inside the model and/or an offline
 transform of the captured activations (fitting erasers on data disjoint from the probes').
 """
@@ -23,7 +23,7 @@ VERBS: dict[str, Callable[[Model], HookList]] = {"zero": zero, "remove": remove}
 
 InterventionSpec = None | str | Sequence[tuple[str, Any]] | Callable[[Model, TokenData], Sequence[tuple[str, Any]]]
 
-BUILTIN = ("baseline", "zero", "remove", "erase", "erase-mean", "erase-pca", "erase-inmodel")
+BUILTIN = ("baseline", "zero", "remove", "erase", "erase-mean", "erase-pca", "erase-quadratic", "erase-inmodel")
 
 
 @dataclass
@@ -40,7 +40,7 @@ def resolve_intervention(
 ) -> Resolved:
     """Turn a sweep intervention spec into hooks / a transform (fitting erasers on ``fit_data``).
 
-    ``"erase"``, ``"erase-mean"``, ``"erase-pca"`` fit an eraser per probed layer on clean states and
+    ``"erase"``, ``"erase-mean"``, ``"erase-pca"``, ``"erase-quadratic"`` fit an eraser per probed layer on clean states and
     apply it *offline* to that layer's captured activations (is position still linearly present in
     the latents after removal?). ``"erase-inmodel"`` runs the LEACE eraser hooks inside the model at
     every layer instead (later layers then see erased inputs).
@@ -55,12 +55,12 @@ def resolve_intervention(
         if spec.startswith("erase"):
             if fit_data is None:
                 raise DataError("erasers need fit data disjoint from the probe data (n_fit > 0)")
-            method = {"erase": "leace", "erase-mean": "mean", "erase-pca": "pca", "erase-inmodel": "leace"}.get(spec)
+            method = {"erase": "leace", "erase-mean": "mean", "erase-pca": "pca", "erase-quadratic": "quadratic", "erase-inmodel": "leace"}.get(spec)
             if method is None:
                 raise DataError(f"unknown intervention '{spec}'; built-in: {', '.join(BUILTIN)}")
             if spec == "erase-inmodel":
                 return Resolved(fit_eraser(model, fit_data, method=method, progress=False).hooks(model))
-            eraser = fit_eraser(model, fit_data, method=method, progress=False, hook_names=probe_sites)
+            eraser = fit_eraser(model, fit_data, method=method, progress=False, hook_names=probe_sites, sequential=False)
 
             def transform(hook_name: str, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
                 if hook_name not in eraser.maps:
