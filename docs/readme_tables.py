@@ -1,0 +1,52 @@
+"""Print the README's summary tables from the sweep outputs (no hand transcription).
+
+    python docs/readme_tables.py            # after `pe-hooks sweep --model smollm2-135m --out docs/results`
+                                            # and `pe-hooks sweep --model minilm-l6 --out docs/results`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results"
+
+SMOLLM2 = ("sweep-smollm2-135m", [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
+    ("acc", "baseline", "acc baseline"), ("acc", "zero", "acc zero"), ("acc", "remove", "acc remove"),
+    ("acc", "erase", "acc erase (LEACE)"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
+    ("r2", "erase", "R² erase"), ("rel_norm", "baseline", "rel. norm baseline"),
+])
+MINILM = ("sweep-minilm-l6", [0, 1, 2, 3, 4, 5, 6], [
+    ("acc", "baseline", "acc baseline"), ("acc", "zero", "acc zero"), ("acc", "remove", "acc remove"),
+    ("acc", "erase", "acc erase"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
+    ("rel_norm", "baseline", "rel. norm baseline"),
+])
+
+
+def table(folder: str, layers: list[int], columns: list[tuple[str, str, str]]) -> str:
+    df = pd.read_csv(RESULTS / folder / "sweep.csv")
+    final = int(df.layer.max())
+    value = {(r.layer, r.intervention, r.metric): r.value for r in df.itertuples()}
+    lines = ["| layer | " + " | ".join(c[2] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for layer in layers:
+        cells = []
+        for metric, cond, _ in columns:
+            v = value.get((layer, cond, metric), float("nan"))
+            cells.append(f"{v:.3f}" if metric == "acc" else f"{v:.2f}")
+        label = f"{layer} (final)" if layer == final else str(layer)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    acc = df[(df.metric == "acc") & (df.layer >= 0)]
+    shuf = df[(df.metric == "acc_shuffled") & (df.layer >= 0)]
+    chance = df[df.metric == "chance"].value.mean()
+    floor = df[(df.layer == -1) & (df.metric == "acc") & (df.intervention == "baseline")].value
+    lines.append("")
+    lines.append(f"Chance (majority bin) {chance:.3f}; shuffled-label control {shuf.value.min():.3f}–"
+                 f"{shuf.value.max():.3f}; token floor {float(floor.iloc[0]):.3f}; accuracy range "
+                 f"{acc.value.min():.3f}–{acc.value.max():.3f}.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for spec in (SMOLLM2, MINILM):
+        print(f"## {spec[0]}\n\n{table(*spec)}\n")
