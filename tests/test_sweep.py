@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from pe_hooks import DataError, SweepResult, sweep, zero
@@ -123,3 +124,45 @@ def test_one_pass_mode_gives_the_same_moment_metrics(gpt2_sweep) -> None:  # typ
     a = one.pivot("r2")
     b = gpt2_sweep.pivot("r2")
     assert ((a - b).abs() < 1e-9).all().all()
+
+
+def test_conditions_without_hooks_share_one_stream_of_forwards() -> None:
+    """Baseline and offline erasers ride on the same forwards (fit + evaluate pass = 2 passes over the
+    probe data), plus one pass of the eraser's own fit data; results equal separate runs (see
+    test_sweep_results_do_not_depend_on_grouping)."""
+    from pe_hooks import load_model
+
+    model = load_model("tiny-gpt2")  # own instance: a counting hook is attached for the whole test
+    calls: list[int] = []
+
+    def count(t: torch.Tensor, hook: object) -> None:
+        calls.append(int(t.shape[0]))
+
+    model.add_hook("blocks.0.hook_resid_pre", count)  # type: ignore[attr-defined]
+    try:
+        sweep(model, None, ["baseline", "erase", "erase-pca"], layers=[1], n_seqs=16, n_fit=8, seq_len=16,
+              n_bins=4, batch_size=8, progress=False)
+    finally:
+        model.reset_hooks()  # type: ignore[attr-defined]
+    # eraser fits: 8 fit sequences once per eraser (1 batch each); shared stream: 2 passes x 2 batches
+    assert len(calls) == 2 * 1 + 2 * 2, calls
+
+
+def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forwards() -> None:
+    """Independent reference for the shared stream: the offline ``erase`` condition (transform of the
+    baseline's activations) equals the same eraser applied as in-model hooks in a separate stream of
+    forwards, at the one probed layer (nothing downstream of it is probed)."""
+    from pe_hooks import fit_eraser
+
+    model = get_model("tiny-gpt2")
+    kw = dict(layers=[1], n_seqs=12, n_fit=8, seq_len=16, n_bins=4, batch_size=4, token_floor=False, progress=False)
+
+    def hooked(m: object, fit: object) -> object:
+        return fit_eraser(m, fit, layers=[1], sequential=False, progress=False).hooks(m)
+
+    df = sweep(model, None, {"baseline": "baseline", "erase": "erase", "hooked": hooked}, **kw).df  # type: ignore[arg-type]
+    a = df[df.intervention == "erase"].drop(columns="intervention").reset_index(drop=True)
+    b = df[df.intervention == "hooked"].drop(columns="intervention").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
+    base = df[(df.intervention == "baseline") & (df.metric == "r2")].value.iloc[0]
+    assert a[a.metric == "r2"].value.iloc[0] < base - 0.1  # the eraser did something

@@ -1,8 +1,9 @@
 """``sweep``: how much position remains at each layer, with and without each intervention.
 
-For every intervention, the model runs over the probe sequences with the intervention's hooks
-attached and the residual stream captured at the requested layers (one forward per batch feeds
-all layers). Two passes:
+For every intervention that changes the model (hooks), the model runs over the probe sequences with
+its hooks attached and the residual stream captured at the requested layers (one forward per batch
+feeds all layers). Conditions that leave the model alone — the baseline and offline erasers — share
+one stream of forwards and apply their transforms to the same captured activations. Two passes:
 
 1. **fit**: per layer and fold, sufficient statistics (``stats.LayerStats``); ridge ``R^2``/RMSE
    on held-out folds are exact from them, and so is the geometry;
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
+from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.data import load_data, stream_activations
@@ -243,9 +245,6 @@ def sweep(
         lay, names = [-1, *lay], [TOKENS, *names]
     hook_names = [n for n in names if n != TOKENS]
 
-    def acts(batch: Any, n: str) -> torch.Tensor:
-        return w_e[batch.tokens] if n == TOKENS else batch.acts[n]  # type: ignore[index]
-
     needs_fit = any((isinstance(s, str) and s.startswith("erase")) or callable(s) for s in interventions.values())
     total = n_seqs + (n_fit if needs_fit else 0)
     all_data = load_data(model, data, seq_len=seq_len, n_seqs=total, seed=seed)
@@ -266,63 +265,93 @@ def sweep(
     d = scheme.d_model
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for name, spec in tqdm(list(interventions.items()), desc="interventions", disable=not progress):
+    resolved_all: list[tuple[str, Resolved]] = []
+    for name, spec in interventions.items():
         try:
-            resolved = resolve_intervention(name, spec, model, fit_data, hook_names)
+            resolved_all.append((name, resolve_intervention(name, spec, model, fit_data, hook_names)))
         except PeHooksError as exc:
             warnings.warn(f"sweep: skipping '{name}': {exc}", stacklevel=2)
             skipped[name] = str(exc)
-            continue
-        stats = {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in names}
+    # Conditions that leave the model alone (baseline, offline erasers) share one stream of forwards:
+    # each applies its own transform to the same captured activations. Conditions with hooks change
+    # the model and run their own forwards.
+    shared = [(n, r) for n, r in resolved_all if len(r.hooks) == 0]
+    groups = ([shared] if shared else []) + [[(n, r)] for n, r in resolved_all if len(r.hooks) > 0]
+    rows_of: dict[str, list[dict[str, Any]]] = {}
 
-        def token_batches(desc: str, resolved: Resolved = resolved) -> Any:
-            for batch in stream_activations(model, mine, hook_names, batch_size=batch_size, hooks=resolved.hooks, progress=progress, desc=desc):
-                if resolved.transform is not None:
-                    batch.acts = {n: resolved.transform(n, a, batch.positions) for n, a in batch.acts.items()}
-                seq_index = batch.index * world + rank
-                keep = batch.mask.bool() & (batch.positions >= t_min)
-                shuffled = _shuffled_positions(batch.positions, keep, seq_index, seed)
-                fold = (seq_index % folds)[:, None].expand_as(batch.positions)
-                yield batch, keep, batch.positions[keep], shuffled[keep], fold[keep]
+    def token_batches(desc: str, hooks: HookList) -> Any:
+        for batch in stream_activations(model, mine, hook_names, batch_size=batch_size, hooks=hooks, progress=progress, desc=desc):
+            seq_index = batch.index * world + rank
+            keep = batch.mask.bool() & (batch.positions >= t_min)
+            shuffled = _shuffled_positions(batch.positions, keep, seq_index, seed)
+            fold = (seq_index % folds)[:, None].expand_as(batch.positions)
+            yield batch, keep, batch.positions[keep], shuffled[keep], fold[keep]
 
-        for batch, keep, y, y_shuffled, fold in token_batches(f"{name}: fit"):
+    def condition_acts(batch: Any, resolved: Resolved) -> dict[str, torch.Tensor]:
+        if resolved.transform is None:
+            return dict(batch.acts)
+        return {n: resolved.transform(n, a, batch.positions) for n, a in batch.acts.items()}
+
+    for group in tqdm(groups, desc="forward groups", disable=not progress):
+        label = " + ".join(n for n, _ in group)
+        hooks = group[0][1].hooks
+        stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in names} for cond, _ in group}
+        for batch, keep, y, y_shuffled, fold in token_batches(f"{label}: fit", hooks):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
+            for cond, resolved in group:
+                cacts = condition_acts(batch, resolved)
+                for n in names:
+                    x = w_e[batch.tokens] if n == TOKENS else cacts[n]  # type: ignore[index]
+                    stats[cond][n].update(x[keep], fold, y, c, y_shuffled, c_shuffled)
+        probes: dict[str, dict[str, list[FoldProbes]]] = {}
+        scores: dict[str, dict[str, FoldScores]] = {}
+        majority: dict[str, dict[str, list[int]]] = {}
+        for cond, _ in group:
             for n in names:
-                stats[n].update(acts(batch, n)[keep], fold, y, c, y_shuffled, c_shuffled)
-        for n in names:
-            stats[n].all_reduce()
-        probes = {
-            n: [FoldProbes.fit(stats[n].train(f), alpha, shrinkage, evaluate) for f in range(folds)] for n in names
-        }
-        scores = {n: FoldScores.zeros(folds) for n in names}
-        majority = {n: [int(stats[n].train(f).cn[0, label_index("real")].argmax()) for f in range(folds)] for n in names}
-        for batch, keep, y, y_shuffled, fold in (token_batches(f"{name}: evaluate") if evaluate else ()):
+                stats[cond][n].all_reduce()
+            probes[cond] = {
+                n: [FoldProbes.fit(stats[cond][n].train(f), alpha, shrinkage, evaluate) for f in range(folds)]
+                for n in names
+            }
+            scores[cond] = {n: FoldScores.zeros(folds) for n in names}
+            majority[cond] = {
+                n: [int(stats[cond][n].train(f).cn[0, label_index("real")].argmax()) for f in range(folds)]
+                for n in names
+            }
+        for batch, keep, y, y_shuffled, fold in (token_batches(f"{label}: evaluate", hooks) if evaluate else ()):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
+            for cond, resolved in group:
+                cacts = condition_acts(batch, resolved)
+                for n in names:
+                    x = (w_e[batch.tokens] if n == TOKENS else cacts[n])[keep]  # type: ignore[index]
+                    for f in torch.unique(fold).tolist():
+                        m = fold == f
+                        scores[cond][n].add(f, probes[cond][n][f], x[m], y[m], c[m], c_shuffled[m], majority[cond][n][f])
+        for cond, _ in group:
+            rows_of[cond] = []
             for n in names:
-                x = acts(batch, n)[keep]
-                for f in torch.unique(fold).tolist():
-                    m = fold == f
-                    scores[n].add(f, probes[n][f], x[m], y[m], c[m], c_shuffled[m], majority[n][f])
-        for n in names:
-            if distributed:
-                scores[n].all_reduce()
-        for layer, n in zip(lay, names):
-            per_fold = scores[n].metrics() if evaluate else {}
-            r2s, rmses, r2s_shuffled = [], [], []
-            for f in range(folds):
-                r2, rmse = ridge_heldout(probes[n][f].ridge, stats[n].fold(f), "real")
-                r2s.append(r2)
-                rmses.append(rmse)
-                ridge_shuffled = fit_ridge(stats[n].train(f), "shuffled", alpha)
-                r2s_shuffled.append(ridge_heldout(ridge_shuffled, stats[n].fold(f), "shuffled")[0])
-            per_fold["r2"] = torch.tensor(r2s)
-            per_fold["rmse"] = torch.tensor(rmses)
-            per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
-            for metric, vals in per_fold.items():
-                rows.append({"layer": layer, "intervention": name, "metric": metric,
-                             "value": float(vals.mean()), "spread": float(vals.std()) if len(vals) > 1 else 0.0})
-            for metric, value in geometry(stats[n]).items():
-                rows.append({"layer": layer, "intervention": name, "metric": metric, "value": value, "spread": math.nan})
+                if distributed:
+                    scores[cond][n].all_reduce()
+            for layer, n in zip(lay, names):
+                st = stats[cond][n]
+                per_fold = scores[cond][n].metrics() if evaluate else {}
+                r2s, rmses, r2s_shuffled = [], [], []
+                for f in range(folds):
+                    r2, rmse = ridge_heldout(probes[cond][n][f].ridge, st.fold(f), "real")
+                    r2s.append(r2)
+                    rmses.append(rmse)
+                    ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
+                    r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
+                per_fold["r2"] = torch.tensor(r2s)
+                per_fold["rmse"] = torch.tensor(rmses)
+                per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
+                for metric, vals in per_fold.items():
+                    rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": float(vals.mean()),
+                                          "spread": float(vals.std()) if len(vals) > 1 else 0.0})
+                for metric, value in geometry(st).items():
+                    rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": value,
+                                          "spread": math.nan})
+    rows = [row for cond in interventions if cond in rows_of for row in rows_of[cond]]
     if not rows:
         raise PeHooksError(f"every intervention was skipped: {skipped}")
     df = pd.DataFrame(rows)
