@@ -22,6 +22,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from inspect import signature
 
 import torch
 
@@ -136,6 +137,4 @@ def require_kv_cache(model: Model, *, tol: float = DEFAULT_TOL) -> KVCacheCheck:
 
 
 def _takes_mask(model: Model) -> bool:
-    import inspect
-
-    return "attention_mask" in inspect.signature(model.generate).parameters
+    return "attention_mask" in signature(model.generate).parameters

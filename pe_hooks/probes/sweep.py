@@ -285,24 +285,29 @@ def sweep(
             keep = batch.mask.bool() & (batch.positions >= t_min)
             shuffled = _shuffled_positions(batch.positions, keep, seq_index, seed)
             fold = (seq_index % folds)[:, None].expand_as(batch.positions)
-            yield batch, keep, batch.positions[keep], shuffled[keep], fold[keep]
+            tok_emb = w_e[batch.tokens] if w_e is not None else None  # once per batch, shared by all conditions
+            yield batch, tok_emb, keep, batch.positions[keep], shuffled[keep], fold[keep]
 
-    def condition_acts(batch: Any, resolved: Resolved) -> dict[str, torch.Tensor]:
-        if resolved.transform is None:
-            return dict(batch.acts)
-        return {n: resolved.transform(n, a, batch.positions) for n, a in batch.acts.items()}
+    def condition_acts(batch: Any, tok_emb: torch.Tensor | None, resolved: Resolved) -> dict[str, torch.Tensor]:
+        """One condition's activations of ``batch`` (its offline transform, if any, applied), plus the
+        token-floor pseudo-site, which depends on the tokens only (computed once per batch)."""
+        acts = dict(batch.acts) if resolved.transform is None else {
+            n: resolved.transform(n, a, batch.positions) for n, a in batch.acts.items()
+        }
+        if tok_emb is not None:
+            acts[TOKENS] = tok_emb
+        return acts
 
     for group in tqdm(groups, desc="forward groups", disable=not progress):
         label = " + ".join(n for n, _ in group)
         hooks = group[0][1].hooks
         stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in names} for cond, _ in group}
-        for batch, keep, y, y_shuffled, fold in token_batches(f"{label}: fit", hooks):
+        for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(f"{label}: fit", hooks):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for cond, resolved in group:
-                cacts = condition_acts(batch, resolved)
+                cacts = condition_acts(batch, tok_emb, resolved)
                 for n in names:
-                    x = w_e[batch.tokens] if n == TOKENS else cacts[n]  # type: ignore[index]
-                    stats[cond][n].update(x[keep], fold, y, c, y_shuffled, c_shuffled)
+                    stats[cond][n].update(cacts[n][keep], fold, y, c, y_shuffled, c_shuffled)
         probes: dict[str, dict[str, list[FoldProbes]]] = {}
         scores: dict[str, dict[str, FoldScores]] = {}
         majority: dict[str, dict[str, list[int]]] = {}
@@ -318,12 +323,12 @@ def sweep(
                 n: [int(stats[cond][n].train(f).cn[0, label_index("real")].argmax()) for f in range(folds)]
                 for n in names
             }
-        for batch, keep, y, y_shuffled, fold in (token_batches(f"{label}: evaluate", hooks) if evaluate else ()):
+        for batch, tok_emb, keep, y, y_shuffled, fold in (token_batches(f"{label}: evaluate", hooks) if evaluate else ()):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for cond, resolved in group:
-                cacts = condition_acts(batch, resolved)
+                cacts = condition_acts(batch, tok_emb, resolved)
                 for n in names:
-                    x = (w_e[batch.tokens] if n == TOKENS else cacts[n])[keep]  # type: ignore[index]
+                    x = cacts[n][keep]
                     for f in torch.unique(fold).tolist():
                         m = fold == f
                         scores[cond][n].add(f, probes[cond][n][f], x[m], y[m], c[m], c_shuffled[m], majority[cond][n][f])
