@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -127,9 +128,9 @@ def test_one_pass_mode_gives_the_same_moment_metrics(gpt2_sweep) -> None:  # typ
 
 
 def test_conditions_without_hooks_share_one_stream_of_forwards() -> None:
-    """Baseline and offline erasers ride on the same forwards (fit + evaluate pass = 2 passes over the
-    probe data), plus one pass of the eraser's own fit data; results equal separate runs (see
-    test_sweep_results_do_not_depend_on_grouping)."""
+    """One forward pass per stream: baseline and offline erasers ride on the same forwards (one pass
+    over the probe data; the classifier probes are scored on the sample, not in a second pass),
+    plus one pass of each eraser's own fit data."""
     from pe_hooks import load_model
 
     model = load_model("tiny-gpt2")  # own instance: a counting hook is attached for the whole test
@@ -144,8 +145,8 @@ def test_conditions_without_hooks_share_one_stream_of_forwards() -> None:
               n_bins=4, batch_size=8, progress=False)
     finally:
         model.reset_hooks()  # type: ignore[attr-defined]
-    # eraser fits: 8 fit sequences once per eraser (1 batch each); shared stream: 2 passes x 2 batches
-    assert len(calls) == 2 * 1 + 2 * 2, calls
+    # eraser fits: 8 fit sequences once per eraser (1 batch each); shared stream: 1 pass x 2 batches
+    assert len(calls) == 2 * 1 + 1 * 2, calls
 
 
 def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forwards() -> None:
@@ -163,6 +164,10 @@ def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forw
     df = sweep(model, None, {"baseline": "baseline", "erase": "erase", "hooked": hooked}, **kw).df  # type: ignore[arg-type]
     a = df[df.intervention == "erase"].drop(columns="intervention").reset_index(drop=True)
     b = df[df.intervention == "hooked"].drop(columns="intervention").reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
+    # the sample is stored in float16 before the offline transform (after it, in-model): the
+    # position error differs in the 4th digit, the moments and the classifier's decisions do not
+    exact = a.metric != "mae"
+    pd.testing.assert_frame_equal(a[exact], b[exact], atol=1e-6, rtol=1e-6)
+    assert np.allclose(a[~exact].value, b[~exact].value, rtol=1e-3)
     base = df[(df.intervention == "baseline") & (df.metric == "r2")].value.iloc[0]
     assert a[a.metric == "r2"].value.iloc[0] < base - 0.1  # the eraser did something

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--bins", type=int_at_least(2), default=8)
     p.add_argument("--folds", type=int_at_least(2), default=4)
     p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--sample-seqs", type=int_at_least(2), default=256,
+                   help="probe sequences kept (seeded sample) to score the classifier probe on (default 256)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     p.set_defaults(func=run)
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         n_bins=args.bins,
         folds=args.folds,
         batch_size=args.batch_size,
+        sample_seqs=args.sample_seqs,
     )
     result.meta["command"] = "pe-hooks sweep " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command") and v is not None

@@ -4,10 +4,7 @@ UMAP builds a k-nearest-neighbour graph; LEACE only guarantees that no *linear* 
 constant. These probes ask what a neighbourhood (kNN) or a small non-linear classifier (MLP) can
 still read of position.
 
-- ``Reservoir``: a seeded reservoir sample (Algorithm R) of whole sequences from a stream of
-  ``[batch, seq, d]`` activations (one or several layers, the same sequences in each), with their
-  positions and sequence ids. It holds at most ``max_seqs`` sequences, so memory does not grow
-  with the number of tokens streamed; the same seed and stream give the same sample.
+- ``Reservoir`` (``pe_hooks.probes.reservoir``): a seeded, bounded sample of whole sequences.
 - ``probe_positions``: predicts position bins (positions ``1..T`` in ``n_bins`` equal-width bins,
   position 0 / BOS excluded) with
   ``"linear"`` (logistic regression), ``"knn_cosine"`` / ``"knn_euclidean"``
@@ -32,100 +29,18 @@ Controls reported beside each held-out accuracy:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from pe_hooks.core.errors import DataError
+from pe_hooks.probes.reservoir import Reservoir
 
 PROBES = ("linear", "knn_cosine", "knn_euclidean", "mlp")
 
-
-class Reservoir:
-    """Seeded reservoir sample of at most ``max_seqs`` whole sequences, for one or more layers.
-
-    ``add(acts, positions, seq_ids=None, mask=None)``: ``acts`` is ``[b, s, d]`` or a dict
-    ``{layer: [b, s, d]}`` (all layers see the same sampled sequences); ``positions`` ``[b, s]``;
-    ``seq_ids`` ``[b]`` (default: a running count); ``mask`` ``[b, s]`` marks real tokens.
-    Stored activations are float32 on CPU. ``arrays(layer)`` returns ``(x, positions, seq_ids)``
-    token arrays of the sample.
-    """
-
-    def __init__(self, max_seqs: int, seed: int = 0) -> None:
-        if max_seqs < 1:
-            raise DataError("max_seqs must be >= 1")
-        self.max_seqs = int(max_seqs)
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-        self.n_seen = 0
-        self._acts: list[dict[str, torch.Tensor]] = []
-        self._pos: list[torch.Tensor] = []
-        self._ids: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._acts[0]) if self._acts else []
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the stored activations and positions."""
-        total = sum(t.numel() * t.element_size() for a in self._acts for t in a.values())
-        return total + sum(p.numel() * p.element_size() for p in self._pos)
-
-    @property
-    def n_tokens(self) -> int:
-        return int(sum(p.numel() for p in self._pos))
-
-    def add(
-        self, acts: torch.Tensor | Mapping[str, torch.Tensor], positions: torch.Tensor,
-        seq_ids: Sequence[int] | torch.Tensor | None = None, mask: torch.Tensor | None = None,
-    ) -> None:
-        layers = dict(acts) if isinstance(acts, Mapping) else {"x": acts}
-        if not layers:
-            raise DataError("no activations to add")
-        pos = torch.as_tensor(positions)
-        b = int(pos.shape[0])
-        for name, a in layers.items():
-            if a.ndim != 3 or tuple(a.shape[:2]) != tuple(pos.shape):
-                raise DataError(f"activations '{name}' must be [batch, seq, d] matching positions {tuple(pos.shape)}, "
-                                f"got {tuple(a.shape)}")
-        if self._acts and set(layers) != set(self._acts[0]):
-            raise DataError(f"layers changed between batches: {sorted(layers)} vs {self.layers}")
-        ids = list(range(self.n_seen, self.n_seen + b)) if seq_ids is None else [int(i) for i in seq_ids]
-        if len(ids) != b:
-            raise DataError(f"seq_ids must have one id per sequence ({b}), got {len(ids)}")
-        keep = torch.ones_like(pos, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
-        for i in range(b):
-            slot = len(self._ids) if len(self._ids) < self.max_seqs else int(self._rng.integers(0, self.n_seen + 1))
-            self.n_seen += 1
-            if slot >= self.max_seqs:
-                continue
-            row = {n: a[i][keep[i]].detach().to("cpu", torch.float32).clone() for n, a in layers.items()}
-            p = pos[i][keep[i]].detach().to("cpu", torch.int64).clone()
-            if slot == len(self._ids):
-                self._acts.append(row)
-                self._pos.append(p)
-                self._ids.append(ids[i])
-            else:
-                self._acts[slot], self._pos[slot], self._ids[slot] = row, p, ids[i]
-
-    def arrays(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(x [n, d], positions [n], seq_ids [n])`` of every stored token (sample order)."""
-        if not self._ids:
-            raise DataError("the reservoir is empty: add() some batches first")
-        name = layer if layer is not None else self.layers[0]
-        if name not in self._acts[0]:
-            raise KeyError(f"no layer '{name}' in the reservoir; have {self.layers}")
-        x = torch.cat([a[name] for a in self._acts]).numpy()
-        p = torch.cat(self._pos).numpy()
-        g = np.concatenate([np.full(len(pp), i) for pp, i in zip(self._pos, self._ids, strict=True)])
-        return x, p, g
+__all__ = ["PROBES", "ProbeScore", "Reservoir", "bin_positions", "probe_positions", "shuffle_within_groups"]
 
 
 @dataclass

@@ -103,10 +103,16 @@ class LayerStats:
 
     def train(self, fold: int) -> LayerStats:
         """Statistics of every fold but ``fold`` (the training set of that fold's model)."""
+        return self.exclude(fold)
+
+    def exclude(self, *folds: int) -> LayerStats:
+        """Statistics of every fold but ``folds`` (``exclude(f, g)``: the inner training set of
+        nested cross-fitting)."""
         out = {}
+        drop = sorted(set(folds))
         for f in fields(self):
             t = getattr(self, f.name)
-            out[f.name] = t if f.name.startswith("pos_") else (t.sum(0) - t[fold])[None]
+            out[f.name] = t if f.name.startswith("pos_") else (t.sum(0) - t[drop].sum(0))[None]
         return LayerStats(**out)
 
     def fold(self, fold: int) -> LayerStats:

@@ -1,20 +1,25 @@
 """``sweep``: how much position remains at each layer, with and without each intervention.
 
-For every intervention that changes the model (hooks), the model runs over the probe sequences with
-its hooks attached and the residual stream captured at the requested layers (one forward per batch
-feeds all layers). Conditions that leave the model alone — the baseline and offline erasers — share
-one stream of forwards and apply their transforms to the same captured activations. Two passes:
+One pass. For every intervention that changes the model (hooks), the model runs once over the
+probe sequences with its hooks attached and the residual stream captured at the requested layers
+(one forward per batch feeds all layers). Conditions that leave the model alone -- the baseline and
+offline erasers -- share one stream of forwards and apply their transforms to the same activations.
+From that single stream, per layer:
 
-1. **fit**: per layer and fold, sufficient statistics (``stats.LayerStats``); ridge ``R^2``/RMSE
-   on held-out folds are exact from them, and so is the geometry;
-2. **evaluate**: the same forwards again, scoring every token with the model of the fold it was
-   held out from (classification accuracy, mean absolute error, bin distance).
+1. **moments of every token** (``stats.LayerStats``, per fold): held-out ridge ``R^2``/RMSE are
+   exact from them, and so is the geometry;
+2. **a seeded, bounded sample of whole sequences** (``reservoir.Reservoir``, ``sample_seqs``
+   sequences, float16): the classifier probe (``stacked``: LDA from the moments, recalibrated by a
+   logistic regression on held-out scores) and the position error are scored on the sampled
+   tokens of each fold with the model that never saw that fold. Offline transforms are applied to
+   the sample when it is scored, so one sample serves every condition of a stream.
 
 Folds are sequences (``seq_index % folds``): no token of a test sequence is ever in training.
 A shuffled-label control (positions permuted within each sequence) runs through the same pipeline
 and must sit at chance. Fitted interventions (erasers) are fitted on *other* sequences than the
-probes'. Memory: ``O(layers * folds * d^2)``, independent of the number of tokens. Under
-``torch.distributed``, each rank takes every ``world``-th sequence and statistics are all-reduced.
+probes'. Memory: ``O(layers * (folds * d^2 + sample_seqs * seq_len * d))``, independent of the
+number of tokens. Under ``torch.distributed``, each rank takes every ``world``-th sequence,
+statistics are all-reduced and the samples gathered.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
-from pe_hooks.probes.linear import LDAModel, RidgeModel, Shrinkage, fit_lda, fit_ridge, ridge_heldout
+from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridge, ridge_heldout
+from pe_hooks.probes.reservoir import Reservoir
+from pe_hooks.probes.stacked import one_thread, stacked_predictions
 from pe_hooks.probes.stats import LayerStats, label_index
 from pe_hooks.sites.inspect import inspect
 
@@ -107,28 +114,12 @@ class SweepResult:
 
 
 @dataclass
-class FoldProbes:
-    """The probes of one fold, fitted on every other fold."""
-
-    ridge: RidgeModel
-    lda_real: LDAModel | None = None
-    lda_shuffled: LDAModel | None = None
-
-    @classmethod
-    def fit(cls, train: LayerStats, alpha: float, shrinkage: Shrinkage, with_lda: bool) -> FoldProbes:
-        ridge = fit_ridge(train, "real", alpha)
-        if not with_lda:
-            return cls(ridge)
-        return cls(ridge, fit_lda(train, "real", shrinkage), fit_lda(train, "shuffled", shrinkage))
-
-
-@dataclass
 class FoldScores:
-    """Per-fold sums of the evaluation pass (each field ``[folds]``, float64)."""
+    """Per-fold sums over the sampled tokens (each field ``[folds]``, float64)."""
 
     tokens: torch.Tensor
-    correct: torch.Tensor  # LDA on the real bins
-    correct_shuffled: torch.Tensor  # LDA on the shuffled-label control
+    correct: torch.Tensor  # stacked probe on the real bins
+    correct_shuffled: torch.Tensor  # the same probe on the shuffled-label control
     abs_error: torch.Tensor  # |ridge prediction - position|, in tokens
     bin_error: torch.Tensor  # |predicted bin - true bin|
     majority: torch.Tensor  # tokens in the training majority bin (chance)
@@ -137,29 +128,9 @@ class FoldScores:
     def zeros(cls, folds: int) -> FoldScores:
         return cls(*(torch.zeros(folds, dtype=torch.float64) for _ in fields(cls)))
 
-    def add(
-        self, f: int, probes: FoldProbes, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, c_shuffled: torch.Tensor,
-        majority_bin: int,
-    ) -> None:
-        """Score the held-out tokens ``x`` of fold ``f`` (positions ``y``, bins ``c``)."""
-        assert probes.lda_real is not None and probes.lda_shuffled is not None
-        pred = probes.lda_real.predict(x)
-        self.tokens[f] += int(x.shape[0])
-        self.correct[f] += float((pred == c).sum())
-        self.correct_shuffled[f] += float((probes.lda_shuffled.predict(x) == c_shuffled).sum())
-        self.abs_error[f] += float((probes.ridge.predict(x) - y.double()).abs().sum())
-        self.bin_error[f] += float((pred - c).abs().sum())
-        self.majority[f] += float((c == majority_bin).sum())
-
-    def all_reduce(self) -> None:
-        import torch.distributed as dist
-
-        for f in fields(self):
-            dist.all_reduce(getattr(self, f.name), op=dist.ReduceOp.SUM)
-
     def metrics(self) -> dict[str, torch.Tensor]:
         """Per-fold accuracy, shuffled-label accuracy, MAE, bin distance and chance."""
-        n = self.tokens
+        n = self.tokens.clamp_min(1)
         return {
             "acc": self.correct / n,
             "acc_shuffled": self.correct_shuffled / n,
@@ -167,6 +138,38 @@ class FoldScores:
             "bin_distance": self.bin_error / n,
             "chance": self.majority / n,
         }
+
+
+@dataclass
+class Sample:
+    """The sampled sequences' tokens of one site, sorted by sequence id: ``x`` ``[n, d]`` float32,
+    positions ``y``, shuffled-control positions ``y_shuffled`` and sequence ids ``ids``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    y_shuffled: torch.Tensor
+    ids: torch.Tensor
+
+
+def _gather(res: Reservoir, distributed: bool) -> list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]:
+    """``(seq_id, positions, {site: acts})`` of every sampled sequence (of every rank), by id."""
+    rows = [(i, res.positions_of(s), res.row(s)) for s, i in enumerate(res.seq_ids)]
+    if distributed:
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)
+        rows = [r for part in parts for r in part]
+    return sorted(rows, key=lambda r: r[0])
+
+
+def _sample(rows: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]], name: str, seed: int) -> Sample:
+    ys, shuffled, ids = [], [], []
+    for i, pos, _ in rows:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + int(i))  # the stream's shuffle (_shuffled_positions)
+        ys.append(pos)
+        shuffled.append(pos[torch.randperm(len(pos), generator=g)])
+        ids.append(torch.full((len(pos),), int(i)))
+    x = torch.cat([acts[name].float() for _, _, acts in rows])
+    return Sample(x, torch.cat(ys), torch.cat(shuffled), torch.cat(ids))
 
 
 def sweep(
@@ -188,6 +191,7 @@ def sweep(
     seed: int = 0,
     token_floor: bool = True,
     evaluate: bool = True,
+    sample_seqs: int = 256,
     progress: bool = True,
 ) -> SweepResult:
     """Per-layer position probes under each intervention.
@@ -200,11 +204,16 @@ def sweep(
             callable ``(model, fit_data) -> hooks``; a list of built-in names also works.
             Interventions that do not apply to the model are skipped with a warning.
         layers: layers to probe (``n_layers`` = the final residual); all by default.
-        evaluate: run the second pass that scores every token (accuracy, MAE, bin distance). With
-            ``False`` the sweep is one pass: held-out ridge R²/RMSE (exact from the moments) and the
-            geometry only — about half the cost.
+        evaluate: score the classifier probe (accuracy, its shuffled control, chance), the position
+            error (MAE) and the bin distance on the sample. ``False`` keeps the held-out ridge R²/RMSE
+            (exact from the moments) and the geometry only.
+        sample_seqs: probe sequences kept (a seeded reservoir, float16) to score the classifier
+            probe on; memory is bounded by it whatever ``n_seqs``. The default keeps all 256 of the
+            default probe sequences; with more sequences the scores use a uniform sample of them,
+            while the LDA directions and ridge/geometry metrics use every token.
         exempt_first: leave position 0 / BOS out of the probes (its massive activations).
-        shrinkage: LDA shrinkage, ``"auto"`` (chosen from the data per fold) or a fixed factor.
+        shrinkage: covariance shrinkage of the probe's discriminant directions, ``"auto"``
+            (concept-erasure's optimal linear shrinkage, chosen from the data per fold) or a fixed factor.
         token_floor: also probe the token embeddings alone (``W_E[token_ids]``, reported as layer -1):
             how much position the text itself gives away, the floor no eraser can go below.
 
@@ -219,6 +228,7 @@ def sweep(
     check_int(folds, "folds", minimum=2, fix="the probes are scored on held-out folds")
     check_int(n_bins, "n_bins", minimum=2, fix="accuracy needs at least 2 position bins")
     check_int(batch_size, "batch_size", minimum=1)
+    check_int(sample_seqs, "sample_seqs", minimum=folds, fix="the sample must hold a sequence of every fold")
     if n_seqs < folds:
         raise ArgumentError(
             f"n_seqs={n_seqs} sequences cannot fill folds={folds} folds (each needs at least one held-out "
@@ -248,7 +258,9 @@ def sweep(
     needs_fit = any((isinstance(s, str) and s.startswith("erase")) or callable(s) for s in interventions.values())
     total = n_seqs + (n_fit if needs_fit else 0)
     all_data = load_data(model, data, seq_len=seq_len, n_seqs=total, seed=seed)
-    fit_data, probe_data = all_data.split(n_fit) if needs_fit else (None, all_data)
+    # the probe sequences come first, so they are the same whether or not erasers are fitted
+    probe_data = all_data.subset(list(range(n_seqs))) if needs_fit else all_data
+    fit_data = all_data.subset(list(range(n_seqs, total))) if needs_fit else None
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     mine = probe_data.subset(list(range(rank, len(probe_data), world)))
@@ -298,64 +310,53 @@ def sweep(
             acts[TOKENS] = tok_emb
         return acts
 
+    n_sample_tokens: dict[str, int] = {}
     for group in tqdm(groups, desc="forward groups", disable=not progress):
         label = " + ".join(n for n, _ in group)
         hooks = group[0][1].hooks
         stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in names} for cond, _ in group}
-        for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(f"{label}: fit", hooks):
+        sample = Reservoir(sample_seqs, seed=seed, dtype=torch.float16) if evaluate else None
+        for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(label, hooks):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for cond, resolved in group:
                 cacts = condition_acts(batch, tok_emb, resolved)
                 for n in names:
                     stats[cond][n].update(cacts[n][keep], fold, y, c, y_shuffled, c_shuffled)
-        probes: dict[str, dict[str, list[FoldProbes]]] = {}
-        scores: dict[str, dict[str, FoldScores]] = {}
-        majority: dict[str, dict[str, list[int]]] = {}
-        for cond, _ in group:
-            for n in names:
-                stats[cond][n].all_reduce()
-            probes[cond] = {
-                n: [FoldProbes.fit(stats[cond][n].train(f), alpha, shrinkage, evaluate) for f in range(folds)]
-                for n in names
-            }
-            scores[cond] = {n: FoldScores.zeros(folds) for n in names}
-            majority[cond] = {
-                n: [int(stats[cond][n].train(f).cn[0, label_index("real")].argmax()) for f in range(folds)]
-                for n in names
-            }
-        for batch, tok_emb, keep, y, y_shuffled, fold in (token_batches(f"{label}: evaluate", hooks) if evaluate else ()):
-            c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
-            for cond, resolved in group:
-                cacts = condition_acts(batch, tok_emb, resolved)
-                for n in names:
-                    x = cacts[n][keep]
-                    for f in torch.unique(fold).tolist():
-                        m = fold == f
-                        scores[cond][n].add(f, probes[cond][n][f], x[m], y[m], c[m], c_shuffled[m], majority[cond][n][f])
-        for cond, _ in group:
+            if sample is not None:  # the raw stream; each condition's transform is applied when scoring
+                raw = dict(batch.acts) if tok_emb is None else {**batch.acts, TOKENS: tok_emb}
+                sample.add(raw, batch.positions, seq_ids=(batch.index * world + rank).tolist(), mask=keep)
+        rows_sampled = _gather(sample, distributed) if sample is not None else []
+        for cond, resolved in group:
             rows_of[cond] = []
             for n in names:
-                if distributed:
-                    scores[cond][n].all_reduce()
-            for layer, n in zip(lay, names):
-                st = stats[cond][n]
-                per_fold = scores[cond][n].metrics() if evaluate else {}
-                r2s, rmses, r2s_shuffled = [], [], []
-                for f in range(folds):
-                    r2, rmse = ridge_heldout(probes[cond][n][f].ridge, st.fold(f), "real")
-                    r2s.append(r2)
-                    rmses.append(rmse)
-                    ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
-                    r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
-                per_fold["r2"] = torch.tensor(r2s)
-                per_fold["rmse"] = torch.tensor(rmses)
-                per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
-                for metric, vals in per_fold.items():
-                    rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": float(vals.mean()),
-                                          "spread": float(vals.std()) if len(vals) > 1 else 0.0})
-                for metric, value in geometry(st).items():
-                    rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": value,
-                                          "spread": math.nan})
+                stats[cond][n].all_reduce()
+            with one_thread():
+                for layer, n in zip(lay, names):
+                    st = stats[cond][n]
+                    ridges = [fit_ridge(st.train(f), "real", alpha) for f in range(folds)]
+                    per_fold: dict[str, torch.Tensor] = {}
+                    if rows_sampled:
+                        s = _sample(rows_sampled, n, seed)
+                        if resolved.transform is not None and n != TOKENS:
+                            s.x = resolved.transform(n, s.x[None], s.y[None])[0].float()
+                        per_fold = _score_sample(st, s, ridges, folds, n_bins, t_min, t_max, shrinkage).metrics()
+                        n_sample_tokens[n] = len(s.y)
+                    r2s, rmses, r2s_shuffled = [], [], []
+                    for f in range(folds):
+                        r2, rmse = ridge_heldout(ridges[f], st.fold(f), "real")
+                        r2s.append(r2)
+                        rmses.append(rmse)
+                        ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
+                        r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
+                    per_fold["r2"] = torch.tensor(r2s)
+                    per_fold["rmse"] = torch.tensor(rmses)
+                    per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
+                    for metric, vals in per_fold.items():
+                        rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": float(vals.mean()),
+                                              "spread": float(vals.std()) if len(vals) > 1 else 0.0})
+                    for metric, value in geometry(st).items():
+                        rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": value,
+                                              "spread": math.nan})
     rows = [row for cond in interventions if cond in rows_of for row in rows_of[cond]]
     if not rows:
         raise PeHooksError(f"every intervention was skipped: {skipped}")
@@ -369,6 +370,32 @@ def sweep(
         "n_bins": n_bins, "folds": folds, "t_min": t_min, "t_max": t_max, "chance": chance,
         "interventions": {k: (v if isinstance(v, str) or v is None else type(v).__name__) for k, v in interventions.items()},
         "skipped": skipped, "world_size": world,
+        "probe": "stacked: LDA from the moments of every token + logistic regression on held-out scores (probes/stacked.py)",
+        "sample_seqs": sample_seqs, "n_tokens_moments": int(sum(int(m.sum()) for m in probe_data.mask[:, t_min:])),
+        "n_tokens_sample": max(n_sample_tokens.values()) if n_sample_tokens else 0,
         "token_floor_acc": float(floor.value.iloc[0]) if len(floor) else None,
     }
     return SweepResult(df, meta)
+
+
+def _score_sample(
+    st: LayerStats, s: Sample, ridges: list[RidgeModel], folds: int, n_bins: int, t_min: int, t_max: int,
+    shrinkage: Shrinkage,
+) -> FoldScores:
+    """Score the sampled tokens of every fold with that fold's held-out models."""
+    fold = s.ids % folds
+    c, c_shuffled = _bins(s.y, n_bins, t_min, t_max), _bins(s.y_shuffled, n_bins, t_min, t_max)
+    pred = stacked_predictions(st, s.x, fold, torch.stack([c, c_shuffled]), shrinkage=shrinkage)
+    out = FoldScores.zeros(folds)
+    for f in range(folds):
+        m = fold == f
+        if not bool(m.any()):
+            continue
+        majority_bin = int(st.train(f).cn[0, label_index("real")].argmax())
+        out.tokens[f] = float(m.sum())
+        out.correct[f] = float((pred[0, m] == c[m]).sum())
+        out.correct_shuffled[f] = float((pred[1, m] == c_shuffled[m]).sum())
+        out.abs_error[f] = float((ridges[f].predict(s.x[m]) - s.y[m].double()).abs().sum())
+        out.bin_error[f] = float((pred[0, m] - c[m]).abs().sum())
+        out.majority[f] = float((c[m] == majority_bin).sum())
+    return out
