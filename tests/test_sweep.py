@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pe_hooks import DataError, SweepResult, sweep, zero
+from pe_hooks import ArgumentError, DataError, SweepResult, sweep, zero
 from pe_hooks.reports import write_sweep_markdown
 from pe_hooks.viz import plot_sweep
 from tests.conftest import get_model
@@ -171,3 +172,21 @@ def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forw
     assert np.allclose(a[~exact].value, b[~exact].value, rtol=1e-3)
     base = df[(df.intervention == "baseline") & (df.metric == "r2")].value.iloc[0]
     assert a[a.metric == "r2"].value.iloc[0] < base - 0.1  # the eraser did something
+
+
+def test_nonlinear_probe_columns_with_controls_and_a_bounded_sample() -> None:
+    """kNN columns beside the linear probe, each with a shuffled control at chance; the classifier
+    sample is bounded by ``sample_seqs`` whatever ``n_seqs`` (the moments use every token)."""
+    kw: dict[str, Any] = dict(layers=[1], seq_len=16, n_bins=4, progress=False, token_floor=False)
+    res = sweep(get_model("tiny-gpt2"), None, ["baseline"], n_seqs=48, sample_seqs=8, nonlinear_seqs=8, **kw)
+    assert res.meta["n_tokens_moments"] == 48 * 15 and res.meta["n_tokens_sample"] == 8 * 15
+    metrics = set(res.df.metric)
+    for probe in ("knn_cosine", "knn_euclidean"):
+        assert {f"acc_{probe}", f"acc_{probe}_shuffled"} <= metrics
+    big = sweep(get_model("tiny-gpt2"), None, ["baseline"], n_seqs=48, **kw)
+    pv = big.pivot
+    assert pv("acc_knn_cosine").iloc[0, 0] > 0.5  # learned W_pos: neighbours share positions
+    assert abs(pv("acc_knn_cosine_shuffled").iloc[0, 0] - 0.25) < 0.08
+    assert abs(pv("acc_shuffled").iloc[0, 0] - 0.25) < 0.08
+    with pytest.raises(ArgumentError, match="knn_cosine"):
+        sweep(get_model("tiny-gpt2"), None, ["baseline"], nonlinear=("svm",), **kw)

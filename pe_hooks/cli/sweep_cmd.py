@@ -9,6 +9,19 @@ from pathlib import Path
 from pe_hooks.cli.args import existing_file, int_at_least, layer_list
 
 
+def probe_list(text: str) -> tuple[str, ...]:
+    """``--nonlinear``: comma-separated probe names, or ``none``."""
+    from pe_hooks.probes.nonlinear import SWEEP_PROBES
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in SWEEP_PROBES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown probe(s) {bad}; choose from {', '.join(SWEEP_PROBES)} or 'none'")
+    return names
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "sweep",
@@ -27,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--bins", type=int_at_least(2), default=8)
     p.add_argument("--folds", type=int_at_least(2), default=4)
     p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--nonlinear", type=probe_list, default=("knn_cosine", "knn_euclidean"),
+                   help="non-linear probes beside the linear one: comma-separated from knn_cosine, knn_euclidean, mlp; "
+                        "'none' for none (default knn_cosine,knn_euclidean; mlp is ~30x slower)")
+    p.add_argument("--nonlinear-seqs", type=int_at_least(2), default=64,
+                   help="sampled sequences the non-linear probes use (default 64)")
     p.add_argument("--sample-seqs", type=int_at_least(2), default=256,
                    help="probe sequences kept (seeded sample) to score the classifier probe on (default 256)")
     p.add_argument("--device", default="cpu")
@@ -59,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         batch_size=args.batch_size,
         sample_seqs=args.sample_seqs,
+        nonlinear=args.nonlinear,
+        nonlinear_seqs=args.nonlinear_seqs,
     )
     result.meta["command"] = "pe-hooks sweep " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command") and v is not None

@@ -34,13 +34,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.probes.reservoir import Reservoir
 
 PROBES = ("linear", "knn_cosine", "knn_euclidean", "mlp")
 
-__all__ = ["PROBES", "ProbeScore", "Reservoir", "bin_positions", "probe_positions", "shuffle_within_groups"]
+#: The non-linear probes a sweep can add beside its linear one (``sweep(nonlinear=...)``).
+SWEEP_PROBES = ("knn_cosine", "knn_euclidean", "mlp")
+
+__all__ = ["PROBES", "SWEEP_PROBES", "ProbeScore", "Reservoir", "bin_positions", "knn_predictions", "mlp_predictions",
+           "probe_positions", "shuffle_within_groups"]
 
 
 @dataclass
@@ -103,19 +108,11 @@ def _heldout(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndar
 
 def _heldout_inner(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int,
                    k: int, hidden: int) -> float:
-    import warnings
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.preprocessing import StandardScaler
 
     correct = 0
     for tr, te in folds:
-        sc = StandardScaler().fit(x[tr])
-        clf = _make(probe, seed, k, hidden)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(sc.transform(x[tr]), y[tr])
-        correct += int((clf.predict(sc.transform(x[te])) == y[te]).sum())
+        correct += int((_fit_predict(probe, x, y, tr, te, seed, k, hidden) == y[te]).sum())
     return correct / sum(len(te) for _, te in folds)
 
 
@@ -167,3 +164,70 @@ def probe_positions(
         shuf = _heldout(p, xa, y_shuf, folds, seed, k, hidden, threads)
         out[p] = ProbeScore(p, acc, chance, shuf, len(y), n_groups, n_folds, n_bins, time.perf_counter() - t0)
     return out
+
+
+def knn_predictions(
+    x: torch.Tensor, fold: torch.Tensor, labels: torch.Tensor, *, metric: str = "cosine", k: int = 15,
+) -> torch.Tensor:
+    """Held-out kNN predictions ``[K, n]`` for every label set in ``labels`` ``[K, n]`` (e.g. real and
+    shuffled bins): each token of fold ``f`` takes the majority label (ties: the smallest) of its
+    ``k`` nearest tokens among the other folds, on features standardised with those folds'
+    statistics; ``metric`` ``"cosine"`` or ``"euclidean"`` (brute force, as scikit-learn's
+    ``KNeighborsClassifier(algorithm="brute")``). The neighbours do not depend on the labels, so
+    one search serves every label set."""
+    if metric not in ("cosine", "euclidean"):
+        raise DataError(f"unknown kNN metric '{metric}'; use 'cosine' or 'euclidean'")
+    n_classes = int(labels.max()) + 1
+    out = torch.zeros_like(labels)
+    xf = x.float()
+    for f in torch.unique(fold).tolist():
+        te, tr = fold == f, fold != f
+        if not bool(tr.any()):
+            raise DataError("kNN needs tokens of at least two folds")
+        mean, sd = xf[tr].mean(0), xf[tr].std(0).clamp_min(1e-6)
+        a, b = (xf[te] - mean) / sd, (xf[tr] - mean) / sd
+        if metric == "cosine":
+            a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            score = a @ b.T  # larger = nearer
+        else:
+            score = 2 * a @ b.T - (b * b).sum(-1)[None]  # -|a - b|^2 + |a|^2: same order
+        idx = score.topk(min(k, int(tr.sum())), dim=-1).indices
+        for j in range(labels.shape[0]):
+            votes = torch.nn.functional.one_hot(labels[j][tr][idx], n_classes).sum(1)
+            out[j, te] = votes.argmax(-1)  # first maximum = smallest label on ties
+    return out
+
+
+def mlp_predictions(
+    x: torch.Tensor, fold: torch.Tensor, labels: torch.Tensor, *, hidden: int = 64, seed: int = 0,
+) -> torch.Tensor:
+    """Held-out predictions ``[K, n]`` of scikit-learn's ``MLPClassifier`` (one hidden layer of
+    ``hidden`` units, early stopping, fixed seed; the settings of ``probe_positions``) for every
+    label set in ``labels`` ``[K, n]``, on features standardised per training fold; one thread."""
+    from threadpoolctl import threadpool_limits
+
+    xa = x.float().numpy()
+    out = torch.zeros_like(labels)
+    folds = [(np.flatnonzero((fold != f).numpy()), np.flatnonzero((fold == f).numpy())) for f in torch.unique(fold).tolist()]
+    with threadpool_limits(limits=1):
+        for j in range(labels.shape[0]):
+            y = labels[j].numpy()
+            for tr, te in folds:
+                out[j, te] = torch.as_tensor(_fit_predict("mlp", xa, y, tr, te, seed, 15, hidden))
+    return out
+
+
+def _fit_predict(probe: str, x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed: int, k: int,
+                 hidden: int) -> np.ndarray:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(x[tr])
+    clf = _make(probe, seed, k, hidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(sc.transform(x[tr]), y[tr])
+    return np.asarray(clf.predict(sc.transform(x[te])))

@@ -130,7 +130,7 @@ def fit_logistic(s: torch.Tensor, c: torch.Tensor, n_classes: int, max_iter: int
     from zero with the analytic gradient."""
     z = s.double()
     mean = z.mean(0)
-    scale = z.std(0)
+    scale = z.std(0, correction=0)  # as StandardScaler
     scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
     z = (z - mean) / scale
     n, k = z.shape

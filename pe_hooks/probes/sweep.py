@@ -46,6 +46,7 @@ from pe_hooks.data import load_data, stream_activations
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridge, ridge_heldout
+from pe_hooks.probes.nonlinear import SWEEP_PROBES, knn_predictions, mlp_predictions
 from pe_hooks.probes.reservoir import Reservoir
 from pe_hooks.probes.stacked import one_thread, stacked_predictions
 from pe_hooks.probes.stats import LayerStats, label_index
@@ -192,6 +193,8 @@ def sweep(
     token_floor: bool = True,
     evaluate: bool = True,
     sample_seqs: int = 256,
+    nonlinear: Sequence[str] = ("knn_cosine", "knn_euclidean"),
+    nonlinear_seqs: int = 64,
     progress: bool = True,
 ) -> SweepResult:
     """Per-layer position probes under each intervention.
@@ -211,6 +214,11 @@ def sweep(
             probe on; memory is bounded by it whatever ``n_seqs``. The default keeps all 256 of the
             default probe sequences; with more sequences the scores use a uniform sample of them,
             while the LDA directions and ridge/geometry metrics use every token.
+        nonlinear: non-linear probes scored beside the linear one, each with its shuffled control
+            (``acc_<probe>``, ``acc_<probe>_shuffled``): ``"knn_cosine"``, ``"knn_euclidean"`` (15
+            neighbours: the neighbourhood UMAP builds its graph from) and ``"mlp"`` (scikit-learn
+            ``MLPClassifier``, 64 hidden units; ~30x slower than kNN). ``()`` for none.
+        nonlinear_seqs: the first this many sampled sequences (by index) feed the non-linear probes.
         exempt_first: leave position 0 / BOS out of the probes (its massive activations).
         shrinkage: covariance shrinkage of the probe's discriminant directions, ``"auto"``
             (concept-erasure's optimal linear shrinkage, chosen from the data per fold) or a fixed factor.
@@ -229,6 +237,9 @@ def sweep(
     check_int(n_bins, "n_bins", minimum=2, fix="accuracy needs at least 2 position bins")
     check_int(batch_size, "batch_size", minimum=1)
     check_int(sample_seqs, "sample_seqs", minimum=folds, fix="the sample must hold a sequence of every fold")
+    check_int(nonlinear_seqs, "nonlinear_seqs", minimum=folds, fix="the non-linear probes need a sequence of every fold")
+    if isinstance(nonlinear, str) or any(p not in SWEEP_PROBES for p in nonlinear):
+        raise ArgumentError(f"nonlinear={nonlinear!r}: give a list of probes from {SWEEP_PROBES}, or () for none")
     if n_seqs < folds:
         raise ArgumentError(
             f"n_seqs={n_seqs} sequences cannot fill folds={folds} folds (each needs at least one held-out "
@@ -340,6 +351,7 @@ def sweep(
                         if resolved.transform is not None and n != TOKENS:
                             s.x = resolved.transform(n, s.x[None], s.y[None])[0].float()
                         per_fold = _score_sample(st, s, ridges, folds, n_bins, t_min, t_max, shrinkage).metrics()
+                        per_fold.update(_score_nonlinear(s, nonlinear, nonlinear_seqs, folds, n_bins, t_min, t_max, seed))
                         n_sample_tokens[n] = len(s.y)
                     r2s, rmses, r2s_shuffled = [], [], []
                     for f in range(folds):
@@ -371,7 +383,7 @@ def sweep(
         "interventions": {k: (v if isinstance(v, str) or v is None else type(v).__name__) for k, v in interventions.items()},
         "skipped": skipped, "world_size": world,
         "probe": "stacked: LDA from the moments of every token + logistic regression on held-out scores (probes/stacked.py)",
-        "sample_seqs": sample_seqs, "n_tokens_moments": int(sum(int(m.sum()) for m in probe_data.mask[:, t_min:])),
+        "sample_seqs": sample_seqs, "nonlinear": list(nonlinear), "nonlinear_seqs": nonlinear_seqs, "n_tokens_moments": int(sum(int(m.sum()) for m in probe_data.mask[:, t_min:])),
         "n_tokens_sample": max(n_sample_tokens.values()) if n_sample_tokens else 0,
         "token_floor_acc": float(floor.value.iloc[0]) if len(floor) else None,
     }
@@ -398,4 +410,29 @@ def _score_sample(
         out.abs_error[f] = float((ridges[f].predict(s.x[m]) - s.y[m].double()).abs().sum())
         out.bin_error[f] = float((pred[0, m] - c[m]).abs().sum())
         out.majority[f] = float((c[m] == majority_bin).sum())
+    return out
+
+
+def _score_nonlinear(
+    s: Sample, probes: Sequence[str], n_seqs: int, folds: int, n_bins: int, t_min: int, t_max: int, seed: int,
+) -> dict[str, torch.Tensor]:
+    """Per-fold held-out accuracy of each non-linear probe (and its shuffled control) on the first
+    ``n_seqs`` sampled sequences."""
+    if not probes:
+        return {}
+    keep = torch.isin(s.ids, torch.unique(s.ids)[:n_seqs])
+    x, ids = s.x[keep], s.ids[keep]
+    fold = ids % folds
+    labels = torch.stack([_bins(s.y[keep], n_bins, t_min, t_max), _bins(s.y_shuffled[keep], n_bins, t_min, t_max)])
+    out: dict[str, torch.Tensor] = {}
+    for probe in probes:
+        if probe == "mlp":
+            pred = mlp_predictions(x, fold, labels, seed=seed)
+        else:
+            pred = knn_predictions(x, fold, labels, metric=probe.removeprefix("knn_"))
+        for j, suffix in enumerate(("", "_shuffled")):
+            out[f"acc_{probe}{suffix}"] = torch.tensor([
+                float((pred[j][fold == f] == labels[j][fold == f]).float().mean()) if bool((fold == f).any()) else math.nan
+                for f in range(folds)
+            ])
     return out

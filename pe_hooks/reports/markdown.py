@@ -18,6 +18,12 @@ from pe_hooks.probes.sweep import SweepResult
 SWEEP_SECTIONS = (
     ("acc", None),
     ("acc_shuffled", "Shuffled-label control (must be at chance)"),
+    ("acc_knn_cosine", "kNN (cosine, 15 neighbours) held-out accuracy"),
+    ("acc_knn_cosine_shuffled", "kNN (cosine): shuffled-label control"),
+    ("acc_knn_euclidean", "kNN (Euclidean, 15 neighbours) held-out accuracy"),
+    ("acc_knn_euclidean_shuffled", "kNN (Euclidean): shuffled-label control"),
+    ("acc_mlp", "MLP (64 hidden units) held-out accuracy"),
+    ("acc_mlp_shuffled", "MLP: shuffled-label control"),
     ("r2", "Held-out R^2 of the position index (ridge)"),
     ("mae", "Mean absolute error of the predicted position, in tokens"),
     ("anova_r2", "Fraction of residual variance explained by position"),
@@ -50,6 +56,30 @@ def sweep_table(result: SweepResult, metric: str = "acc", digits: int = 3) -> st
     return "\n".join(lines)
 
 
+PROBE_COLUMNS = (("acc", "linear"), ("acc_knn_cosine", "kNN cos"), ("acc_knn_euclidean", "kNN euc"), ("acc_mlp", "MLP"))
+
+
+def probes_side_by_side(result: SweepResult, digits: int = 3) -> str:
+    """Markdown table: one row per layer, for each condition the linear and non-linear probes'
+    held-out accuracy side by side ("" when the sweep ran no non-linear probe)."""
+    have = [(m, name) for m, name in PROBE_COLUMNS if m in set(result.df.metric)]
+    if len(have) < 2:
+        return ""
+    conds = list(dict.fromkeys(result.df.intervention))
+    tables = {m: result.df[result.df.metric == m].pivot_table(index="layer", columns="intervention", values="value")
+              for m, _ in have}
+    header = "| layer | " + " | ".join(f"{c}: {name}" for c in conds for _, name in have) + " |"
+    lines = [header, "|---" * (1 + len(conds) * len(have)) + "|"]
+    for layer in tables[have[0][0]].index:
+        cells = []
+        for c in conds:
+            for m, _ in have:
+                v = tables[m].get(c, pd.Series(dtype=float)).get(layer, float("nan"))
+                cells.append("–" if not np.isfinite(v) else f"{v:.{digits}f}")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def sweep_markdown(result: SweepResult) -> str:
     """The whole sweep report: the setting, then one table per metric."""
     m = result.meta
@@ -59,9 +89,16 @@ def sweep_markdown(result: SweepResult) -> str:
         f"Data: {m.get('n_seqs')} probe sequences x {m.get('seq_len')} tokens ({m.get('data')}), "
         f"{m.get('n_fit')} other sequences to fit erasers; site `{m.get('site')}`; positions "
         f"{m.get('t_min')}..{m.get('t_max')} in {m.get('n_bins')} bins; {m.get('folds')}-fold splits grouped "
-        "by sequence; linear discriminant (accuracy) and ridge (R^2) probes; shuffled-label control.",
+        "by sequence; shuffled-label control for every probe. Linear probe: "
+        f"{m.get('probe', 'LDA')}; its directions and the ridge R^2 use all {m.get('n_tokens_moments', '?')} probe tokens, "
+        f"its accuracy is scored on {m.get('n_tokens_sample', '?')} sampled tokens ({m.get('sample_seqs', '?')}-sequence "
+        f"sample); non-linear probes ({', '.join(m.get('nonlinear') or []) or 'none'}) on the first "
+        f"{m.get('nonlinear_seqs', '?')} sampled sequences.",
         "",
     ]
+    side = probes_side_by_side(result)
+    if side:
+        parts += ["## Which probes still find position (held-out accuracy; layer -1 = token floor)", "", side, ""]
     have = set(result.df.metric)
     for metric, title in SWEEP_SECTIONS:
         if title is None:

@@ -1,0 +1,219 @@
+"""The probe sweep on the real default model: time, held-out accuracy and memory, against what a
+user would otherwise write.
+
+    python -m benchmarks.sweep_speed            # ~25 min on 2 cores; writes benchmarks/results/sweep-speed-smollm2.{md,json}
+    python -m benchmarks.sweep_speed --quick    # one round, no memory scaling (a smoke run)
+
+Model SmolLM2-135M-Instruct (real weights, offline), the embedded corpus: 256 sequences x 64 tokens,
+positions 1..63 in 8 bins, 4 folds grouped by sequence (``seq % 4``), 10 layers. In one process,
+interleaved and rotating after a warm-up, ``--rounds`` rounds of:
+
+- **bare**: the model's forwards over the same token batches (16 sequences), nothing kept;
+- **sweep**: ``pe_hooks.sweep(model, data, ["baseline"], layers=..., token_floor=False)`` (one pass);
+- **two-pass**: the sweep as it was before the one-pass redesign (``benchmarks/legacy_twopass_sweep.py``,
+  LDA with data-driven shrinkage scored in a second pass);
+- **naive**: ``run_with_cache`` of the 10 layers -> NumPy -> per layer ``StandardScaler`` +
+  scikit-learn ``LogisticRegression(max_iter=1000)`` on the same tokens and folds.
+
+Held-out accuracy per layer of the sweep, the two-pass sweep and the naive probe sit beside the
+times. Then, each in a fresh child process (peak RSS is per process): the baseline sweep at 1x, 2x,
+4x, 8x the sequences (peak RSS and growth above the loaded model), and the default main job
+(``pe-hooks sweep --model smollm2-135m``: 4 conditions, 31 sites, 256 sequences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAYERS = [1, 2, 4, 8, 12, 16, 20, 24, 28, 30]
+N_SEQS, SEQ_LEN, BINS, FOLDS, BATCH = 256, 64, 8, 4, 16
+OUT = Path(__file__).parent / "results"
+
+
+def _names(model: Any) -> list[str]:
+    from pe_hooks.sites.inspect import inspect
+
+    s = inspect(model)
+    return [s.resid_hook(layer) for layer in LAYERS]
+
+
+def bare(model: Any, td: Any) -> dict[int, float]:
+    with torch.no_grad():
+        for i in range(0, len(td), BATCH):
+            model(td.tokens[i:i + BATCH], attention_mask=td.mask[i:i + BATCH])
+    return {}
+
+
+def new_sweep(model: Any, td: Any) -> dict[int, float]:
+    from pe_hooks import sweep
+
+    res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False)
+    return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
+
+
+def twopass_sweep(model: Any, td: Any) -> dict[int, float]:
+    from benchmarks.legacy_twopass_sweep import sweep
+
+    res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False)
+    return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
+
+
+def naive(model: Any, td: Any) -> dict[int, float]:
+    """What a user writes: cache every layer, then scikit-learn per layer, same tokens and folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    names = _names(model)
+    caches: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with torch.no_grad():
+        for i in range(0, len(td), BATCH):
+            _, cache = model.run_with_cache(td.tokens[i:i + BATCH], attention_mask=td.mask[i:i + BATCH],
+                                            names_filter=lambda n: n in caches)
+            for n in names:
+                caches[n].append(cache[n][:, 1:].float().numpy())
+            del cache
+    t = np.tile(np.arange(1, SEQ_LEN), len(td))
+    y = np.clip((t - 1) * BINS // (SEQ_LEN - 1), 0, BINS - 1)
+    fold = np.repeat(np.arange(len(td)) % FOLDS, SEQ_LEN - 1)
+    out = {}
+    for layer, n in zip(LAYERS, names):
+        x = np.concatenate(caches[n]).reshape(-1, caches[n][0].shape[-1])
+        correct = 0
+        for f in range(FOLDS):
+            tr, te = fold != f, fold == f
+            sc = StandardScaler().fit(x[tr])
+            clf = LogisticRegression(max_iter=1000).fit(sc.transform(x[tr]), y[tr])
+            correct += int((clf.predict(sc.transform(x[te])) == y[te]).sum())
+        out[layer] = correct / len(y)
+    return out
+
+
+CHILD = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads({threads})
+import pe_hooks as p
+m = p.load_model("smollm2-135m")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+r = p.sweep(m, None, ["baseline"], layers={layers}, n_seqs={n_seqs}, token_floor=False, progress=False)
+el = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"n_seqs": {n_seqs}, "seconds": el, "peak_rss_mb": peak / 1024, "growth_mb": (peak - base) / 1024,
+                  "n_tokens_moments": r.meta["n_tokens_moments"], "n_tokens_sample": r.meta["n_tokens_sample"]}}))
+"""
+
+
+def memory_scaling(factors: list[int], threads: int) -> list[dict[str, Any]]:
+    rows = []
+    for k in factors:
+        code = CHILD.format(threads=threads, layers=LAYERS, n_seqs=N_SEQS * k)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        rows.append({"x tokens": k, **json.loads(out.stdout.strip().splitlines()[-1])})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main_job(threads: int) -> dict[str, Any]:
+    """The default main job (what ``make run`` runs after ``inspect``), in a child process."""
+    exe = Path(sys.executable).parent / "pe-hooks"
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-v", str(exe), "sweep", "--model", "smollm2-135m", "--out", tmp],
+                             capture_output=True, text=True, timeout=7200)
+        el = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    rss = [ln for ln in out.stderr.splitlines() if "Maximum resident set size" in ln]
+    return {"seconds": el, "peak_rss_mb": int(rss[0].split()[-1]) / 1024 if rss else float("nan")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import pe_hooks as p
+    from pe_hooks.data import load_data
+
+    model = p.load_model("smollm2-135m")
+    td = load_data(model, None, seq_len=SEQ_LEN, n_seqs=N_SEQS, seed=0)
+    conds = {"bare": bare, "sweep": new_sweep, "two-pass": twopass_sweep, "naive": naive}
+    bare(model, td.subset(list(range(32))))  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in conds}
+    accs: dict[str, dict[int, float]] = {}
+    rounds = 1 if args.quick else args.rounds
+    for r in range(rounds):
+        order = list(conds)[r % len(conds):] + list(conds)[: r % len(conds)]
+        for name in order:
+            t0 = time.perf_counter()
+            a = conds[name](model, td)
+            times[name].append(time.perf_counter() - t0)
+            if a:
+                accs[name] = a
+            print(f"round {r} {name}: {times[name][-1]:.1f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {k: statistics.median([a / b for a, b in zip(times[k], times["bare"])]) for k in conds}
+    per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "two-pass", "naive")}} for la in LAYERS]
+    scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads)
+    job = {} if args.quick else main_job(args.threads)
+    res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
+           "rounds": rounds, "times": times, "median_s": med, "ratio_to_bare": ratios, "per_layer": per_layer,
+           "memory_scaling": scaling, "main_job": job, "date": time.strftime("%Y-%m-%d %H:%M")}
+    OUT.mkdir(exist_ok=True)
+    name = "sweep-speed-smollm2" + ("-quick" if args.quick else "")
+    (OUT / f"{name}.json").write_text(json.dumps(res, indent=1))
+    (OUT / f"{name}.md").write_text(report(res))
+    print(report(res))
+
+
+def report(res: dict[str, Any]) -> str:
+    med, ratio = res["median_s"], res["ratio_to_bare"]
+    lines = [
+        "# Probe sweep on SmolLM2-135M: one pass vs bare forwards, the two-pass sweep and the naive workflow", "",
+        f"Command: `python -m benchmarks.sweep_speed` ({res['date']}; {res['machine']}; {res['rounds']} interleaved "
+        "rounds after a warm-up, order rotating). Model SmolLM2-135M-Instruct (real weights); data: the embedded "
+        f"corpus, {N_SEQS} sequences x {SEQ_LEN} tokens; positions 1..{SEQ_LEN - 1} in {BINS} bins; {FOLDS} folds "
+        f"grouped by sequence; layers {LAYERS}.", "",
+        "| | median wall (s) | × bare | mean held-out acc |", "|---|---|---|---|",
+    ]
+    for k in ("bare", "sweep", "two-pass", "naive"):
+        acc = "—" if k == "bare" else f"{np.mean([r[k] for r in res['per_layer']]):.3f}"
+        lines.append(f"| {k} | {med[k]:.1f} | {ratio[k]:.2f} | {acc} |")
+    lines += ["", f"naive / sweep = **{med['naive'] / med['sweep']:.1f}×**; sweep / bare = **{ratio['sweep']:.2f}×**.", "",
+              "Held-out accuracy per layer (same tokens, same folds):", "",
+              "| layer | sweep (stacked) | two-pass (LDA) | naive (StandardScaler + LogisticRegression) | sweep − naive |",
+              "|---|---|---|---|---|"]
+    for r in res["per_layer"]:
+        lines.append(f"| {r['layer']} | {r['sweep']:.3f} | {r['two-pass']:.3f} | {r['naive']:.3f} | {r['sweep'] - r['naive']:+.3f} |")
+    if res["memory_scaling"]:
+        lines += ["", "Memory of the baseline sweep (10 layers) as the tokens grow, each in a fresh process:", "",
+                  "| × tokens | sequences | wall (s) | peak RSS (MB) | growth above the loaded model (MB) | tokens in moments | tokens in sample |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in res["memory_scaling"]:
+            lines.append(f"| {r['x tokens']} | {r['n_seqs']} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['growth_mb']:.0f} | "
+                         f"{r['n_tokens_moments']} | {r['n_tokens_sample']} |")
+    if res["main_job"]:
+        j = res["main_job"]
+        lines += ["", f"Main job (`pe-hooks sweep --model smollm2-135m`, 4 conditions, 31 sites, 256 sequences, model load "
+                  f"included): **{j['seconds']:.0f} s** ({j['seconds'] / 60:.1f} min), peak RSS {j['peak_rss_mb']:.0f} MB."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
