@@ -17,6 +17,10 @@ SMOLLM2 = ("sweep-smollm2-135m", [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
     ("acc", "erase", "acc erase (LEACE)"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
     ("r2", "erase", "R² erase"), ("rel_norm", "baseline", "rel. norm baseline"),
 ])
+SMOLLM2_PROBES = ("sweep-smollm2-135m", [-1, 0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
+    (m, cond, f"{name} {cond}") for cond in ("baseline", "erase") for m, name in
+    (("acc", "linear"), ("acc_knn_cosine", "kNN cos"), ("acc_knn_euclidean", "kNN euc"))
+] + [(m, "zero", f"{name} zero") for m, name in (("acc", "linear"), ("acc_knn_cosine", "kNN cos"))])
 MINILM = ("sweep-minilm-l6", [0, 1, 2, 3, 4, 5, 6], [
     ("acc", "baseline", "acc baseline"), ("acc", "zero", "acc zero"), ("acc", "remove", "acc remove"),
     ("acc", "erase", "acc erase"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
@@ -33,8 +37,8 @@ def table(folder: str, layers: list[int], columns: list[tuple[str, str, str]]) -
         cells = []
         for metric, cond, _ in columns:
             v = value.get((layer, cond, metric), float("nan"))
-            cells.append(f"{v:.3f}" if metric == "acc" else f"{v:.2f}")
-        label = f"{layer} (final)" if layer == final else str(layer)
+            cells.append(f"{v:.3f}" if metric.startswith("acc") else f"{v:.2f}")
+        label = f"{layer} (final)" if layer == final else "tokens (floor)" if layer == -1 else str(layer)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     acc = df[(df.metric == "acc") & (df.layer >= 0)]
     shuf = df[(df.metric == "acc_shuffled") & (df.layer >= 0)]
@@ -48,5 +52,5 @@ def table(folder: str, layers: list[int], columns: list[tuple[str, str, str]]) -
 
 
 if __name__ == "__main__":
-    for spec in (SMOLLM2, MINILM):
+    for spec in (SMOLLM2, SMOLLM2_PROBES, MINILM):
         print(f"## {spec[0]}\n\n{table(*spec)}\n")

@@ -109,7 +109,7 @@ def test_as_strong_as_scikit_learn_logistic_regression_on_a_non_gaussian_code(si
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_knn_equals_scikit_learn(metric: str) -> None:
     x, _, c, shuffled, fold = planted(40, 12, 1.0, seed=4)
-    ours = knn_predictions(x, fold, torch.stack([c, shuffled]), metric=metric)
+    ours = knn_predictions(x, fold, torch.stack([c, shuffled]), metrics=("cosine", "euclidean"))[metric]
     for j, y in enumerate((c, shuffled)):
         ref = torch.zeros_like(y)
         for f in range(FOLDS):

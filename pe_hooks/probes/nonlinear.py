@@ -167,35 +167,39 @@ def probe_positions(
 
 
 def knn_predictions(
-    x: torch.Tensor, fold: torch.Tensor, labels: torch.Tensor, *, metric: str = "cosine", k: int = 15,
-) -> torch.Tensor:
-    """Held-out kNN predictions ``[K, n]`` for every label set in ``labels`` ``[K, n]`` (e.g. real and
-    shuffled bins): each token of fold ``f`` takes the majority label (ties: the smallest) of its
-    ``k`` nearest tokens among the other folds, on features standardised with those folds'
-    statistics; ``metric`` ``"cosine"`` or ``"euclidean"`` (brute force, as scikit-learn's
-    ``KNeighborsClassifier(algorithm="brute")``). The neighbours do not depend on the labels, so
-    one search serves every label set."""
-    if metric not in ("cosine", "euclidean"):
-        raise DataError(f"unknown kNN metric '{metric}'; use 'cosine' or 'euclidean'")
+    x: torch.Tensor, fold: torch.Tensor, labels: torch.Tensor, *, metrics: Sequence[str] = ("cosine", "euclidean"),
+    k: int = 15,
+) -> dict[str, torch.Tensor]:
+    """Held-out kNN predictions ``{metric: [K, n]}`` for every label set in ``labels`` ``[K, n]``
+    (e.g. real and shuffled bins): each token of fold ``f`` takes the majority label (ties: the
+    smallest) of its ``k`` nearest tokens among the other folds, on features standardised with
+    those folds' statistics; ``metrics`` from ``"cosine"``, ``"euclidean"`` (brute force, as
+    scikit-learn's ``KNeighborsClassifier(algorithm="brute")``). One product ``A B^T`` per fold
+    serves both metrics, and the neighbours do not depend on the labels, so one search serves
+    every label set."""
+    bad = [m for m in metrics if m not in ("cosine", "euclidean")]
+    if bad:
+        raise DataError(f"unknown kNN metric(s) {bad}; use 'cosine' and/or 'euclidean'")
     n_classes = int(labels.max()) + 1
-    out = torch.zeros_like(labels)
+    out = {m: torch.zeros_like(labels) for m in metrics}
     xf = x.float()
     for f in torch.unique(fold).tolist():
         te, tr = fold == f, fold != f
         if not bool(tr.any()):
             raise DataError("kNN needs tokens of at least two folds")
-        mean, sd = xf[tr].mean(0), xf[tr].std(0).clamp_min(1e-6)
+        mean, sd = xf[tr].mean(0), xf[tr].std(0, correction=0).clamp_min(1e-6)
         a, b = (xf[te] - mean) / sd, (xf[tr] - mean) / sd
-        if metric == "cosine":
-            a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            score = a @ b.T  # larger = nearer
-        else:
-            score = 2 * a @ b.T - (b * b).sum(-1)[None]  # -|a - b|^2 + |a|^2: same order
-        idx = score.topk(min(k, int(tr.sum())), dim=-1).indices
-        for j in range(labels.shape[0]):
-            votes = torch.nn.functional.one_hot(labels[j][tr][idx], n_classes).sum(1)
-            out[j, te] = votes.argmax(-1)  # first maximum = smallest label on ties
+        dot = a @ b.T
+        b_sq = (b * b).sum(-1)
+        for metric in metrics:
+            if metric == "cosine":  # larger = nearer
+                score = dot / (a.norm(dim=-1, keepdim=True).clamp_min(1e-12) * b_sq.sqrt().clamp_min(1e-12)[None])
+            else:  # -|a - b|^2 + |a|^2: the same order as the distance
+                score = 2 * dot - b_sq[None]
+            idx = score.topk(min(k, int(tr.sum())), dim=-1).indices
+            for j in range(labels.shape[0]):
+                votes = torch.nn.functional.one_hot(labels[j][tr][idx], n_classes).sum(1)
+                out[metric][j, te] = votes.argmax(-1)  # first maximum = smallest label on ties
     return out
 
 

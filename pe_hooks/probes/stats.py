@@ -66,12 +66,15 @@ class LayerStats:
         The one accumulation path: ``sweep`` and the scikit-learn estimators both call it.
         """
         xd = x.double()
+        # the d x d product dominates the cost: float32 inputs get a float32 product per batch, added
+        # into float64 sums (relative error ~1e-7, held-out R^2 within 1e-7 on SmolLM2; half the time)
+        xg = x if x.dtype == torch.float64 else x.float()
         for f in torch.unique(fold).tolist():
             m = fold == f
             xf = xd[m]
             self.n[f] += xf.shape[0]
             self.sx[f] += xf.sum(0)
-            self.sxx[f] += xf.T @ xf
+            self.sxx[f] += (xg[m].T @ xg[m]).double()
             targets = [(y[m], c[m])]
             if y_shuffled is not None and c_shuffled is not None:
                 targets.append((y_shuffled[m], c_shuffled[m]))

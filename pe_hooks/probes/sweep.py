@@ -195,6 +195,7 @@ def sweep(
     sample_seqs: int = 256,
     nonlinear: Sequence[str] = ("knn_cosine", "knn_euclidean"),
     nonlinear_seqs: int = 64,
+    nonlinear_layers: Sequence[int] | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Per-layer position probes under each intervention.
@@ -219,6 +220,9 @@ def sweep(
             neighbours: the neighbourhood UMAP builds its graph from) and ``"mlp"`` (scikit-learn
             ``MLPClassifier``, 64 hidden units; ~30x slower than kNN). ``()`` for none.
         nonlinear_seqs: the first this many sampled sequences (by index) feed the non-linear probes.
+        nonlinear_layers: the probed layers that get the non-linear probes (the token floor always
+            does); default: about 8 evenly spaced ones, the first and the final included
+            (``ceil(n_layers / 8)`` apart) -- each costs ~1 s per condition on 2 CPU cores.
         exempt_first: leave position 0 / BOS out of the probes (its massive activations).
         shrinkage: covariance shrinkage of the probe's discriminant directions, ``"auto"``
             (concept-erasure's optimal linear shrinkage, chosen from the data per fold) or a fixed factor.
@@ -259,6 +263,14 @@ def sweep(
         layers, "layers", scheme.n_layers + 1, what="probe layers"
     )
     names = [scheme.resid_hook(layer, site) if layer < scheme.n_layers else scheme.resid_hook(layer) for layer in lay]
+    if nonlinear_layers is None:
+        step = max(1, math.ceil(scheme.n_layers / 8))
+        nl_layers = {la for la in lay if la % step == 0 or la == scheme.n_layers} | {lay[0], lay[-1], -1}
+    else:
+        nl_layers = set(check_indices(nonlinear_layers, "nonlinear_layers", scheme.n_layers + 1, what="probe layers")) | {-1}
+        if not nl_layers - {-1} <= set(lay):
+            raise ArgumentError(f"nonlinear_layers {sorted(nl_layers - {-1} - set(lay))} are not among the probed layers {lay}; "
+                                "give a subset of layers=")
     # the token floor: position decoded from the token embeddings alone (no positional signal),
     # i.e. what the text itself says about position; reported as layer -1
     w_e = model.W_E.detach().float().cpu() if token_floor else None
@@ -351,7 +363,8 @@ def sweep(
                         if resolved.transform is not None and n != TOKENS:
                             s.x = resolved.transform(n, s.x[None], s.y[None])[0].float()
                         per_fold = _score_sample(st, s, ridges, folds, n_bins, t_min, t_max, shrinkage).metrics()
-                        per_fold.update(_score_nonlinear(s, nonlinear, nonlinear_seqs, folds, n_bins, t_min, t_max, seed))
+                        if layer in nl_layers:
+                            per_fold.update(_score_nonlinear(s, nonlinear, nonlinear_seqs, folds, n_bins, t_min, t_max, seed))
                         n_sample_tokens[n] = len(s.y)
                     r2s, rmses, r2s_shuffled = [], [], []
                     for f in range(folds):
@@ -383,7 +396,8 @@ def sweep(
         "interventions": {k: (v if isinstance(v, str) or v is None else type(v).__name__) for k, v in interventions.items()},
         "skipped": skipped, "world_size": world,
         "probe": "stacked: LDA from the moments of every token + logistic regression on held-out scores (probes/stacked.py)",
-        "sample_seqs": sample_seqs, "nonlinear": list(nonlinear), "nonlinear_seqs": nonlinear_seqs, "n_tokens_moments": int(sum(int(m.sum()) for m in probe_data.mask[:, t_min:])),
+        "sample_seqs": sample_seqs, "nonlinear": list(nonlinear), "nonlinear_seqs": nonlinear_seqs,
+        "nonlinear_layers": sorted(nl_layers & set(lay)), "n_tokens_moments": int(sum(int(m.sum()) for m in probe_data.mask[:, t_min:])),
         "n_tokens_sample": max(n_sample_tokens.values()) if n_sample_tokens else 0,
         "token_floor_acc": float(floor.value.iloc[0]) if len(floor) else None,
     }
@@ -425,11 +439,12 @@ def _score_nonlinear(
     fold = ids % folds
     labels = torch.stack([_bins(s.y[keep], n_bins, t_min, t_max), _bins(s.y_shuffled[keep], n_bins, t_min, t_max)])
     out: dict[str, torch.Tensor] = {}
+    knn = [p.removeprefix("knn_") for p in probes if p.startswith("knn_")]
+    preds = {f"knn_{m}": v for m, v in knn_predictions(x, fold, labels, metrics=knn).items()} if knn else {}
+    if "mlp" in probes:
+        preds["mlp"] = mlp_predictions(x, fold, labels, seed=seed)
     for probe in probes:
-        if probe == "mlp":
-            pred = mlp_predictions(x, fold, labels, seed=seed)
-        else:
-            pred = knn_predictions(x, fold, labels, metric=probe.removeprefix("knn_"))
+        pred = preds[probe]
         for j, suffix in enumerate(("", "_shuffled")):
             out[f"acc_{probe}{suffix}"] = torch.tensor([
                 float((pred[j][fold == f] == labels[j][fold == f]).float().mean()) if bool((fold == f).any()) else math.nan
