@@ -74,8 +74,9 @@ def shrunk_covariance(S: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     eps = torch.finfo(S.dtype).eps
     alpha = 1 - (top + eps) / (bottom + eps)
     beta = (1 - alpha) * (prod + eps) / (sigma0_sq + eps)
-    eye = torch.eye(p, dtype=S.dtype)
-    return alpha * S + beta * eye * (tr / p)
+    out = alpha * S
+    out.diagonal(dim1=-2, dim2=-1).add_((beta * tr / p)[..., 0])
+    return out
 
 
 def discriminant_directions(
