@@ -152,7 +152,7 @@ def remove(
         SchemeError: the verb or an option does not apply to the model's site.
     """
     if reference is not None:
-        reference = check_indices(reference, "reference", 2**62, what="positions", unique=False)
+        reference = check_indices(reference, "reference", None, what="positions", unique=False)
     scheme, ops = _site(model, site, "remove")
     opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
     return bind_to_model(ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
