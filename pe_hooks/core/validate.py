@@ -145,13 +145,14 @@ def check_token_ids(tokens: torch.Tensor, *, vocab: int | None, n_ctx: int | Non
     return tokens
 
 
-def check_context(n_positions: int, n_ctx: int, model_name: str, *, cached: int = 0) -> None:
-    """A forward that would use positions ``0..n_positions-1`` must fit a learned ``W_pos`` of
-    ``n_ctx`` rows (``cached`` of them already in a KV cache)."""
+def check_context(n_positions: int, n_ctx: int, model_name: str, *, cached: int = 0, table: str = "W_pos has rows") -> None:
+    """A forward that would use positions ``0..n_positions-1`` must fit a position table (a learned
+    ``W_pos``, or TL 3's precomputed rotary tables) of ``n_ctx`` rows, ``cached`` of them already
+    in a KV cache."""
     if n_positions > n_ctx:
         what = f"{n_positions - cached} new tokens after {cached} cached ones" if cached else f"a sequence of {n_positions} tokens"
         raise DataError(
-            f"{what} exceeds the context of {model_name} ({n_ctx} positions: W_pos has rows 0..{n_ctx - 1}); "
+            f"{what} exceeds the context of {model_name} ({n_ctx} positions: {table} 0..{n_ctx - 1}); "
             f"shorten the sequence to at most {n_ctx} tokens"
         )
 

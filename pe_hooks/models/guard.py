@@ -8,6 +8,9 @@ is one forward pre-hook on the model's HF module (a TransformerBridge) or on its
 (TL 3.x ``HookedTransformer``) that checks the token ids, the explicit ``position_ids`` and the
 number of positions (KV cache included) and raises ``RangeError`` / ``DataError`` naming the fix.
 
+(On TL 3.x, rotary models are bounded too: TransformerLens precomputes their rotary tables for
+``n_ctx`` positions; the bridge computes them on the fly and runs beyond ``n_ctx`` like HF.)
+
 It only ever raises where the forward would have failed anyway, so it changes nothing else; it is
 installed once per model by ``load_model`` and by ``pe_hooks.inspect`` (i.e. by every pe-hooks
 call that takes the model), and is not a TransformerLens hook (``model.reset_hooks()`` and the
@@ -106,4 +109,16 @@ def install_input_guard(model: Model) -> None:
                 check_context(offset + int(tokens.shape[-1]), n_ctx, name, cached=offset)
 
         handles.append(pos_embed.register_forward_pre_hook(pre_pos))
+    rotary_ctx = int(getattr(model.cfg, "n_ctx", 0) or 0)
+    if str(getattr(model.cfg, "positional_embedding_type", "")) == "rotary" and rotary_ctx and len(model.blocks):
+        # TL 3 precomputes its rotary tables for n_ctx positions (the bridge computes them on the fly)
+        def pre_attn(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            query = kwargs.get("query_input", args[0] if args else None)
+            entry = kwargs.get("past_kv_cache_entry")
+            keys = getattr(entry, "past_keys", None)
+            cached = int(keys.shape[1]) if isinstance(keys, torch.Tensor) else 0
+            if isinstance(query, torch.Tensor) and query.ndim >= 2:
+                check_context(cached + int(query.shape[1]), rotary_ctx, name, cached=cached, table="its rotary tables cover")
+
+        handles.append(model.blocks[0].attn.register_forward_pre_hook(pre_attn, with_kwargs=True))
     _GUARDED[model] = handles
