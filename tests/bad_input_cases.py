@@ -417,6 +417,37 @@ case("eraser.transform of NaN activations", "2",
      lambda t: eraser_for("tiny-gpt2").transform(torch.full((3, 64), NAN), layer=0), raises(DataError, "drop or fix"))
 case("eraser.transform of another width", "2",
      lambda t: eraser_for("tiny-gpt2").transform(torch.randn(3, 32), layer=0), raises(DataError, "fitted on d=64"))
+def mean_eraser() -> Any:
+    return eraser_for("tiny-gpt2", method="mean")
+
+
+X3 = torch.randn(3, 64, generator=torch.Generator().manual_seed(3))
+case("eraser.transform: positions of another shape", "2",
+     lambda t: eraser_for("tiny-gpt2").transform(torch.randn(6, 64), layer=0, positions=torch.arange(5)),
+     raises(DataError, "one position per row"))
+case("eraser.transform of a string", "2", lambda t: eraser_for("tiny-gpt2").transform("abc", layer=0),
+     raises(DataError, "float tensor or array"))
+case("eraser.transform of integers", "2", lambda t: eraser_for("tiny-gpt2").transform(torch.ones(3, 64, dtype=torch.long), layer=0),
+     raises(DataError, "convert with .float()"))
+case("mean eraser without positions", "2", lambda t: mean_eraser().transform(X3, layer=0), raises(DataError, "pass positions="))
+case("mean eraser, fractional positions", "2",
+     lambda t: mean_eraser().transform(X3, layer=0, positions=torch.tensor([1.5, 2.0, 3.0])), raises(DataError, "whole numbers"))
+case("mean eraser, negative positions", "2",
+     lambda t: mean_eraser().transform(X3, layer=0, positions=torch.tensor([-1, 2, 3])), raises(RangeError, "pass positions >= 0"))
+case("mean eraser, positions beyond the fit", "2",
+     lambda t: mean_eraser().transform(X3, layer=0, positions=torch.tensor([1, 2, 99])), raises(DataError, "refit on longer"))
+case("mean eraser with positions is exact", "2",
+     lambda t: (mean_eraser().transform(X3, layer=0, positions=torch.tensor([1, 2, 3])),
+                X3 - mean_eraser().maps["blocks.0.hook_resid_pre"].offsets[torch.tensor([1, 2, 3])]),
+     Result(lambda r: same(*r, atol=1e-6)))
+case("fit_on_arrays: negative positions", "2",
+     lambda t: p.erasers.fit_on_arrays(torch.randn(50, 64), -torch.arange(50)), raises(DataError, "pass positions >= 0"))
+case("fit_on_arrays: one position", "2",
+     lambda t: p.erasers.fit_on_arrays(torch.randn(50, 64), torch.ones(50, dtype=torch.long)), raises(DataError, "two or more positions"))
+case("fit_on_arrays: fractional positions", "2",
+     lambda t: p.erasers.fit_on_arrays(torch.randn(50, 64), torch.rand(50) * 9), raises(DataError, "whole-number positions"))
+case("fit_on_arrays: code wider than d", "2",
+     lambda t: p.erasers.fit_on_arrays(torch.randn(50, 8), torch.arange(50) % 10), raises(DataError, "smaller code"))
 case("eraser.transform of a layer not fitted", "2",
      lambda t: eraser_for("tiny-gpt2").transform(torch.randn(3, 64), layer=1), raises(HookPointError, "fitted:"))
 
@@ -656,7 +687,13 @@ case("sweep interventions as one string", "5",
 case("sweep all interventions skipped", "5",
      lambda t: p.sweep(M("tiny-gpt2"), None, {"bad": lambda m, d: p.zero(m, site="resid_pre")}, layers=[0], seq_len=16,
                        n_seqs=8, n_bins=4, folds=2, token_floor=False, progress=False),
-     raises(PeHooksError, "every intervention was skipped"))
+     raises(ArgumentError, "every intervention was skipped"))
+case("sweep intervention callable returning no hooks", "5",
+     lambda t: p.sweep(M("tiny-gpt2"), None, {"mine": lambda m, d: 5}, layers=[0], seq_len=16, n_seqs=8, n_bins=4, folds=2,
+                       token_floor=False, progress=False), raises(ArgumentError, "(hook_name, fn) pairs"))
+case("plot_sweep of a sweep with evaluate=False", "5",
+     lambda t: __import__("pe_hooks.viz", fromlist=["plot_sweep"]).plot_sweep(small_sweep(evaluate=False), t / "s.png"),
+     Result(lambda fig: fig is not None or _fail(fig)))
 for fam in FAMILIES:
     case(f"sweep ({SHORT[fam]}) gives finite numbers", "5",
          lambda t, f=fam: small_sweep(f, layers=[0, 1], token_floor=True),
@@ -910,6 +947,11 @@ case("project_out basis of the wrong width", "10", lambda t: p.project_out(M("ti
      raises(SchemeError, "shape [k, 64]"))
 case("project_out 3-D basis", "10", lambda t: p.project_out(M("tiny-gpt2"), torch.randn(2, 2, 64), site="resid_pre"),
      raises(SchemeError, "shape [k, 64]"))
+case("project_out basis a string", "10", lambda t: p.project_out(M("tiny-gpt2"), "abc", site="resid_pre"),
+     raises(SchemeError, "pass a real [k, d] tensor"))
+case("project_out basis a nested list is exact", "10",
+     lambda t: (p.project_out(M("tiny-gpt2"), BASIS.tolist(), site="resid_pre").basis, BASIS),
+     Result(lambda r: same(r[0].abs(), r[1].abs(), atol=1e-5)))
 case("project_out bool basis", "10", lambda t: p.project_out(M("tiny-gpt2"), torch.ones(2, 64, dtype=torch.bool), site="resid_pre"),
      raises(SchemeError, "real [k, d] tensor"))
 for fam in FAMILIES:
@@ -980,6 +1022,24 @@ case("branches batch_size=0", "10", lambda t: p.branches(M("tiny-gpt2"), "hi the
 case("branches on BERT", "10", lambda t: p.branches(M("tiny-bert"), "hi there", progress=False), raises(DataError, "not a causal"))
 case("branches empty prompt", "10", lambda t: p.branches(M("tiny-gpt2"), "  ", progress=False), raises(DataError, "non-empty prompt"))
 case("branches prompt int", "10", lambda t: p.branches(M("tiny-gpt2"), 5), raises(DataError, "list of strings"))
+case("branches with hooks of another model", "1",
+     lambda t: p.branches(M("tiny-gpt2"), "hi there", hooks=p.zero(other("tiny-gpt2")), max_new_tokens=3, n_branches=2,
+                          progress=False), raises(ModelMismatchError, "Build the hooks from the model you run"))
+case("stream_activations hooks=5", "4",
+     lambda t: next(stream_activations(M("tiny-gpt2"), load_data(M("tiny-gpt2"), None, seq_len=8, n_seqs=2),
+                                       ["blocks.0.hook_resid_pre"], hooks=5, progress=False)),
+     raises(HookListError, "(hook_name, fn) pairs"))
+case("stream_activations of one hook name as a string", "4",
+     lambda t: next(stream_activations(M("tiny-gpt2"), load_data(M("tiny-gpt2"), None, seq_len=8, n_seqs=2),
+                                       "blocks.0.hook_resid_pre", progress=False)),
+     Result(lambda b: list(b.acts) == ["blocks.0.hook_resid_pre"] or _fail(list(b.acts))))
+case("zero(site=None)", "11", lambda t: p.zero(M("tiny-gpt2"), site=None), raises(SchemeError, "known sites"))
+case("remove(reference='abc')", "11", lambda t: p.remove(M("tiny-gpt2"), reference="abc"), raises(ArgumentError, "must be integers"))
+case("zero(heads='0')", "11", lambda t: p.zero(M("tiny-bloom"), heads="0"), raises(ArgumentError, "must be integers"))
+case("load_data n_seqs beyond the corpus", "11", lambda t: load_data(M("tiny-gpt2"), None, seq_len=16, n_seqs=10**7),
+     raises(DataError, "lower n_seqs"))
+case("branches kv_cache='no'", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", kv_cache="no", progress=False),
+     raises(ArgumentError, "True or False"))
 case("branches massive=-1", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", massive=-1.0, progress=False),
      raises(ArgumentError, "massive must be > 0"))
 

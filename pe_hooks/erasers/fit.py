@@ -210,10 +210,19 @@ def fit_on_arrays(
     if pt.shape != (xt.shape[0],):
         raise DataError(f"positions must have shape [{xt.shape[0]}], got {tuple(pt.shape)}")
     if pt.is_floating_point() and not bool((pt == pt.round()).all()):
-        raise DataError("positions must be integers (token indices)")
+        raise DataError("positions must be integers (token indices); pass whole-number positions")
     if not bool(torch.isfinite(xt).all()):
-        raise DataError("x contains NaN or inf")
+        raise DataError("x contains NaN or inf; drop or fix those rows first")
     pt = pt.long()
+    if int(pt.min()) < 0:
+        raise DataError(f"positions contain {int(pt.min())}; positions start at 0: pass positions >= 0")
+    used = pt[pt > 0] if exempt_first else pt
+    if int(used.unique().numel()) < 2:
+        raise DataError(
+            f"the tokens to fit sit at {int(used.unique().numel())} distinct position(s)"
+            f"{' (position 0 is exempt)' if exempt_first else ''}: nothing varies with position; pass tokens at two or "
+            "more positions"
+        )
     T = int(pt.max())
     f = new_fitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
                    k=k, var=var, denoise=denoise)

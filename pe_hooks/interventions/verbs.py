@@ -227,7 +227,12 @@ def project_out(
     scheme, ops = _site(model, site, "project_out")
     b = None
     if basis is not None:
-        raw = torch.as_tensor(basis)
+        try:
+            raw = torch.as_tensor(basis)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SchemeError(
+                f"cannot use a {type(basis).__name__} as basis; pass a real [k, d] tensor, a fitted PositionEraser or None"
+            ) from exc
         if raw.dtype == torch.bool or raw.is_complex():
             raise SchemeError(f"basis must be a real [k, d] tensor, got {raw.dtype}")
         b = raw.to(torch.float32)

@@ -44,7 +44,7 @@ from pe_hooks.core.atomic import atomic_write_bytes, write_artefact
 from pe_hooks.core.errors import ArgumentError, DataError, HookPointError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
-from pe_hooks.core.validate import check_int, check_number
+from pe_hooks.core.validate import check_bool, check_int, check_number
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.erasers import fit_on_arrays
@@ -223,6 +223,8 @@ def branches(
     check_int(batch_size, "batch_size", minimum=1)
     if massive is not None:
         check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
+    if kv_cache is not None:
+        check_bool(kv_cache, "kv_cache")
     lay = scheme.check_layers(sorted({scheme.n_layers // 2, scheme.n_layers - 1}) if layers is None else layers)
     lay = list(dict.fromkeys(lay))
     names = [scheme.resid_hook(layer, site) for layer in lay]

@@ -370,7 +370,9 @@ def sweep(
                                           "spread": math.nan})
     rows = [row for cond in interventions if cond in rows_of for row in rows_of[cond]]
     if not rows:
-        raise PeHooksError(f"every intervention was skipped: {skipped}")
+        raise ArgumentError(
+            f"every intervention was skipped: {skipped}; pass interventions that apply to this model (the reasons above)"
+        )
     df = pd.DataFrame(rows)
     chance = float(df[df.metric == "chance"].value.mean()) if evaluate else None  # None: not evaluated, never NaN
     floor = df[(df.layer == -1) & (df.metric == "acc")]
