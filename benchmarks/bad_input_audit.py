@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -168,31 +169,60 @@ def preload() -> None:
                 model(torch.tensor([[5, 6, 7, 8]]))
 
 
-def report(outcomes: list[Outcome], command: str, seconds: float) -> str:
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Counts per outcome, overall and per item (what ``--baseline`` compares with)."""
     from tests.bad_input_cases import ITEMS
 
-    counts = Counter(o.kind for o in outcomes)
-    leaks = [o for o in outcomes if o.leak]
+    def count(sub: list[Outcome]) -> dict[str, int]:
+        k = Counter(o.kind for o in sub)
+        return {"cases": len(sub), **{kind: k[kind] for kind in KINDS}, "state left behind": sum(1 for o in sub if o.leak)}
+
+    return {"all": count(outcomes), "items": {i: count([o for o in outcomes if o.case.item == i]) for i in ITEMS}}
+
+
+def _headline(c: dict[str, int]) -> str:
+    return (f"{c['cases']} cases: {c['clear error']} clear errors naming the fix, {c['correct result']} exact correct "
+            f"results, {c['unclear error']} unclear errors, {c['silent wrong result']} silent wrong or degenerate "
+            f"results; {c['state left behind']} left state behind")
+
+
+def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict[str, Any] | None = None) -> str:
+    from tests.bad_input_cases import ITEMS
+
     lines = [
         "# Bad-input audit (issue 14)",
         "",
         f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {seconds:.0f} s). Cases: `tests/bad_input_cases.py` "
-        "(the same table `tests/test_bad_input.py` runs); classifier: `benchmarks/bad_input_audit.py`.",
+        "(the same table `tests/test_bad_input.py` runs); classifier: `benchmarks/bad_input_audit.py` (its docstring "
+        "defines the classes: *clear* = the expected `PeHooksError` subclass with the case's phrase of the fix and a "
+        "message that says what to do or what a valid value is; CLI: exit code 2, one line, no traceback, nothing "
+        "written).",
         "",
-        f"**{len(outcomes)} cases: {counts['clear error']} clear errors naming the fix, {counts['correct result']} exact "
-        f"correct results, {counts['unclear error']} unclear errors, {counts['silent wrong result']} silent wrong or "
-        f"degenerate results; {len(leaks)} left state behind.**",
+        f"**{_headline(summary(outcomes)['all'])}.**",
         "",
-        "| item | what | cases | clear error | correct result | unclear | silent | state left |",
-        "|---|---|---|---|---|---|---|---|",
+    ]
+    if baseline is not None:
+        lines += [
+            f"Before ({baseline['label']}): {_headline(baseline['all'])}.",
+            "",
+        ]
+    before = " (before)" if baseline is not None else ""
+    lines += [
+        "| item | what | cases | clear error | correct result | unclear | silent | state left |"
+        + (" unclear / silent / state left, before |" if before else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if before else ""),
     ]
     for item, what in ITEMS.items():
         mine = [o for o in outcomes if o.case.item == item]
         if not mine:
             continue
         k = Counter(o.kind for o in mine)
-        lines.append(f"| {item} | {what} | {len(mine)} | {k['clear error']} | {k['correct result']} | "
-                     f"{k['unclear error']} | {k['silent wrong result']} | {sum(1 for o in mine if o.leak)} |")
+        row = (f"| {item} | {what} | {len(mine)} | {k['clear error']} | {k['correct result']} | "
+               f"{k['unclear error']} | {k['silent wrong result']} | {sum(1 for o in mine if o.leak)} |")
+        if baseline is not None and item in baseline["items"]:
+            b = baseline["items"][item]
+            row += f" {b['unclear error']} / {b['silent wrong result']} / {b['state left behind']} |"
+        lines.append(row)
     bad = [o for o in outcomes if o.kind in ("unclear error", "silent wrong result") or o.leak]
     lines += ["", "## Cases that are not a clear error or the correct result", ""]
     lines += [f"- [{o.case.item}] `{o.case.id}`: {o.kind}{' + state left: ' + o.leak if o.leak else ''} — {o.detail}"
@@ -205,6 +235,17 @@ def report(outcomes: list[Outcome], command: str, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _git_head() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).parent)
+        return f"commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else "this checkout"
+    except OSError:
+        return "this checkout"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bad_input_audit", description=__doc__.split("\n")[0])
     ap.add_argument("--item", default=None, help="only this item of the issue (1..11, G)")
@@ -212,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bad-input-audit.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--label", default=None, help="how the JSON summary names this run (default: the git commit)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a JSON summary written by an earlier run (e.g. on older code) to quote beside this one")
     args = ap.parse_args(argv)
     import torch
 
@@ -237,8 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and args.item is None and args.only is None:
         command = "python -m benchmarks.bad_input_audit" + (f" --threads {args.threads}" if args.threads != 1 else "")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report(outcomes, command, seconds))
-        print(f"wrote {args.out}")
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        if baseline is not None:
+            command += f" --baseline {args.baseline}"
+        args.out.write_text(report(outcomes, command, seconds, baseline))
+        data = summary(outcomes)
+        data["label"] = args.label or f"{_git_head()}, {time.strftime('%Y-%m-%d')}"
+        args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0 if counts["unclear error"] + counts["silent wrong result"] + leaks == 0 else 1
 
 

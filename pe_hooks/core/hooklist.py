@@ -4,7 +4,7 @@ A ``HookList`` *is* a ``list`` of TransformerLens ``(hook_name, fn)`` pairs, so 
 anywhere TransformerLens takes forward hooks::
 
     model.run_with_hooks(tokens, fwd_hooks=zero(model))
-    with model.hooks(fwd_hooks=zero(model) + erase.hooks()): ...
+    with model.hooks(fwd_hooks=zero(model) + erase.hooks(model)): ...
     model.run_with_cache(tokens, names_filter=..., )  # inside a ``with hooks.applied(model)``
     for name, fn in zero(model): model.add_hook(name, fn)
 

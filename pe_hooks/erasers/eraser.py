@@ -145,8 +145,10 @@ class PositionEraser:
     def hooks(self, model: Model | None = None) -> HookList:
         """TransformerLens ``(name, fn)`` hooks that erase every fitted site during a forward.
 
-        ``model`` is needed when positions matter at apply time (method "mean", or
-        ``exempt_first``): its position source records each forward's real positions.
+        ``model`` (default: the model the eraser was fitted on or loaded for) is checked against
+        the eraser's fingerprint, and the hooks are bound to it: run on another model they raise
+        ``ModelMismatchError``. An eraser loaded without a model needs one here. With method "mean"
+        or ``exempt_first``, its position source records each forward's real positions.
         """
 
         if len(self.maps) > 1 and not self.info.sequential:

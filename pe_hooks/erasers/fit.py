@@ -112,7 +112,7 @@ def fit_eraser(
             (e.g. to include the final ``blocks.{n-1}.hook_resid_post``).
 
     Returns:
-        A ``PositionEraser``; ``eraser.hooks()`` erases inside the model, ``eraser.transform(x)``
+        A ``PositionEraser``; ``eraser.hooks(model)`` erases inside the model, ``eraser.transform(x)``
         erases cached activations. Positions beyond ``seq_len - 1``: "leace" and "pca" do not look at
         positions when applied; "mean" raises.
     """

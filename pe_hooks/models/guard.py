@@ -20,6 +20,7 @@ hook points are untouched).
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,65 +61,105 @@ def _cached_length(past: Any) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What the guard checks (plain values: the hooks stay picklable with the model)."""
+
+    name: str
+    vocab: int | None
+    n_ctx: int | None  # learned positions only
+    d_model: int
+
+    def ids(self, ids: Any) -> None:
+        if isinstance(ids, torch.Tensor):
+            check_token_ids(ids, vocab=self.vocab, n_ctx=None)
+
+
+@dataclass(frozen=True)
+class _BridgeGuard:
+    """Forward pre-hook (with kwargs) on a bridge's HF model."""
+
+    limits: _Limits
+
+    def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        lim = self.limits
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        lim.ids(ids)
+        embeds = kwargs.get("inputs_embeds")
+        if ids is None and isinstance(embeds, torch.Tensor):
+            if embeds.ndim != 3 or embeds.shape[-1] != lim.d_model:
+                # the bridge passes a float tensor on as input embeddings: float token ids end up here
+                raise DataError(
+                    f"got a {embeds.dtype} tensor of shape {tuple(embeds.shape)}: not token ids (convert with "
+                    f".long()) and not input embeddings [batch, seq, {lim.d_model}]"
+                )
+            ids = embeds[..., 0]  # only its length counts below
+        if lim.n_ctx is None:
+            return
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, torch.Tensor):
+            check_position_ids(pos, lim.n_ctx, lim.name)
+        elif isinstance(ids, torch.Tensor) and ids.ndim >= 1:
+            cached = _cached_length(kwargs.get("past_key_values"))
+            check_context(cached + int(ids.shape[-1]), lim.n_ctx, lim.name, cached=cached)
+
+
+@dataclass(frozen=True)
+class _HookedEmbedGuard:
+    """Forward pre-hook on a HookedTransformer's ``embed`` (token ids)."""
+
+    limits: _Limits
+
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> None:
+        self.limits.ids(args[0] if args else None)
+
+
+@dataclass(frozen=True)
+class _HookedPosEmbedGuard:
+    """Forward pre-hook on a HookedTransformer's ``pos_embed(tokens, past_kv_pos_offset, ...)``."""
+
+    limits: _Limits
+
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> None:
+        tokens = args[0] if args else None
+        offset = int(args[1]) if len(args) > 1 and isinstance(args[1], int) else 0
+        if isinstance(tokens, torch.Tensor) and tokens.ndim >= 1 and self.limits.n_ctx is not None:
+            check_context(offset + int(tokens.shape[-1]), self.limits.n_ctx, self.limits.name, cached=offset)
+
+
+@dataclass(frozen=True)
+class _HookedRotaryGuard:
+    """Forward pre-hook (with kwargs) on the first attention of a rotary HookedTransformer: TL 3
+    precomputes its rotary tables for ``n_ctx`` positions (the bridge computes them on the fly)."""
+
+    limits: _Limits
+    n_ctx: int
+
+    def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        query = kwargs.get("query_input", args[0] if args else None)
+        keys = getattr(kwargs.get("past_kv_cache_entry"), "past_keys", None)
+        cached = int(keys.shape[1]) if isinstance(keys, torch.Tensor) else 0
+        if isinstance(query, torch.Tensor) and query.ndim >= 2:
+            check_context(cached + int(query.shape[1]), self.n_ctx, self.limits.name, cached=cached,
+                          table="its rotary tables cover")
+
+
 def install_input_guard(model: Model) -> None:
     """Install the guard on ``model`` (once; later calls do nothing)."""
     if model in _GUARDED:
         return
-    vocab = _vocab(model)
-    n_ctx = _learned_context(model)
-    name = str(getattr(model.cfg, "model_name", None) or type(model).__name__)
-
-    def check_ids(ids: Any) -> None:
-        if isinstance(ids, torch.Tensor):
-            check_token_ids(ids, vocab=vocab, n_ctx=None)
-
+    cfg = model.cfg
+    limits = _Limits(
+        name=str(getattr(cfg, "model_name", None) or type(model).__name__), vocab=_vocab(model),
+        n_ctx=_learned_context(model), d_model=int(cfg.d_model),
+    )
     if is_bridge(model):
-        d_model = int(model.cfg.d_model)
-
-        def pre(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            check_ids(ids)
-            embeds = kwargs.get("inputs_embeds")
-            if ids is None and isinstance(embeds, torch.Tensor) and (embeds.ndim != 3 or embeds.shape[-1] != d_model):
-                # the bridge passes a float tensor on as input embeddings: float token ids end up here
-                raise DataError(
-                    f"got a {embeds.dtype} tensor of shape {tuple(embeds.shape)}: not token ids (convert with "
-                    f".long()) and not input embeddings [batch, seq, {d_model}]"
-                )
-            if ids is None and isinstance(embeds, torch.Tensor):
-                ids = embeds[..., 0]  # only its length counts below
-            if n_ctx is None:
-                return
-            pos = kwargs.get("position_ids")
-            if isinstance(pos, torch.Tensor):
-                check_position_ids(pos, n_ctx, name)
-            elif isinstance(ids, torch.Tensor) and ids.ndim >= 1:
-                cached = _cached_length(kwargs.get("past_key_values"))
-                check_context(cached + int(ids.shape[-1]), n_ctx, name, cached=cached)
-
-        _GUARDED[model] = model.original_model.register_forward_pre_hook(pre, with_kwargs=True)
+        _GUARDED[model] = [model.original_model.register_forward_pre_hook(_BridgeGuard(limits), with_kwargs=True)]
         return
-
-    handles = [model.embed.register_forward_pre_hook(lambda module, args: check_ids(args[0] if args else None))]
-    pos_embed = getattr(model, "pos_embed", None)
-    if n_ctx is not None and pos_embed is not None:
-        def pre_pos(module: Any, args: tuple[Any, ...]) -> None:
-            tokens = args[0] if args else None
-            offset = int(args[1]) if len(args) > 1 and isinstance(args[1], int) else 0
-            if isinstance(tokens, torch.Tensor) and tokens.ndim >= 1:
-                check_context(offset + int(tokens.shape[-1]), n_ctx, name, cached=offset)
-
-        handles.append(pos_embed.register_forward_pre_hook(pre_pos))
-    rotary_ctx = int(getattr(model.cfg, "n_ctx", 0) or 0)
-    if str(getattr(model.cfg, "positional_embedding_type", "")) == "rotary" and rotary_ctx and len(model.blocks):
-        # TL 3 precomputes its rotary tables for n_ctx positions (the bridge computes them on the fly)
-        def pre_attn(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            query = kwargs.get("query_input", args[0] if args else None)
-            entry = kwargs.get("past_kv_cache_entry")
-            keys = getattr(entry, "past_keys", None)
-            cached = int(keys.shape[1]) if isinstance(keys, torch.Tensor) else 0
-            if isinstance(query, torch.Tensor) and query.ndim >= 2:
-                check_context(cached + int(query.shape[1]), rotary_ctx, name, cached=cached, table="its rotary tables cover")
-
-        handles.append(model.blocks[0].attn.register_forward_pre_hook(pre_attn, with_kwargs=True))
+    handles = [model.embed.register_forward_pre_hook(_HookedEmbedGuard(limits))]
+    if limits.n_ctx is not None and getattr(model, "pos_embed", None) is not None:
+        handles.append(model.pos_embed.register_forward_pre_hook(_HookedPosEmbedGuard(limits)))
+    n_ctx = int(getattr(cfg, "n_ctx", 0) or 0)
+    if str(getattr(cfg, "positional_embedding_type", "")) == "rotary" and n_ctx and len(model.blocks):
+        handles.append(model.blocks[0].attn.register_forward_pre_hook(_HookedRotaryGuard(limits, n_ctx), with_kwargs=True))
     _GUARDED[model] = handles
