@@ -7,11 +7,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-import torch
-
-from benchmarks import cases
-from benchmarks.harness import machine, markdown
+# torch, pe-hooks and the cases are imported after the options are checked: a bad option is one line
+# on stderr and exit code 2 within a fraction of a second
 
 FWD_COLS = ["model", "batch", "seq", "condition", "median_ms", "iqr_ms", "ratio"]
 GEN_COLS = ["model", "condition", "median_ms", "tokens_per_s", "ratio"]
@@ -19,8 +18,13 @@ SWEEP_COLS = ["n_seqs", "tokens", "bare_s", "sweep_1pass_s", "sweep_s", "naive_s
               "naive/sweep", "sweep_rss_growth_mb", "naive_rss_growth_mb", "sweep_acc", "naive_acc", "sweep_1pass_r2"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2 (like pe-hooks' own commands)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pe-hooks bench", description="hook overhead and sweep speed, as ratios in one run")
+    p = _Parser(prog="pe-hooks bench", description="hook overhead and sweep speed, as ratios in one run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny rounds and sizes")
@@ -47,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # one line, exit code 2, nothing written
         print(f"pe-hooks bench: error: {problem}", file=sys.stderr)
         return 2
+    import torch
+
+    from benchmarks import cases
+    from benchmarks.harness import machine, markdown
+
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else 11
     results: dict[str, object] = {"machine": machine(), "command": "pe-hooks bench " + " ".join(argv or sys.argv[1:])}

@@ -23,14 +23,17 @@ def hook_counts(model: object) -> dict[str, int]:
     return {n: len(hp._forward_hooks) for n, hp in model.hook_dict.items()}  # type: ignore[attr-defined]
 
 
-def get_model(name: str) -> object:
-    """A shared bridge per name. Tests must leave no hooks attached (checked after each test)."""
+def get_model(name: str, seed: int = 0) -> object:
+    """A shared bridge per name (and seed of a ``tiny-*`` model's random init: ``seed=1`` gives the
+    same architecture with other weights). Tests must leave no hooks attached (checked after each
+    test)."""
     from pe_hooks.models import load_model  # not pe_hooks.load_model: some tests monkeypatch it
 
-    if name not in _models:
-        _models[name] = load_model(name)
-        _baseline[name] = hook_counts(_models[name])
-    return _models[name]
+    key = name if seed == 0 else f"{name}@seed{seed}"
+    if key not in _models:
+        _models[key] = load_model(name, seed=seed)
+        _baseline[key] = hook_counts(_models[key])
+    return _models[key]
 
 
 @pytest.fixture(scope="session")

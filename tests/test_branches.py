@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pe_hooks import DataError, HookList, zero
+from pe_hooks import ArgumentError, DataError, HookList, zero
 from pe_hooks.probes.branches import BranchLatents, branches, erase_crossfit, make_views
 from tests.conftest import get_model
 
@@ -177,9 +177,9 @@ def test_branch_errors() -> None:
         branches(model, "x", max_new_tokens=10_000, progress=False)
     with pytest.raises(DataError, match="not a causal"):
         branches(get_model("tiny-bert"), "x", progress=False)
-    with pytest.raises(DataError, match="at least 2"):
+    with pytest.raises(ArgumentError, match="n_branches must be >= 2"):
         branches(model, "x", n_branches=1, progress=False)
-    with pytest.raises(DataError, match="temperature"):
+    with pytest.raises(ArgumentError, match="temperature"):
         branches(model, "x", temperature=0.0, progress=False)
     with pytest.raises(KeyError, match="resid_pre"):
         branches(model, "x", site="resid_nowhere", progress=False)

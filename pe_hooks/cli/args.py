@@ -33,6 +33,30 @@ def int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
     return parse
 
 
+def number_in(
+    minimum: float | None = None, maximum: float | None = None, *, above: float | None = None, what: str = ""
+) -> Callable[[str], float]:
+    """An argparse type: a finite number ``> above`` / ``>= minimum`` / ``<= maximum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number{what}, got {text}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be > {above:g}{what}, got {text}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}{what}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}{what}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def existing_file(text: str) -> Path:
     """An argparse type: a path to a readable file."""
     path = Path(text)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pe_hooks.cli.args import int_at_least
+from pe_hooks.cli.args import int_at_least, number_in
 from pe_hooks.core.atomic import check_writable_target, write_artefact
 from pe_hooks.core.errors import DataError
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
-    p.add_argument("--tokens", type=int_at_least(1), default=48, help="new tokens per continuation (default 48)")
+    p.add_argument("--tokens", type=int_at_least(2), default=48, help="new tokens per continuation (default 48)")
     p.add_argument("--layer", type=int, action="append", default=None,
                    help="layer (repeatable; negative counts from the end); default: middle and last")
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
@@ -42,13 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
     p.add_argument("--fit-seqs", type=int_at_least(1), default=128, help="reference-corpus sequences that fit the eraser")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=number_in(above=0), default=1.0, help="sampling temperature (> 0)")
+    p.add_argument("--top-p", type=number_in(maximum=1, above=0), default=0.95, help="nucleus sampling, in (0, 1]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--neighbors", type=int_at_least(2), default=15, help="UMAP n_neighbors")
-    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
+    p.add_argument("--min-dist", type=number_in(0, 1), default=0.1, help="UMAP min_dist, in [0, 1]")
     p.add_argument("--k", type=int_at_least(1), default=10, help="neighbours of the kNN metrics")
-    p.add_argument("--massive", type=float, default=8.0, help="flag tokens with norm > this x median (0: off)")
+    p.add_argument("--massive", type=number_in(0), default=8.0, help="flag tokens with norm > this x median (0: off)")
     p.add_argument("--kv-cache", default="auto", choices=["auto", "on", "off"],
                    help="decode with the KV cache: auto (default) checks once that cached steps equal a full "
                    "forward and decodes without the cache if not; on requires it; off never uses it")
@@ -71,9 +71,18 @@ def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
             if name in ("shift", "scale") and not arg:
                 raise DataError(f"--intervention replace:{name} needs a value, e.g. replace:{name}=2")
             try:
-                return "replace", name, float(arg) if arg else None
+                value = float(arg) if arg else None
             except ValueError as exc:
-                raise DataError(f"bad number in --intervention {spec!r}: {exc}") from exc
+                raise DataError(f"bad number in --intervention {spec!r}: {exc}; e.g. replace:{name}=2") from exc
+            if value is not None and name != "scale" and not value.is_integer():
+                raise DataError(f"--intervention {spec!r}: {name} needs a whole number, e.g. replace:{name}=2")
+            if name == "scale":
+                from pe_hooks.interventions import scale
+
+                scale(value if value is not None else 1.0)  # a finite factor > 0, checked before any work
+            if name == "constant" and value is not None and value < 0:
+                raise DataError(f"--intervention {spec!r}: positions start at 0; pass replace:constant=P with P >= 0")
+            return "replace", name, value
     raise DataError(f"unknown --intervention {spec!r}; {INTERVENTION_HELP}")
 
 

@@ -46,6 +46,8 @@ def check_writable_target(target: str | Path, kind: str, replaces: Iterable[str]
 
     ``replaces``: file-name patterns an earlier, marker-less output of the same kind consists of.
     """
+    if not isinstance(target, (str, os.PathLike)):
+        raise ArtefactError(f"cannot write the {kind} to {target!r}; pass a folder path")
     path = Path(target)
     if path.exists() and not path.is_dir():
         raise ArtefactError(f"cannot write the {kind} to {path}: it is a file; pass a folder path")
@@ -59,17 +61,14 @@ def check_writable_target(target: str | Path, kind: str, replaces: Iterable[str]
         if p.exists():
             if not p.is_dir():
                 raise ArtefactError(f"cannot write the {kind} to {path}: {p} is a file; pass another folder")
-            if not os.access(p, os.W_OK | os.X_OK) and p == _first_existing(parent):
-                raise ArtefactError(f"cannot write the {kind} to {path}: {p} is not writable; pass another --out/folder")
+            try:  # really try (permissions, read-only or virtual file systems such as /proc), leaving nothing behind
+                os.rmdir(tempfile.mkdtemp(prefix=".pe-hooks-write-test-", dir=p))
+            except OSError as exc:
+                raise ArtefactError(
+                    f"cannot write the {kind} to {path}: {p} is not writable ({exc.strerror or exc}); pass another folder"
+                ) from exc
             break
     return path
-
-
-def _first_existing(p: Path) -> Path:
-    for q in (p, *p.parents):
-        if q.exists():
-            return q
-    return p
 
 
 @contextmanager
@@ -95,9 +94,15 @@ def write_artefact(
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
             os.replace(final, old / "x")
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None and not final.exists():  # interrupted between the two renames: put the old one back
+                os.rename(old / "x", final)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -108,6 +113,8 @@ def read_artefact(folder: str | Path, kind: str, version: int, *, fix: str) -> d
 
     ``fix`` says how to make a good one (e.g. "save it again with eraser.save(path)").
     """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ArtefactError(f"expected the folder path of a saved {kind}, got {type(folder).__name__}; pass the folder path")
     path = Path(folder)
     if not path.exists():
         raise ArtefactError(f"{path} does not exist: no saved {kind} there; {fix}")
@@ -123,9 +130,10 @@ def read_artefact(folder: str | Path, kind: str, version: int, *, fix: str) -> d
         marker = json.loads(marker_path.read_text())
     except (OSError, ValueError) as exc:
         raise ArtefactError(f"{path}: the {kind}'s marker is corrupt ({exc}); {fix}") from exc
-    if not isinstance(marker, dict) or marker.get("kind") != kind:
-        got = marker.get("kind") if isinstance(marker, dict) else None
-        raise ArtefactError(f"{path} holds a saved {got!r}, not a {kind}; pass a folder saved as a {kind}")
+    if not isinstance(marker, dict):
+        raise ArtefactError(f"{path}: the {kind}'s marker is corrupt (not a JSON object); {fix}")
+    if marker.get("kind") != kind:
+        raise ArtefactError(f"{path} holds a saved {marker.get('kind')!r}, not a {kind}; pass a folder saved as a {kind}")
     if marker.get("format_version") != version:
         raise ArtefactError(
             f"{path} holds a {kind} of format version {marker.get('format_version')}, this pe-hooks reads "

@@ -4,7 +4,7 @@ A ``HookList`` *is* a ``list`` of TransformerLens ``(hook_name, fn)`` pairs, so 
 anywhere TransformerLens takes forward hooks::
 
     model.run_with_hooks(tokens, fwd_hooks=zero(model))
-    with model.hooks(fwd_hooks=zero(model) + erase.hooks()): ...
+    with model.hooks(fwd_hooks=zero(model) + erase.hooks(model)): ...
     model.run_with_cache(tokens, names_filter=..., )  # inside a ``with hooks.applied(model)``
     for name, fn in zero(model): model.add_hook(name, fn)
 
@@ -22,6 +22,7 @@ import torch
 
 from pe_hooks.core.errors import HookListError, HookPointError, ModelMismatchError
 from pe_hooks.core.types import HookFn, Model
+from pe_hooks.core.validate import check_model
 
 
 class HookList(list[tuple[str, HookFn]]):
@@ -36,7 +37,7 @@ class HookList(list[tuple[str, HookFn]]):
     def __init__(
         self, pairs: Iterable[tuple[str, HookFn]] = (), label: str = "hooks", basis: torch.Tensor | None = None
     ) -> None:
-        super().__init__(pairs)
+        super().__init__(_as_pairs(pairs))
         self.label = label
         self.basis = basis
 
@@ -81,14 +82,30 @@ class HookList(list[tuple[str, HookFn]]):
             yield model
 
 
-def _check_pairs(other: object) -> None:
-    ok = isinstance(other, (list, tuple)) and all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and callable(p[1]) for p in other
-    )
+def _is_pair(p: object) -> bool:
+    return isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and callable(p[1])
+
+
+def _check_pairs(other: object, what: str = "add to a HookList") -> None:
+    ok = isinstance(other, (list, tuple)) and all(_is_pair(p) for p in other)
     if not ok:
+        bad = next((p for p in other if not _is_pair(p)), None) if isinstance(other, (list, tuple)) else other
         raise HookListError(
-            f"can only add a HookList or a list of (hook_name, fn) pairs to a HookList, not {type(other).__name__}"
+            f"can only {what} a HookList or a list of (hook_name, fn) pairs (a string and a callable), "
+            f"not {type(other).__name__}" + (f" holding {bad!r}" if bad is not other else "")
+            + "; build hooks with pe_hooks.zero/remove/replace/project_out or pass [(name, fn), ...]"
         )
+
+
+def _as_pairs(pairs: Iterable[tuple[str, HookFn]]) -> list[tuple[str, HookFn]]:
+    """``pairs`` as a list of ``(name, fn)`` tuples, or ``HookListError``."""
+    if isinstance(pairs, HookList):
+        return list(pairs)
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+        _check_pairs(pairs, "make")
+    out = list(pairs)
+    _check_pairs(out, "make")
+    return [(name, fn) for name, fn in out]
 
 
 def bind_to_model(hooks: HookList, model: Model) -> HookList:
@@ -109,7 +126,8 @@ def bind_to_model(hooks: HookList, model: Model) -> HookList:
 
 def _bound(fn: HookFn, expected: Any, name: str, label: str) -> HookFn:
     def bound(tensor: torch.Tensor, hook: Any) -> torch.Tensor | None:
-        if hook is not expected:
+        # TransformerLens' compatibility mode passes an alias wrapper around the same hook point
+        if hook is not expected and getattr(hook, "_target", None) is not expected:
             raise ModelMismatchError(
                 f"{label} was built from another model instance than the one running it (at {name}): its hooks "
                 "hold that model's positional tensors. Build the hooks from the model you run, e.g. "
@@ -127,6 +145,9 @@ def apply_hooks(model: Model, *hook_lists: Sequence[tuple[str, HookFn]]) -> Iter
 
     Unlike ``model.reset_hooks()``, hooks the user attached before are left in place.
     """
+    check_model(model, "applying hooks")
+    for hooks in hook_lists:
+        _check_pairs(hooks, "apply")
     added: list[tuple[Any, Any]] = []  # (hook point, LensHandle)
     try:
         for hooks in hook_lists:

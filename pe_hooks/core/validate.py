@@ -37,7 +37,10 @@ def check_int(
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
             value = int(value)
         else:
-            raise ArgumentError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+            example = minimum if minimum is not None else (maximum if maximum is not None else 1)
+            raise ArgumentError(
+                f"{name} must be an integer, got {value!r} ({type(value).__name__}); pass a whole number such as {example}"
+            )
     v = int(value)
     if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
         lo = "" if minimum is None else f"{minimum}"
@@ -47,21 +50,36 @@ def check_int(
     return v
 
 
-def check_number(value: Any, name: str, *, positive: bool = False) -> float:
-    """A finite real number (not a bool)."""
+def check_bool(value: Any, name: str) -> bool:
+    """``True`` or ``False`` (not ``"no"``, not ``0``)."""
+    if not isinstance(value, bool):
+        raise ArgumentError(f"{name} must be True or False, got {value!r}; pass {name}=True or {name}=False")
+    return value
+
+
+def check_number(
+    value: Any, name: str, *, positive: bool = False, minimum: float | None = None, maximum: float | None = None,
+    fix: str = "",
+) -> float:
+    """A finite real number (not a bool); ``> 0`` when ``positive``; within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ArgumentError(f"{name} must be a finite number, got {value!r}")
-    if positive and float(value) <= 0:
-        raise ArgumentError(f"{name} must be > 0, got {value!r}")
-    return float(value)
+        raise ArgumentError(f"{name} must be a finite number, got {value!r}" + (f"; {fix}" if fix else ""))
+    v = float(value)
+    if positive and v <= 0:
+        raise ArgumentError(f"{name} must be > 0, got {value!r}" + (f"; {fix}" if fix else ""))
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        rng = f"{minimum:g}..{maximum:g}" if minimum is not None and maximum is not None else (
+            f">= {minimum:g}" if minimum is not None else f"<= {maximum:g}")
+        raise ArgumentError(f"{name} must be {rng}, got {value!r}" + (f"; {fix}" if fix else ""))
+    return v
 
 
 def check_indices(
-    values: Any, name: str, n: int, *, allow_negative: bool = False, what: str = "", allow_empty: bool = False,
+    values: Any, name: str, n: int | None, *, allow_negative: bool = False, what: str = "", allow_empty: bool = False,
     unique: bool = True,
 ) -> list[int]:
-    """A non-empty list of distinct integer indices into ``0..n-1`` (negative ones count from the
-    end when ``allow_negative``); returns them normalised."""
+    """A non-empty list of distinct integer indices into ``0..n-1`` (any index ``>= 0`` when ``n`` is
+    None; negative ones count from the end when ``allow_negative``); returns them normalised."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         values = [values]
     vals = list(values.tolist() if isinstance(values, torch.Tensor) else values)
@@ -71,9 +89,15 @@ def check_indices(
     for v in vals:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise ArgumentError(f"{name} must be integers, got {v!r} ({type(v).__name__}); e.g. {name}=[0, 1]")
-        i = int(v) + n if (allow_negative and int(v) < 0) else int(v)
-        if not 0 <= i < n:
-            raise RangeError(f"{name[:-1] if name.endswith('s') else name} {int(v)} does not exist: {what or name} 0..{n - 1}")
+        i = int(v) + n if (allow_negative and n is not None and int(v) < 0) else int(v)
+        if n is None and i < 0:
+            raise RangeError(f"{name} {int(v)} does not exist: {what or name} start at 0; pass {name} >= 0")
+        if n is not None and not 0 <= i < n:
+            one = name[:-1] if name.endswith("s") else name
+            raise RangeError(
+                f"{one} {int(v)} does not exist: {what or name} 0..{n - 1}; pass {name} in 0..{n - 1}"
+                + (" (negative ones count from the end)" if allow_negative else "")
+            )
         out.append(i)
     dupes = sorted({i for i in out if out.count(i) > 1}) if unique else []
     if dupes:
@@ -106,7 +130,9 @@ def check_token_ids(tokens: torch.Tensor, *, vocab: int | None, n_ctx: int | Non
     if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
         raise DataError(f"{name} must be integer token ids, got {tokens.dtype}; convert with .long() or pass text")
     if tokens.numel() and int(tokens.min()) < 0:
-        raise RangeError(f"{name} contain a negative id ({int(tokens.min())}); token ids start at 0")
+        raise RangeError(
+            f"{name} contain a negative id ({int(tokens.min())}); token ids start at 0: tokenise with this model's tokenizer"
+        )
     if vocab is not None and tokens.numel() and int(tokens.max()) >= vocab:
         raise RangeError(
             f"{name} contain id {int(tokens.max())} but the vocabulary has {vocab} tokens (0..{vocab - 1}); "
@@ -117,6 +143,30 @@ def check_token_ids(tokens: torch.Tensor, *, vocab: int | None, n_ctx: int | Non
             f"sequences of {tokens.shape[-1]} tokens exceed the model context {n_ctx}; shorten them (seq_len <= {n_ctx})"
         )
     return tokens
+
+
+def check_context(n_positions: int, n_ctx: int, model_name: str, *, cached: int = 0, table: str = "W_pos has rows") -> None:
+    """A forward that would use positions ``0..n_positions-1`` must fit a position table (a learned
+    ``W_pos``, or TL 3's precomputed rotary tables) of ``n_ctx`` rows, ``cached`` of them already
+    in a KV cache."""
+    if n_positions > n_ctx:
+        what = f"{n_positions - cached} new tokens after {cached} cached ones" if cached else f"a sequence of {n_positions} tokens"
+        raise DataError(
+            f"{what} exceeds the context of {model_name} ({n_ctx} positions: {table} 0..{n_ctx - 1}); "
+            f"shorten the sequence to at most {n_ctx} tokens"
+        )
+
+
+def check_position_ids(position_ids: torch.Tensor, n_ctx: int, model_name: str) -> None:
+    """Explicit ``position_ids`` given to a model with learned positions: integers in ``0..n_ctx-1``."""
+    if position_ids.is_floating_point() or position_ids.is_complex() or position_ids.dtype == torch.bool:
+        raise DataError(f"position_ids must be integer positions, got {position_ids.dtype}; convert with .long()")
+    if position_ids.numel() == 0:
+        return
+    lo, hi = int(position_ids.min()), int(position_ids.max())
+    if lo < 0:
+        raise RangeError(f"position_ids contain {lo}; positions start at 0 (pass position_ids >= 0)")
+    check_context(hi + 1, n_ctx, model_name)
 
 
 def model_fingerprint(model: Model) -> dict[str, Any]:

@@ -156,13 +156,22 @@ def read_text_file(path: Path) -> list[str]:
     """Documents of a user's text file: paragraphs separated by blank lines."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"text file {path} does not exist")
+        raise DataError(f"text file {path} does not exist; pass the path of a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"{path} is not a file; pass a UTF-8 text file (paragraphs separated by blank lines)")
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path} ({exc.strerror or exc}); pass a readable UTF-8 text file") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded; a binary file?); pass a UTF-8 text file "
+            "(re-encode it, e.g. `iconv -t utf-8`)"
+        ) from exc
+    if "\x00" in text:
+        raise DataError(f"{path} holds NUL bytes (a binary file?); pass a UTF-8 text file")
     docs = [" ".join(p.split()) for p in text.split("\n\n")]
     docs = [d for d in docs if d]
     if not docs:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from pe_hooks.core.errors import DataError, HookPointError
 from pe_hooks.core.hooklist import HookList, apply_hooks
 from pe_hooks.core.types import HookFn, Model
-from pe_hooks.core.validate import check_int
+from pe_hooks.core.validate import check_int, check_model
 from pe_hooks.data.tokens import TokenData
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
@@ -66,11 +66,19 @@ def stream_activations(
     """
     check_int(batch_size, "batch_size", minimum=1)
     if not isinstance(data, TokenData):
-        raise DataError(f"stream_activations takes TokenData (from pe_hooks.data.load_data), got {type(data).__name__}")
+        raise DataError(
+            f"stream_activations takes TokenData, got {type(data).__name__}; wrap your data with "
+            "pe_hooks.data.load_data(model, data)"
+        )
     if len(data) == 0:
-        raise DataError("no sequences to run")
-    if not hook_names:
-        raise DataError("no hook names to capture")
+        raise DataError("no sequences to run; pass TokenData with at least one sequence")
+    if isinstance(hook_names, str):  # one hook point, not its characters
+        hook_names = [hook_names]
+    if not list(hook_names):
+        raise DataError(
+            f"no hook names to capture (got {hook_names!r}); pass a list of hook points such as ['blocks.0.hook_resid_pre']"
+        )
+    check_model(model, "stream_activations")
     missing = [n for n in hook_names if n not in model.hook_dict]
     if missing:
         raise HookPointError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")

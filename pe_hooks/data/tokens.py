@@ -145,9 +145,9 @@ def load_data(
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if isinstance(data, (list, tuple)) and data and all(
-        isinstance(row, (list, tuple)) or (isinstance(row, torch.Tensor) and row.ndim == 1) for row in data
+        isinstance(row, (list, tuple)) or (isinstance(row, (torch.Tensor, np.ndarray)) and row.ndim == 1) for row in data
     ):  # a list of token-id lists: token ids, never the text "[5, 6, ..."
-        rows = [list(r.tolist() if isinstance(r, torch.Tensor) else r) for r in data]
+        rows = [list(r.tolist() if isinstance(r, (torch.Tensor, np.ndarray)) else r) for r in data]
         if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for r in rows for v in r):
             raise DataError("a list of lists is read as token ids, and these are not all integers; pass texts as a list of strings")
         if len({len(r) for r in rows}) != 1:
@@ -157,9 +157,12 @@ def load_data(
         if data.dtype not in (torch.long, torch.int, torch.int32, torch.int16, torch.uint8):
             raise DataError(f"token tensors must be integer ids, got {data.dtype}; convert with .long() or pass text")
         if data.ndim != 2 or data.numel() == 0:
-            raise DataError(f"token tensors must be [n, seq] and non-empty, got shape {tuple(data.shape)}")
+            raise DataError(
+                f"token tensors must be [n, seq] and non-empty, got shape {tuple(data.shape)}"
+                + ("; pass one sequence as tokens[None]" if data.ndim == 1 and data.numel() else "")
+            )
         if data.shape[1] < 2:
-            raise DataError("token sequences must have at least 2 tokens")
+            raise DataError("token sequences must have at least 2 tokens; pass longer sequences")
         check_token_ids(data, vocab=vocab, n_ctx=scheme.n_ctx)
         if n_seqs is not None and data.shape[0] < n_seqs and not at_most:
             raise DataError(
@@ -177,11 +180,14 @@ def load_data(
         raise DataError(f"'{data}' is not an existing file; pass a path, a list of strings, or token ids")
     elif isinstance(data, (list, tuple)):
         if not data:
-            raise DataError("empty list of texts")
+            raise DataError("empty list of texts; pass at least one text (or None for the embedded corpus)")
         if not all(isinstance(t, str) for t in data):
             bad = next(t for t in data if not isinstance(t, str))
             raise DataError(f"a list of texts must hold strings, got {type(bad).__name__}; pass strings or token-id lists")
         texts = list(data)
     else:
-        raise DataError(f"cannot use {type(data).__name__} as data")
+        raise DataError(
+            f"cannot use {type(data).__name__} as data; pass None (the embedded corpus), a path to a text file, a list "
+            "of strings, token ids ([n, seq] tensor or a list of id lists) or TokenData"
+        )
     return tokenize_texts(model, texts, seq_len=seq_len, n_seqs=n_seqs)

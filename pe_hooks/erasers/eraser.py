@@ -19,16 +19,18 @@ from safetensors.torch import load_file, save_file
 
 from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import (
+    ArgumentError,
     ArtefactError,
     DataError,
     FitMismatchWarning,
     HookPointError,
     ModelMismatchError,
+    RangeError,
 )
-from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_fingerprint, check_model
-from pe_hooks.erasers.methods import POSITIONAL_METHODS, ErasureMap, SiteMap
+from pe_hooks.erasers.methods import METHODS, POSITIONAL_METHODS, ErasureMap, SiteMap
 from pe_hooks.erasers.quadratic import QuadraticMap
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.positions import PositionSource, position_source
@@ -95,7 +97,10 @@ class PositionEraser:
             raise DataError(f"this eraser has {len(self.maps)} sites: pass hook_name= or layer=")
         name = hook_name if hook_name is not None else f"blocks.{layer}.hook_{self.info.site}"
         if name not in self.maps:
-            raise HookPointError(f"no eraser fitted for '{name}'; fitted: {', '.join(self.maps)}")
+            raise HookPointError(
+                f"no eraser fitted for '{name}'; fitted: {', '.join(self.maps)} (pass one of those as hook_name=, "
+                "or fit the eraser at this layer)"
+            )
         return self.maps[name]
 
     # ------------------------------------------------------------------ apply
@@ -109,10 +114,20 @@ class PositionEraser:
         are given.
         """
         is_np = isinstance(x, np.ndarray)
-        xt = torch.as_tensor(x)
-        if xt.shape[-1] != self.info.d_model:
-            raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={self.info.d_model}")
-        pt = None if positions is None else torch.as_tensor(positions)
+        try:
+            xt = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"cannot erase a {type(x).__name__}; pass activations as a float tensor or array [..., d]") from exc
+        if xt.ndim == 0 or xt.shape[-1] != self.info.d_model:
+            raise DataError(
+                f"activations have d={xt.shape[-1] if xt.ndim else 0} but the eraser was fitted on d={self.info.d_model}; "
+                "erase activations of the model and site it was fitted on"
+            )
+        if not xt.is_floating_point():
+            raise DataError(f"activations to erase must be floats, got {xt.dtype}; convert with .float()")
+        if not bool(torch.isfinite(xt).all()):
+            raise DataError("activations to erase contain NaN or inf; drop or fix those rows first")
+        pt = None if positions is None else _check_positions(positions, tuple(xt.shape[:-1]))
         site = self.site_for(hook_name, layer)
         if self.info.sequential and site is not next(iter(self.maps.values())):
             warnings.warn(
@@ -130,8 +145,10 @@ class PositionEraser:
     def hooks(self, model: Model | None = None) -> HookList:
         """TransformerLens ``(name, fn)`` hooks that erase every fitted site during a forward.
 
-        ``model`` is needed when positions matter at apply time (method "mean", or
-        ``exempt_first``): its position source records each forward's real positions.
+        ``model`` (default: the model the eraser was fitted on or loaded for) is checked against
+        the eraser's fingerprint, and the hooks are bound to it: run on another model they raise
+        ``ModelMismatchError``. An eraser loaded without a model needs one here. With method "mean"
+        or ``exempt_first``, its position source records each forward's real positions.
         """
 
         if len(self.maps) > 1 and not self.info.sequential:
@@ -145,18 +162,24 @@ class PositionEraser:
             )
         src: PositionSource | None = None
         needs_pos = self.info.method in POSITIONAL_METHODS or self.info.exempt_first
+        if model is None:
+            model = self.model
+        if model is None and (needs_pos or self.info.fingerprint):
+            raise ArgumentError(
+                "this eraser has no model to run on (it was loaded without one): pass the model, "
+                "eraser.hooks(model), which also checks it is the model the eraser was fitted on"
+            )
         if model is not None:
             self.check_model(model)
         if needs_pos:
-            if model is None:
-                model = self.model
-            if model is None:
-                raise DataError("this eraser needs positions at apply time: call eraser.hooks(model)")
+            assert model is not None
             src = position_source(model, inspect(model))
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
         for name, site in self.maps.items():
-            pairs.append((name, _erase_hook(site, src, self.info.exempt_first)))
-        return HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
+            pairs.append((name, _erase_hook(site, src, self.info.exempt_first, self.info.d_model)))
+        hooks = HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
+        # its maps were fitted on that model's activations: run elsewhere it refuses (core.hooklist)
+        return bind_to_model(hooks, model) if model is not None else hooks
 
     def check_model(self, model: Model) -> None:
         """Raise ``ModelMismatchError`` if ``model`` is not the model this eraser was fitted on
@@ -206,9 +229,9 @@ class PositionEraser:
                 or of another format version.
             ModelMismatchError: ``model`` is not the model the eraser was fitted on.
         """
-        folder = Path(path)
         fix = "fit the eraser again and save it with eraser.save(path)"
-        read_artefact(folder, "eraser", FORMAT_VERSION, fix=fix)
+        read_artefact(path, "eraser", FORMAT_VERSION, fix=fix)
+        folder = Path(path)
         meta_path, tensor_path = folder / "eraser.json", folder / "eraser.safetensors"
         try:
             meta = json.loads(meta_path.read_text())
@@ -229,7 +252,9 @@ class PositionEraser:
                     info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
                     tensors.get(f"{i}.offsets"),
                 )
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            if info.method not in METHODS or not meta["sites"]:
+                raise ValueError(f"method {info.method!r}, sites {meta['sites']!r}")
+        except Exception as exc:  # json, safetensors (SafetensorError), missing keys, wrong fields...
             raise ArtefactError(f"{folder} holds a corrupt eraser ({type(exc).__name__}: {exc}); {fix}") from exc
         if meta.get("format") != FORMAT_VERSION:
             raise ArtefactError(f"unsupported eraser format {meta.get('format')}; {fix}")
@@ -241,8 +266,30 @@ class PositionEraser:
         return cls(maps, info, model)
 
 
-def _erase_hook(site: ErasureMap, src: Any, exempt_first: bool) -> HookFn:
+def _check_positions(positions: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """The position of every row of the activations: integers >= 0, shape ``x.shape[:-1]``."""
+    try:
+        pt = torch.as_tensor(positions)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot use a {type(positions).__name__} as positions; pass integer positions {list(shape)}") from exc
+    if tuple(pt.shape) != shape:
+        raise DataError(
+            f"positions have shape {tuple(pt.shape)} but the activations {shape} (+ d); pass one position per row"
+        )
+    if pt.dtype == torch.bool or pt.is_complex() or (pt.is_floating_point() and not bool((pt == pt.round()).all())):
+        raise DataError(f"positions must be whole numbers (token indices), got {pt.dtype} values; pass integer positions")
+    if pt.numel() and int(pt.min()) < 0:
+        raise RangeError(f"positions contain {int(pt.min())}; positions start at 0: pass positions >= 0")
+    return pt.long()
+
+
+def _erase_hook(site: ErasureMap, src: Any, exempt_first: bool, d_model: int) -> HookFn:
     def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+        if x.shape[-1] != d_model:
+            raise ModelMismatchError(
+                f"the eraser was fitted on activations of width {d_model}, {hook.name} has {x.shape[-1]}; "
+                "fit an eraser on this model"
+            )
         t = src.get(x) if src is not None else None
         out = site.apply(x, t)
         if exempt_first and t is not None:

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import DataError
+from pe_hooks.core.errors import ArgumentError, DataError
 from pe_hooks.core.types import Model
-from pe_hooks.core.validate import check_int, check_model, model_fingerprint
+from pe_hooks.core.validate import check_bool, check_int, check_model, check_number, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser
 from pe_hooks.erasers.features import FEATURES
@@ -28,6 +28,33 @@ def _check_options(method: str, features: str) -> None:
         )
     if features not in FEATURES:
         raise DataError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
+
+
+def _check_method_options(method: str, features: str, n_freqs: int, n_bins: int | None, k: int | None, var: float) -> None:
+    check_int(n_freqs, "n_freqs", minimum=1, fix="the Fourier position code has 2 * n_freqs + 1 dims (8 by default)")
+    if n_bins is not None:
+        check_int(n_bins, "n_bins", minimum=2, fix="position bins are classes: at least 2 (16 one-hot bins, 8 quadratic)")
+    if k is not None:
+        check_int(k, "k", minimum=1, fix="k is the number of principal directions 'pca' removes (None: chosen by var)")
+    fix = "var is the fraction of the positional variance 'pca' removes: pass a number in (0, 1] (0.9 by default)"
+    if not 0 < check_number(var, "var", fix=fix) <= 1:
+        raise ArgumentError(f"var must be in (0, 1], got {var!r}; {fix}")
+
+
+def _check_enough_tokens(
+    method: str, features: str, n_freqs: int, n_bins: int | None, td: TokenData, exempt_first: bool
+) -> None:
+    """A LEACE fit needs more tokens than dimensions of its position code, else the eraser is
+    whatever a handful of tokens happen to say (a silent, degenerate eraser)."""
+    if method != "leace":
+        return
+    z_dim = 2 * n_freqs + 1 if features == "fourier" else (16 if n_bins is None else n_bins)
+    tokens = int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum())
+    if tokens <= z_dim:
+        raise DataError(
+            f"only {tokens} tokens to fit a {z_dim}-dimensional position code: the eraser would be degenerate; "
+            "fit on more sequences (n_seqs) or longer ones (seq_len)"
+        )
 
 
 def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +112,7 @@ def fit_eraser(
             (e.g. to include the final ``blocks.{n-1}.hook_resid_post``).
 
     Returns:
-        A ``PositionEraser``; ``eraser.hooks()`` erases inside the model, ``eraser.transform(x)``
+        A ``PositionEraser``; ``eraser.hooks(model)`` erases inside the model, ``eraser.transform(x)``
         erases cached activations. Positions beyond ``seq_len - 1``: "leace" and "pca" do not look at
         positions when applied; "mean" raises.
     """
@@ -95,6 +122,11 @@ def fit_eraser(
     check_int(seq_len, "seq_len", minimum=2)
     if n_seqs is not None:
         check_int(n_seqs, "n_seqs", minimum=1, fix="fit on at least one sequence (160 by default)")
+    _check_method_options(method, features, n_freqs, n_bins, k, var)
+    check_bool(exempt_first, "exempt_first")
+    check_bool(denoise, "denoise")
+    if sequential is not None:
+        check_bool(sequential, "sequential")
     scheme = inspect(model)
     if site not in scheme.resid:
         raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
@@ -111,10 +143,18 @@ def fit_eraser(
     names = [scheme.resid[site][layer] for layer in lay]
     if hook_names is not None:
         known = {n for group in scheme.resid.values() for n in group}
+        if isinstance(hook_names, str) or not list(hook_names):
+            raise DataError(
+                f"hook_names={hook_names!r} selects no site; pass None (site x layers) or a list of residual hook "
+                f"points such as ['{scheme.resid[site][0]}']"
+            )
         bad = [n for n in hook_names if n not in known]
-        if bad or not hook_names:
-            raise DataError(f"hook_names must be residual hook points of this model; not: {bad}")
+        if bad:
+            raise DataError(
+                f"hook_names must be residual hook points of this model; not: {bad} (e.g. '{scheme.resid[site][0]}')"
+            )
         names = list(hook_names)
+    _check_enough_tokens(method, features, n_freqs, n_bins, td, exempt_first)
     if sequential is None:
         sequential = len(names) > 1
     opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
@@ -170,10 +210,19 @@ def fit_on_arrays(
     if pt.shape != (xt.shape[0],):
         raise DataError(f"positions must have shape [{xt.shape[0]}], got {tuple(pt.shape)}")
     if pt.is_floating_point() and not bool((pt == pt.round()).all()):
-        raise DataError("positions must be integers (token indices)")
+        raise DataError("positions must be integers (token indices); pass whole-number positions")
     if not bool(torch.isfinite(xt).all()):
-        raise DataError("x contains NaN or inf")
+        raise DataError("x contains NaN or inf; drop or fix those rows first")
     pt = pt.long()
+    if int(pt.min()) < 0:
+        raise DataError(f"positions contain {int(pt.min())}; positions start at 0: pass positions >= 0")
+    used = pt[pt > 0] if exempt_first else pt
+    if int(used.unique().numel()) < 2:
+        raise DataError(
+            f"the tokens to fit sit at {int(used.unique().numel())} distinct position(s)"
+            f"{' (position 0 is exempt)' if exempt_first else ''}: nothing varies with position; pass tokens at two or "
+            "more positions"
+        )
     T = int(pt.max())
     f = new_fitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
                    k=k, var=var, denoise=denoise)

@@ -25,7 +25,7 @@ by batch; memory does not grow with the number of tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from concept_erasure import LeaceFitter
@@ -49,10 +49,21 @@ class SiteMap:
     left: torch.Tensor  # [d, r]
     right: torch.Tensor  # [d, r]
     offsets: torch.Tensor | None = None  # [T + 1, d]
+    _rank: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def rank(self) -> int:
-        return int(self.left.shape[1])
+        """The number of directions the map really erases: the numerical rank of ``left @ right.T``
+        (a LEACE fit on few distinct positions erases fewer directions than its ``2K + 1`` columns)."""
+        if self._rank is None:
+            if self.left.shape[1] == 0:
+                self._rank = 0
+            else:
+                _, r_left = torch.linalg.qr(self.left.double())
+                _, r_right = torch.linalg.qr(self.right.double())
+                sv = torch.linalg.svdvals(r_left @ r_right.T)
+                self._rank = int((sv > 1e-6 * max(float(sv.max()), 1e-30)).sum())
+        return self._rank
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Erase ``x`` ``[..., d]``; ``positions`` ``[...]`` are needed by method "mean" only."""
@@ -163,7 +174,10 @@ class SiteFitter:
             frac = (s**2).cumsum(0) / (s**2).sum()
             k = int((frac < self.var).sum()) + 1
         if not 0 < k <= vh.shape[0]:
-            raise DataError(f"k must be in 1..{vh.shape[0]} for this fit")
+            raise DataError(
+                f"k must be in 1..{vh.shape[0]} for this fit (no more than the fitted positions "
+                f"or d_model); pass a smaller k, or k=None to choose it by var"
+            )
         v = vh[:k].T.float()  # [d, k]
         return SiteMap("pca", grand.float(), v, v)
 

@@ -40,13 +40,13 @@ def orthonormal_basis(basis: torch.Tensor, d: int) -> torch.Tensor:
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != d:
-        raise SchemeError(f"basis must have shape [k, {d}] (d_model), got {tuple(b.shape)}")
+        raise SchemeError(f"basis must have shape [k, {d}] (d_model), got {tuple(b.shape)}; pass k directions of width {d}")
     if not bool(torch.isfinite(b).all()):
-        raise SchemeError("basis contains NaN or inf")
+        raise SchemeError("basis contains NaN or inf; pass finite directions")
     q, r = torch.linalg.qr(b.T)
     keep = r.diagonal().abs() > 1e-6 * max(1.0, float(r.diagonal().abs().max()))
     if not bool(keep.any()):
-        raise SchemeError("basis is all zeros")
+        raise SchemeError("basis is all zeros; pass non-zero directions [k, d_model]")
     return q[:, keep].T.contiguous()
 
 
@@ -74,9 +74,13 @@ class PosEmbed:
         if scheme.scheme is not Scheme.LEARNED or scheme.pos_embed is None:
             raise not_supported(self.name, verb, scheme)
         if target.heads is not None:
-            raise SchemeError("heads= does not apply to the positional embedding (it is not per head)")
+            raise SchemeError("heads= does not apply to the positional embedding (it is not per head); leave heads= out")
         if len(target.layers) != scheme.n_layers:
-            raise SchemeError("layers= does not apply to the positional embedding (it enters once, before layer 0)")
+            raise SchemeError(
+                "layers= does not apply to the positional embedding (it enters once, before layer 0); leave layers= "
+                "out, or act on the residual stream of chosen layers with pe_hooks.project_out(model, basis, "
+                "site='resid_pre', layers=...)"
+            )
         return scheme.pos_embed
 
     def _build(
@@ -106,7 +110,10 @@ class PosEmbed:
         if reference is not None:
             ref = torch.as_tensor(list(reference), dtype=torch.long)
             if ref.numel() == 0 or int(ref.min()) < 0 or int(ref.max()) >= n_ctx:
-                raise SchemeError(f"reference positions must be non-empty and within 0..{n_ctx - 1}")
+                raise SchemeError(
+                    f"reference positions must be non-empty and within 0..{n_ctx - 1} (the rows of W_pos); "
+                    f"pass e.g. reference=range(N) with N <= {n_ctx}"
+                )
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             idx = ref if reference is not None else torch.arange(int(t.max()) + 1)

@@ -31,7 +31,8 @@ class PositionMap:
             raise SchemeError(f"position map '{self.name}' returned {type(out).__name__}; it must return a tensor")
         if out.shape != positions.shape:
             raise SchemeError(
-                f"position map '{self.name}' changed the shape {tuple(positions.shape)} -> {tuple(out.shape)}"
+                f"position map '{self.name}' changed the shape {tuple(positions.shape)} -> {tuple(out.shape)}; "
+                "it must return one new position per input position (a tensor of the same shape)"
             )
         if out.dtype == torch.bool or out.is_complex():
             raise SchemeError(
@@ -41,6 +42,11 @@ class PositionMap:
         if not bool(torch.isfinite(out).all()):
             raise SchemeError(
                 f"position map '{self.name}' returned NaN or inf positions; it must return finite positions"
+            )
+        if out.numel() and float(out.min()) < 0:
+            raise SchemeError(
+                f"position map '{self.name}' returned negative positions (min {float(out.min()):g}); positions start at 0: "
+                "choose a map that stays >= 0"
             )
         return out
 
@@ -98,19 +104,29 @@ def shuffle(n_positions: int, seed: int = 0) -> PositionMap:
 
 def table(new_positions: torch.Tensor) -> PositionMap:
     """A user lookup table: position ``t`` becomes ``new_positions[t]``."""
-    raw = torch.as_tensor(new_positions)
+    try:
+        raw = torch.as_tensor(new_positions)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SchemeError(
+            f"a position table must hold real positions, got {type(new_positions).__name__} ({exc}); "
+            "pass a 1-D tensor of numbers"
+        ) from exc
     if raw.dtype == torch.bool or raw.is_complex():
-        raise SchemeError(f"a position table must hold real positions, got a {raw.dtype} tensor")
+        raise SchemeError(f"a position table must hold real positions, got a {raw.dtype} tensor; pass integer or float positions")
     tab = raw.to(torch.float32)
     if tab.ndim != 1 or tab.numel() == 0:
-        raise SchemeError(f"a position table must be a non-empty 1-D tensor (entry t = new position of t), got shape {tuple(tab.shape)}")
+        raise SchemeError(
+            f"a position table must be a non-empty 1-D tensor (entry t = new position of t), got shape {tuple(tab.shape)}; "
+            "pass e.g. torch.arange(n) edited"
+        )
     if not bool(torch.isfinite(tab).all()) or bool((tab < 0).any()):
-        raise SchemeError("a position table must hold finite, non-negative positions")
+        raise SchemeError("a position table must hold finite, non-negative positions; replace NaN, inf and negative entries")
 
     def fn(pos: torch.Tensor) -> torch.Tensor:
         if int(pos.max()) >= tab.numel():
             raise SchemeError(
-                f"position table has {tab.numel()} entries but position {int(pos.max())} occurred"
+                f"position table has {tab.numel()} entries but position {int(pos.max())} occurred; "
+                f"give a table with at least {int(pos.max()) + 1} entries (one per position in use)"
             )
         return tab.to(pos.device)[pos.long()]
 

@@ -152,7 +152,7 @@ def remove(
         SchemeError: the verb or an option does not apply to the model's site.
     """
     if reference is not None:
-        reference = check_indices(reference, "reference", 2**62, what="positions", unique=False)
+        reference = check_indices(reference, "reference", None, what="positions", unique=False)
     scheme, ops = _site(model, site, "remove")
     opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
     return bind_to_model(ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
@@ -227,7 +227,12 @@ def project_out(
     scheme, ops = _site(model, site, "project_out")
     b = None
     if basis is not None:
-        raw = torch.as_tensor(basis)
+        try:
+            raw = torch.as_tensor(basis)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SchemeError(
+                f"cannot use a {type(basis).__name__} as basis; pass a real [k, d] tensor, a fitted PositionEraser or None"
+            ) from exc
         if raw.dtype == torch.bool or raw.is_complex():
             raise SchemeError(f"basis must be a real [k, d] tensor, got {raw.dtype}")
         b = raw.to(torch.float32)

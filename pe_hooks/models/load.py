@@ -20,7 +20,9 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pe_hooks.core.errors import ModelLoadError
 from pe_hooks.core.types import Model, is_model
+from pe_hooks.core.validate import check_int
 from pe_hooks.models.cache import cached_folder
+from pe_hooks.models.guard import install_input_guard
 from pe_hooks.models.offline import load_minilm, load_smollm2
 from pe_hooks.models.tiny import TINY_MODELS, build_tiny
 from pe_hooks.models.tokenizer import build_byte_tokenizer
@@ -120,7 +122,14 @@ def _load_passthrough(name: str, device: str | torch.device, dtype: torch.dtype)
             str(local) if local.exists() else name, device=device, dtype=dtype
         )
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"TransformerLens could not load '{name}': {exc}") from exc
+        where = (
+            f"'{name}' is a file; pass a folder holding a HF checkpoint (config.json + weights)"
+            if local.is_file() else
+            f"pass a folder holding a HF checkpoint (config.json + weights), a hub name, or one of "
+            f"{', '.join(KNOWN_MODELS)}"
+        )
+        first = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(f"TransformerLens could not load '{name}' ({first}); {where}") from exc
     bridge.eval()
     bridge.cfg.model_name = name  # the name the user gave, not the resolved folder
     return bridge
@@ -169,6 +178,7 @@ def load_model(
             the ``pip install`` that fixes it), or a checkpoint TransformerLens cannot load.
     """
     if is_model(name):
+        install_input_guard(name)
         return name  # type: ignore[no-any-return]
     if not isinstance(name, str):
         raise ModelLoadError(
@@ -181,6 +191,7 @@ def load_model(
             f"load_model needs a model name, got {name!r}; use one of {', '.join(KNOWN_MODELS)}, a hub name, "
             "or a local folder (e.g. './my-model', never the empty string)"
         )
+    check_int(seed, "seed", minimum=0, fix="pass a whole number >= 0 (the random init of the tiny-* models)")
     device = check_device(device)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ModelLoadError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
@@ -191,8 +202,12 @@ def load_model(
 
             model = hooked_from_hf(hf, tok, device=device)
             model.cfg.model_name = name
-            return model
-        return bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)
+        else:
+            model = bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)
+        install_input_guard(model)
+        return model
     if backend == "hooked":
         raise ModelLoadError("backend='hooked' supports the offline pe-hooks names only; build other models with TL 3.x directly")
-    return _load_passthrough(name, device, dtype)
+    model = _load_passthrough(name, device, dtype)
+    install_input_guard(model)
+    return model

@@ -41,9 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from pe_hooks.core.atomic import atomic_write_bytes, write_artefact
-from pe_hooks.core.errors import DataError, HookPointError, UpstreamWarning
+from pe_hooks.core.errors import ArgumentError, DataError, HookPointError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
+from pe_hooks.core.validate import check_bool, check_int, check_number
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.erasers import fit_on_arrays
@@ -209,13 +210,21 @@ def branches(
     prompt_list = _check_prompts(prompts)
     scheme = inspect(model)
     if not scheme.causal:
-        raise DataError(f"{scheme.model_name} is not a causal language model: it cannot generate branches")
-    if n_branches < 2:
-        raise DataError("n_branches must be at least 2 (branches are compared with each other)")
-    if max_new_tokens < 2:
-        raise DataError("max_new_tokens must be at least 2")
-    if temperature <= 0 or not 0 < top_p <= 1:
-        raise DataError("temperature must be > 0 and top_p in (0, 1] (branches are sampled, not greedy)")
+        raise DataError(
+            f"{scheme.model_name} is not a causal language model: it cannot generate branches; use a causal model "
+            "(e.g. smollm2-135m, tiny-llama)"
+        )
+    check_int(n_branches, "n_branches", minimum=2, fix="branches are compared with each other (8 by default)")
+    check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (48 by default)")
+    check_number(temperature, "temperature", positive=True, fix="branches are sampled, not greedy (1.0 by default)")
+    if not 0 < check_number(top_p, "top_p", fix="pass top_p in (0, 1] (0.95 by default)") <= 1:
+        raise ArgumentError(f"top_p must be in (0, 1], got {top_p!r}; pass top_p in (0, 1] (0.95 by default)")
+    check_int(seed, "seed")
+    check_int(batch_size, "batch_size", minimum=1)
+    if massive is not None:
+        check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
+    if kv_cache is not None:
+        check_bool(kv_cache, "kv_cache")
     lay = scheme.check_layers(sorted({scheme.n_layers // 2, scheme.n_layers - 1}) if layers is None else layers)
     lay = list(dict.fromkeys(lay))
     names = [scheme.resid_hook(layer, site) for layer in lay]

@@ -41,7 +41,7 @@ from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
-from pe_hooks.core.validate import check_indices, check_int, check_model
+from pe_hooks.core.validate import check_bool, check_indices, check_int, check_model, check_number
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
@@ -244,6 +244,16 @@ def sweep(
     check_int(nonlinear_seqs, "nonlinear_seqs", minimum=folds, fix="the non-linear probes need a sequence of every fold")
     if isinstance(nonlinear, str) or any(p not in SWEEP_PROBES for p in nonlinear):
         raise ArgumentError(f"nonlinear={nonlinear!r}: give a list of probes from {SWEEP_PROBES}, or () for none")
+    check_int(seed, "seed")
+    check_number(alpha, "alpha", positive=True, fix="alpha is the ridge penalty (1e-3 by default)")
+    if shrinkage != "auto":
+        fix = "pass shrinkage='auto' (default) or a fixed factor in [0, 1]"
+        if isinstance(shrinkage, str):
+            raise ArgumentError(f"shrinkage must be 'auto' or a number in [0, 1], got {shrinkage!r}; {fix}")
+        check_number(shrinkage, "shrinkage", minimum=0.0, maximum=1.0, fix=fix)
+    check_bool(exempt_first, "exempt_first")
+    check_bool(token_floor, "token_floor")
+    check_bool(evaluate, "evaluate")
     if n_seqs < folds:
         raise ArgumentError(
             f"n_seqs={n_seqs} sequences cannot fill folds={folds} folds (each needs at least one held-out "
@@ -252,10 +262,12 @@ def sweep(
     scheme = inspect(model)
     if interventions is None:
         interventions = {"baseline": None}
+    if isinstance(interventions, str):  # one name, not its characters
+        interventions = [interventions]
     if not isinstance(interventions, Mapping):
         interventions = {name: name for name in interventions}
     if not interventions:
-        raise DataError("no interventions to run")
+        raise DataError("no interventions to run; pass e.g. ['baseline', 'zero'] (or None for the baseline)")
     typos = [s for s in interventions.values() if isinstance(s, str) and s not in BUILTIN]
     if typos:
         raise DataError(f"unknown intervention(s) {typos}; built-in: {', '.join(BUILTIN)}")
@@ -384,9 +396,11 @@ def sweep(
                                               "spread": math.nan})
     rows = [row for cond in interventions if cond in rows_of for row in rows_of[cond]]
     if not rows:
-        raise PeHooksError(f"every intervention was skipped: {skipped}")
+        raise ArgumentError(
+            f"every intervention was skipped: {skipped}; pass interventions that apply to this model (the reasons above)"
+        )
     df = pd.DataFrame(rows)
-    chance = float(df[df.metric == "chance"].value.mean()) if evaluate else float("nan")
+    chance = float(df[df.metric == "chance"].value.mean()) if evaluate else None  # None: not evaluated, never NaN
     floor = df[(df.layer == -1) & (df.metric == "acc")]
     meta = {
         "model": scheme.model_name, "site": site, "layers": lay, "seq_len": probe_data.seq_len,

@@ -89,11 +89,13 @@ def sweep_markdown(result: SweepResult) -> str:
         f"Data: {m.get('n_seqs')} probe sequences x {m.get('seq_len')} tokens ({m.get('data')}), "
         f"{m.get('n_fit')} other sequences to fit erasers; site `{m.get('site')}`; positions "
         f"{m.get('t_min')}..{m.get('t_max')} in {m.get('n_bins')} bins; {m.get('folds')}-fold splits grouped "
-        "by sequence; shuffled-label control for every probe. Linear probe: "
-        f"{m.get('probe', 'LDA')}; its directions and the ridge R^2 use all {m.get('n_tokens_moments', '?')} probe tokens, "
-        f"its accuracy is scored on {m.get('n_tokens_sample', '?')} sampled tokens ({m.get('sample_seqs', '?')}-sequence "
-        f"sample); non-linear probes ({', '.join(m.get('nonlinear') or []) or 'none'}) on the first "
-        f"{m.get('nonlinear_seqs', '?')} sampled sequences.",
+        + ("by sequence; shuffled-label control for every probe. Linear probe: "
+           f"{m.get('probe', 'LDA')}; its directions and the ridge R^2 use all {m.get('n_tokens_moments', '?')} probe tokens, "
+           f"its accuracy is scored on {m.get('n_tokens_sample', '?')} sampled tokens ({m.get('sample_seqs', '?')}-sequence "
+           f"sample); non-linear probes ({', '.join(m.get('nonlinear') or []) or 'none'}) on the first "
+           f"{m.get('nonlinear_seqs', '?')} sampled sequences."
+           if "acc" in set(result.df.metric) else
+           "by sequence; ridge (R^2) probes and geometry only (accuracy not evaluated: sweep(..., evaluate=False))."),
         "",
     ]
     side = probes_side_by_side(result)
@@ -102,8 +104,12 @@ def sweep_markdown(result: SweepResult) -> str:
     have = set(result.df.metric)
     for metric, title in SWEEP_SECTIONS:
         if title is None:
-            title = (f"Held-out accuracy of binned position (chance ~{m.get('chance', float('nan')):.3f}; "
-                     f"token floor {m.get('token_floor_acc') or float('nan'):.3f})")
+            floor = m.get("token_floor_acc")
+            chance = m.get("chance")
+            title = "Held-out accuracy of binned position (" + "; ".join(
+                ([f"chance ~{chance:.3f}"] if isinstance(chance, (int, float)) and chance == chance else [])
+                + ([f"token floor {floor:.3f}"] if isinstance(floor, (int, float)) and floor == floor else [])
+            ) + ")"
         if metric in have:
             parts += [f"## {title}", "", sweep_table(result, metric), ""]
     skipped = m.get("skipped") or {}
