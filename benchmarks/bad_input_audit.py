@@ -203,7 +203,8 @@ def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict
     ]
     if baseline is not None:
         lines += [
-            f"Before ({baseline['label']}): {_headline(baseline['all'])}.",
+            f"Before ({baseline['label']}): {_headline(baseline['all'])}. (Judged by the same expectations: a "
+            "`PeHooksError` whose wording was changed since, e.g. to add the fix, counts as unclear there.)",
             "",
         ]
     before = " (before)" if baseline is not None else ""

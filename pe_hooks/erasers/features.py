@@ -62,5 +62,5 @@ def check_concept_labels(z: torch.Tensor, d_model: int) -> None:
     if z.shape[1] - 1 > d_model:
         raise DataError(
             f"a {z.shape[1]}-dimensional position code needs rank {z.shape[1] - 1} > d_model {d_model}: use a smaller "
-            "code (fewer n_bins with features='onehot', fewer n_freqs with features='fourier')"
+            "code (fewer bins: n_bins with features='onehot'; fewer n_freqs with features='fourier')"
         )
