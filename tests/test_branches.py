@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pe_hooks import DataError, HookList, zero
-from pe_hooks.probes.branches import BranchLatents, branches, erase_crossfit, make_views
+from pe_hooks.probes.branch_views import erase_crossfit, make_views
+from pe_hooks.probes.branches import BranchLatents, branches
 from tests.conftest import get_model
 
 CAUSAL = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom"]

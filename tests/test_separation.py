@@ -7,7 +7,9 @@ import pytest
 
 from pe_hooks import DataError
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.branches import BranchLatents, analyze, erase_crossfit
+from pe_hooks.probes.branch_analysis import analyze
+from pe_hooks.probes.branch_views import erase_crossfit
+from pe_hooks.probes.branches import BranchLatents
 from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
 from pe_hooks.reports import branch_metrics_table
 
@@ -100,7 +102,7 @@ def test_umap_view_agrees_with_original_space() -> None:
 
 
 def test_umap_is_seeded() -> None:
-    from pe_hooks.probes.branches import umap_embed
+    from pe_hooks.probes.branch_analysis import umap_embed
 
     x, _, _ = planted(seed=5)
     assert np.allclose(umap_embed(x, seed=3), umap_embed(x, seed=3))
