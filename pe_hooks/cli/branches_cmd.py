@@ -1,7 +1,7 @@
 """``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened.
 
 By default the layer is chosen where position is measurably strongest in the branch latents
-(``--layer auto``; ``pe_hooks.probes.layer_choice``). Writes to ``--out``: ``branches-layer{L}.png``
+(``--layer auto``; ``pe_hooks.probes.layer_choice``). Writes to ``OUT/branches-MODEL/``: ``branches-layer{L}.png``
 per layer, ``metrics.csv`` (tidy), ``layer-scores.csv`` (with ``--layer auto``: every layer's
 score), ``metrics.md`` and ``branches.md`` (layer choice, headline scores with nulls, all metrics,
 + the generated texts), ``texts.json`` (texts, prompts, settings).
@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="decode with the KV cache: auto (default) checks once that cached steps equal a full "
                    "forward and decodes without the cache if not; on requires it; off never uses it")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: results/branches-MODEL)")
+    p.add_argument("--out", type=Path, default=Path("results"),
+                   help="parent folder: the report goes to OUT/branches-MODEL/ (default results/, as pe-hooks sweep)")
     p.set_defaults(func=run)
 
 
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     parse_intervention(args.intervention)  # fail before any work
-    folder = args.out or Path("results") / f"branches-{args.model.replace('/', '_')}"
+    folder = args.out / f"branches-{args.model.replace('/', '_')}"
     check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device)
     scheme = inspect(model)
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         timings["generate + collect (intervened)"] = time.perf_counter() - t
     rows: list[dict[str, Any]] = []
     pngs = []
+    group = {int(b): int(p) for b, p in zip(raw.branch, raw.prompt if raw.prompt is not None else raw.branch * 0)}
     t = time.perf_counter()
     with write_artefact(folder, "branches report", 1, replaces=BRANCHES_FILES) as tmp:  # complete or not at all
         for layer in layers:
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                                k=args.k, n_perm=args.n_perm)
             rows += analysis.rows
             how = " (auto)" if layer in raw.auto_layers else ""
-            plot_branches(analysis, tmp / f"branches-layer{layer}.png", title=(
+            plot_branches(analysis, tmp / f"branches-layer{layer}.png", branch_group=group, title=(
                 f"{args.model}, layer {layer}{how} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches "
                 f"x {args.tokens} tokens, seed {args.seed}"))
             pngs.append(folder / f"branches-layer{layer}.png")

@@ -8,6 +8,7 @@ from pe_hooks.probes.branches import DEFAULT_PROMPTS, BranchLatents, branches
 from pe_hooks.probes.estimators import StreamingLDA, StreamingRidge
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.layer_choice import choice_reason, choose_layers, layer_scores
+from pe_hooks.probes.planted import planted_branches
 from pe_hooks.probes.stats import LayerStats
 from pe_hooks.probes.sweep import SweepResult, sweep
 
@@ -29,6 +30,7 @@ __all__ = [
     "layer_scores",
     "make_views",
     "path_ratio",
+    "planted_branches",
     "sweep",
     "umap_embed",
 ]
