@@ -9,6 +9,9 @@ For each setting: the best layer by held-out positional share (with its shuffled
 (``pe_hooks.probes.layer_choice``). The last rows score the reference corpus (stdlib docstrings,
 48 sequences x 256 tokens, folds = sequences) over position ranges, to show where the positional
 variance that ``pe-hooks sweep`` measures over positions 1-63 lives.
+
+    python docs/branches_settings.py --reference-only   # ~3 min: recompute the reference rows only
+
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def reference_rows(model: object) -> list[dict[str, object]]:
     pos = td.positions.reshape(-1).numpy()
     seq = np.repeat(np.arange(td.positions.shape[0]), td.positions.shape[1])
     rows = []
-    for lo, hi in ((1, 8), (1, 63), (9, 255)):
+    for lo, hi in ((1, 8), (2, 8), (1, 63), (9, 255)):
         keep = {}
         for layer, x in lat.items():
             nrm = np.linalg.norm(x, axis=1)
@@ -83,7 +86,12 @@ def markdown(df: pd.DataFrame) -> str:
 def main() -> int:
     model = load_model("smollm2-135m")
     rows = []
-    for label, prompts, n_b, n_new, temp in SETTINGS:
+    settings = SETTINGS
+    if "--reference-only" in sys.argv[1:]:
+        old = pd.read_csv(OUT / "settings.csv")
+        rows = old[~old["setting"].str.startswith("reference corpus")].to_dict(orient="records")
+        settings = []
+    for label, prompts, n_b, n_new, temp in settings:
         t = time.perf_counter()
         lat = branches(model, prompts, n_branches=n_b, max_new_tokens=n_new, temperature=temp, progress=False)
         assert lat.layer_scores is not None

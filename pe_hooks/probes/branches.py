@@ -187,7 +187,9 @@ def branches(
             (held-out positional share, ``pe_hooks.probes.layer_choice``; every layer is scored
             from the one collection forward, and the scores are returned in ``layer_scores``).
             A list of layers (negative ones count from the end) may contain ``"auto"`` as well,
-            e.g. ``["auto", 0]``.
+            e.g. ``["auto", 0]``. Until it has chosen, ``"auto"`` holds every layer's latents
+            (tokens x layers x d floats: 280 MB for 4 prompts x 8 branches x 128 tokens of
+            SmolLM2-135M).
         auto_layers: how many layers ``"auto"`` chooses.
         site: residual site (``resid_pre``, ``resid_mid``, ``resid_post``).
         hooks: an intervention active during generation *and* collection (the "intervened" view).
