@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
-    p.add_argument("--tokens", type=int_at_least(2), default=128, help="new tokens per continuation (default 128)")
+    p.add_argument("--tokens", type=int_at_least(1), default=128, help="new tokens per continuation (default 128)")
     p.add_argument("--layer", type=layer_arg, action="append", default=None,
                    help="layer (repeatable; negative counts from the end), or 'auto' (default): the layer where "
                    "position is measurably strongest in the branch latents (held-out positional share; if no layer "
