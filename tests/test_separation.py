@@ -1,4 +1,5 @@
-"""Separation metrics and the branch views on planted latents with a known answer."""
+"""Separation metrics, the headline path ratio, the layer choice and the branch views on planted
+latents with a known answer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ import pytest
 
 from pe_hooks import DataError
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.branches import BranchLatents, analyze, erase_crossfit
+from pe_hooks.probes.branch_analysis import analyze
+from pe_hooks.probes.branch_metrics import headline_scores, path_ratio, verdict
+from pe_hooks.probes.branch_views import erase_crossfit
+from pe_hooks.probes.branches import BranchLatents
+from pe_hooks.probes.layer_choice import (
+    choice_reason,
+    choose_layers,
+    heldout_position_share,
+    layer_scores,
+    position_folds,
+)
+from pe_hooks.probes.planted import planted_branches
 from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
 from pe_hooks.reports import branch_metrics_table
 
@@ -15,17 +27,9 @@ B, T, D = 8, 40, 64
 
 
 def planted(seed: int, drift: float = 6.0, branch_scale: float = 1.5):  # type: ignore[no-untyped-def]
-    """Each branch = a fixed offset (content) + a strong positional drift shared by all branches."""
-    g = np.random.default_rng(100)  # fixed directions
-    offsets = g.normal(size=(B, D)) * branch_scale
-    pos_dirs = np.linalg.qr(g.normal(size=(D, 3)))[0].T
-    r = np.random.default_rng(seed)
-    t = np.tile(np.arange(1, T + 1), B)
-    b = np.repeat(np.arange(B), T)
-    ang = t / T * np.pi
-    drift_vec = np.stack([np.cos(ang), np.sin(ang), t / T], 1) @ pos_dirs * drift * np.sqrt(D) / 2
-    x = offsets[b] * 0.5 + drift_vec + r.normal(size=(len(t), D))
-    return x, b, t
+    """Each branch = a fixed offset (content) + a strong positional drift shared by all branches
+    (``pe_hooks.probes.planted.planted_branches``, B branches x T positions in D dims)."""
+    return planted_branches(seed, drift=drift, branch_scale=branch_scale, n_branches=B, n_positions=T, dim=D)
 
 
 @pytest.mark.parametrize("seed", [1, 7])
@@ -100,7 +104,7 @@ def test_umap_view_agrees_with_original_space() -> None:
 
 
 def test_umap_is_seeded() -> None:
-    from pe_hooks.probes.branches import umap_embed
+    from pe_hooks.probes.branch_analysis import umap_embed
 
     x, _, _ = planted(seed=5)
     assert np.allclose(umap_embed(x, seed=3), umap_embed(x, seed=3))
@@ -117,3 +121,128 @@ def test_metric_errors() -> None:
         separation_metrics(x, b, t)
     with pytest.raises(DataError, match=r"\[n, d\]"):
         BranchLatents.from_arrays(np.zeros(5), np.zeros(5), np.zeros(5))
+
+
+# ------------------------------------------------------------------ headline: the path ratio
+
+
+def _brute_path_ratio(x: np.ndarray, b: np.ndarray, t: np.ndarray) -> float:
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    same_b, same_t = b[:, None] == b[None, :], t[:, None] == t[None, :]
+    return float(d2[~same_b & same_t].mean() / d2[same_b & ~same_t].mean())
+
+
+def test_path_ratio_equals_its_definition_by_brute_force() -> None:
+    """The O(n d) group-sum formula equals the mean over explicit pairs, also with unequal
+    branches, gaps in positions and a (branch, position) cell holding two tokens."""
+    rng = np.random.default_rng(0)
+    b = np.repeat(np.arange(5), 14)
+    t = np.tile(np.arange(3, 17), 5)
+    keep = rng.random(len(b)) > 0.15
+    b, t = b[keep], t[keep]
+    b, t = np.append(b, b[0]), np.append(t, t[0])  # a duplicated cell
+    x = rng.normal(size=(len(b), 6)) + t[:, None] * 0.1
+    assert path_ratio(x, b, t) == pytest.approx(_brute_path_ratio(x, b, t), rel=1e-10)
+
+
+def test_path_ratio_is_content_spread_over_positional_spread() -> None:
+    """Noise-free x = m(t) + c(b), every branch at every position: path_ratio = V_c / V_m exactly
+    (sample variances over branches and over positions; module docstring)."""
+    rng = np.random.default_rng(1)
+    n_b, n_t, d = 6, 20, 8
+    m, c = rng.normal(size=(n_t, d)) * 3.0, rng.normal(size=(n_b, d))
+    b, t = np.repeat(np.arange(n_b), n_t), np.tile(np.arange(n_t), n_b)
+    x = m[t] + c[b]
+    v_c = ((c - c.mean(0)) ** 2).sum() / (n_b - 1)
+    v_m = ((m - m.mean(0)) ** 2).sum() / (n_t - 1)
+    assert path_ratio(x, b, t) == pytest.approx(v_c / v_m, rel=1e-10)
+
+
+def test_headline_scores_read_planted_answers() -> None:
+    """A shared positional drift dominating -> "same path" (ratio ~0.4, far below its null
+    interval ~[0.96, 1.03]); branch offsets only -> "branches separate" (ratio ~1.5, purity ~0.95);
+    pure noise -> ratio and purity inside their nulls. Margins: over data seeds 1, 3, 7, 11 the
+    drift set reads 0.40-0.41 and the offsets set 1.49-1.53."""
+    x, b, t = planted(seed=1)
+    drift = headline_scores(x, b, t, n_perm=100)
+    assert drift["path_ratio"] < 0.6 < drift["path_ratio_null_lo"]
+    assert verdict(drift["path_ratio"], drift["path_ratio_null_lo"], drift["path_ratio_null_hi"]) == "same path"
+    assert drift["path_ratio_p"] <= 1 / 101 + 1e-12
+    xo, bo, to = planted(seed=1, drift=0.0)
+    offsets = headline_scores(xo, bo, to, n_perm=100)
+    assert offsets["path_ratio"] > 1.3 > offsets["path_ratio_null_hi"]
+    assert verdict(offsets["path_ratio"], offsets["path_ratio_null_lo"], offsets["path_ratio_null_hi"]) == (
+        "branches separate")
+    assert offsets["knn_branch_purity"] > 0.85 > 0.2 > offsets["knn_branch_purity_null_hi"]
+    noise = headline_scores(np.random.default_rng(2).normal(size=(len(b), D)), b, t, n_perm=100)
+    assert noise["path_ratio_null_lo"] <= noise["path_ratio"] <= noise["path_ratio_null_hi"]
+    assert noise["knn_branch_purity_null_lo"] - 0.02 <= noise["knn_branch_purity"] <= noise["knn_branch_purity_null_hi"] + 0.02
+    assert verdict(noise["path_ratio"], noise["path_ratio_null_lo"], noise["path_ratio_null_hi"]) == "neither"
+    for key in ("path_ratio", "knn_branch_purity"):
+        assert noise[f"{key}_null_lo"] <= noise[f"{key}_null"] <= noise[f"{key}_null_hi"]
+    assert abs(noise["path_ratio_null"] - 1.0) < 0.02  # shuffled labels: no structure, ratio 1
+
+
+def test_headline_scores_are_seeded_and_check_input() -> None:
+    x, b, t = planted(seed=2)
+    assert headline_scores(x, b, t, n_perm=20, seed=4) == headline_scores(x, b, t, n_perm=20, seed=4)
+    with pytest.raises(DataError, match="two branches"):
+        headline_scores(x, np.zeros(len(x)), t)
+    with pytest.raises(DataError, match=r"\[n, d\]"):
+        headline_scores(x, b[:-1], t)
+
+
+# ------------------------------------------------------------------ which layer: layer_choice
+
+
+def _layers(seed: int = 0):  # type: ignore[no-untyped-def]
+    """Three 'layers' of the same tokens: 0 = noise, 1 = a weak shared drift, 2 = the planted drift."""
+    x2, b, t = planted(seed=seed)
+    rng = np.random.default_rng(seed + 50)
+    x1, _, _ = planted(seed=seed, drift=1.5)
+    return {0: rng.normal(size=x2.shape), 1: x1, 2: x2}, b, t
+
+
+def test_layer_scores_find_the_most_positional_layer() -> None:
+    lat, b, t = _layers()
+    prompt = b // 2  # 4 "prompts" of 2 branches: folds are prompts
+    keep = {k: np.ones(len(b), dtype=bool) for k in lat}
+    s = layer_scores(lat, keep, b, t, prompt).set_index("layer")
+    assert s.loc[2, "position_share"] > s.loc[1, "position_share"] > s.loc[0, "position_share"]
+    assert s.loc[2, "position_share"] > 0.5 and bool(s.loc[2, "measurable"]) and bool(s.loc[1, "measurable"])
+    assert not bool(s.loc[0, "measurable"]) and abs(s.loc[0, "position_share"] - s.loc[0, "position_share_null"]) < 0.02
+    assert s.loc[2, "path_ratio"] < s.loc[0, "path_ratio"]
+    assert choose_layers(s.reset_index()) == [2] and choose_layers(s.reset_index(), n=2) == [1, 2]
+    assert "largest held-out share" in choice_reason(s.reset_index(), [2])
+    # dropped rows (massive tokens) are honoured
+    keep[2][:5] = False
+    assert layer_scores(lat, keep, b, t, prompt).set_index("layer").loc[2, "tokens"] == len(b) - 5
+
+
+def test_layer_choice_falls_back_to_decodability_when_no_layer_has_a_path() -> None:
+    """Position read from a low-variance direction only: no layer has a measurable share, and
+    auto takes the layer where position is decodable (held-out ridge R^2), saying so."""
+    rng = np.random.default_rng(3)
+    b, t = np.repeat(np.arange(8), 40), np.tile(np.arange(1, 41), 8)
+    noise = rng.normal(size=(len(b), 256))
+    faint = noise.copy()
+    faint[:, 0] = t / 40 + rng.normal(size=len(b)) * 0.05  # 1 of 256 standardised dims: share ~0.004
+    s = layer_scores({0: noise, 1: faint}, {0: np.ones(len(b), bool), 1: np.ones(len(b), bool)}, b, t)
+    assert not s["measurable"].any()
+    r2 = s.set_index("layer")["position_r2"]
+    assert r2[1] > 0.5 and r2[0] < 0.1  # measured 0.69 and < 0 (256 dims, 240 training tokens)
+    assert choose_layers(s) == [1]
+    assert "most decodable" in choice_reason(s, [1])
+
+
+def test_position_share_is_held_out() -> None:
+    """Pure noise scores at its shuffled null (below 0: the cost of estimating the means), never
+    above 0 as an in-sample fraction of variance would."""
+    rng = np.random.default_rng(4)
+    b, t = np.repeat(np.arange(8), 30), np.tile(np.arange(1, 31), 8)
+    x = rng.normal(size=(len(b), 16))
+    share = heldout_position_share(x, t, position_folds(b, None))
+    assert share < 0
+    assert position_folds(b, b // 4).max() == 1  # two prompts -> two folds
+    with pytest.raises(DataError, match="two branches"):
+        position_folds(np.zeros(5), None)

@@ -1,7 +1,10 @@
 """``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened.
 
-Writes to ``--out``: ``branches-layer{L}.png`` per layer, ``metrics.csv`` (tidy), ``metrics.md``
-and ``branches.md`` (tables + the generated texts), ``texts.json`` (texts, prompts, settings).
+By default the layer is chosen where position is measurably strongest in the branch latents
+(``--layer auto``; ``pe_hooks.probes.layer_choice``). Writes to ``OUT/branches-MODEL/``: ``branches-layer{L}.png``
+per layer, ``metrics.csv`` (tidy), ``layer-scores.csv`` (with ``--layer auto``: every layer's
+score), ``metrics.md`` and ``branches.md`` (layer choice, headline scores with nulls, all metrics,
++ the generated texts), ``texts.json`` (texts, prompts, settings).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pe_hooks.cli.args import int_at_least, number_in
 from pe_hooks.core.atomic import check_writable_target, write_artefact
 from pe_hooks.core.errors import DataError
 
-BRANCHES_FILES = ("branches-layer*.png", "metrics.csv", "metrics.md", "branches.md", "texts.json")
+BRANCHES_FILES = ("branches-layer*.png", "metrics.csv", "layer-scores.csv", "metrics.md", "branches.md", "texts.json")
 
 INTERVENTION_HELP = (
     "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
@@ -32,9 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
-    p.add_argument("--tokens", type=int_at_least(2), default=48, help="new tokens per continuation (default 48)")
-    p.add_argument("--layer", type=int, action="append", default=None,
-                   help="layer (repeatable; negative counts from the end); default: middle and last")
+    p.add_argument("--tokens", type=int_at_least(2), default=128, help="new tokens per continuation (default 128)")
+    p.add_argument("--layer", type=layer_arg, action="append", default=None,
+                   help="layer (repeatable; negative counts from the end), or 'auto' (default): the layer where "
+                   "position is measurably strongest in the branch latents (held-out positional share; if no layer "
+                   "has one, where position is most decodable)")
+    p.add_argument("--auto-layers", type=int_at_least(1), default=1, help="how many layers 'auto' picks (default 1)")
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
     p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
@@ -48,16 +54,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--neighbors", type=int_at_least(2), default=15, help="UMAP n_neighbors")
     p.add_argument("--min-dist", type=number_in(0, 1), default=0.1, help="UMAP min_dist, in [0, 1]")
     p.add_argument("--k", type=int_at_least(1), default=10, help="neighbours of the kNN metrics")
+    p.add_argument("--n-perm", type=int_at_least(10), default=100,
+                   help="label permutations of the headline scores' nulls (default 100)")
     p.add_argument("--massive", type=number_in(0), default=8.0, help="flag tokens with norm > this x median (0: off)")
     p.add_argument("--kv-cache", default="auto", choices=["auto", "on", "off"],
                    help="decode with the KV cache: auto (default) checks once that cached steps equal a full "
                    "forward and decodes without the cache if not; on requires it; off never uses it")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: results/branches-MODEL)")
+    p.add_argument("--out", type=Path, default=Path("results"),
+                   help="parent folder: the report goes to OUT/branches-MODEL/ (default results/, as pe-hooks sweep)")
     p.set_defaults(func=run)
 
 
 REPLACE_MAPS = ("shuffle", "reverse", "shift", "constant", "scale")
+
+
+def layer_arg(text: str) -> int | str:
+    """``--layer`` values: an integer or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a layer is an integer or 'auto', not {text!r}") from exc
 
 
 def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
@@ -89,6 +108,7 @@ def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
 def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any:
     """The ``HookList`` of ``spec`` (``None`` for "none"); ``length`` = positions in use."""
     from pe_hooks import constant, remove, replace, reverse, scale, shift, shuffle, zero
+    from pe_hooks.core.errors import SchemeError
 
     kind, name, arg = parse_intervention(spec)
     if kind == "none":
@@ -96,7 +116,11 @@ def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any
     if kind == "zero":
         return zero(model)
     if kind == "remove":
-        return remove(model)
+        # one mean over every position in use, the same table at every cached decoding step
+        try:
+            return remove(model, reference=range(length))
+        except SchemeError:  # a site without reference positions (ALiBi: the mean bias is exact)
+            return remove(model)
     maps = {
         "shuffle": lambda: shuffle(length, seed=int(arg) if arg is not None else seed),
         "reverse": lambda: reverse(length),
@@ -118,23 +142,28 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     parse_intervention(args.intervention)  # fail before any work
-    folder = args.out or Path("results") / f"branches-{args.model.replace('/', '_')}"
+    folder = args.out / f"branches-{args.model.replace('/', '_')}"
     check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device)
     scheme = inspect(model)
-    layers = scheme.check_layers(args.layer or sorted({scheme.n_layers // 2, scheme.n_layers - 1}))
+    asked = args.layer or ["auto"]
+    explicit = [v for v in asked if v != "auto"]
+    if explicit:
+        scheme.check_layers(explicit)  # fail before any work
     early = None if args.early is None else scheme.check_layers([args.early])[0]
-    collect = list(dict.fromkeys(layers + ([early] if early is not None else [])))
     prompts = args.prompt or list(DEFAULT_PROMPTS)
     kw: dict[str, Any] = dict(
         n_branches=args.branches, max_new_tokens=args.tokens, temperature=args.temperature, top_p=args.top_p,
-        seed=args.seed, layers=collect, site=args.site, massive=args.massive or None,
+        seed=args.seed, site=args.site, massive=args.massive or None,
         kv_cache={"auto": None, "on": True, "off": False}[args.kv_cache],
     )
     timings["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    raw = branches(model, prompts, **kw)
-    timings["generate + collect"] = time.perf_counter() - t
+    collect: list[int | str] = list(dict.fromkeys(asked + ([early] if early is not None else [])))
+    raw = branches(model, prompts, layers=collect, auto_layers=args.auto_layers, **kw)
+    timings["generate + collect (+ score every layer)" if "auto" in asked else "generate + collect"] = (
+        time.perf_counter() - t)
+    layers = sorted(set(raw.auto_layers) | set(scheme.check_layers(explicit) if explicit else []))
     eraser = None
     if args.erase_on in ("reference", "both"):
         t = time.perf_counter()
@@ -147,10 +176,11 @@ def run(args: argparse.Namespace) -> int:
     hooks = intervention_hooks(model, args.intervention, raw.prompt_len + args.tokens, seed=args.seed)
     if hooks is not None:
         t = time.perf_counter()
-        inter = branches(model, prompts, hooks=hooks, **kw)
+        inter = branches(model, prompts, hooks=hooks, layers=layers, **kw)
         timings["generate + collect (intervened)"] = time.perf_counter() - t
     rows: list[dict[str, Any]] = []
     pngs = []
+    group = {int(b): int(p) for b, p in zip(raw.branch, raw.prompt if raw.prompt is not None else raw.branch * 0)}
     t = time.perf_counter()
     with write_artefact(folder, "branches report", 1, replaces=BRANCHES_FILES) as tmp:  # complete or not at all
         for layer in layers:
@@ -159,28 +189,35 @@ def run(args: argparse.Namespace) -> int:
                 crossfit=args.erase_on in ("branches", "both"), intervened=inter,
                 intervened_name=f"intervened ({args.intervention})", early=early if early != layer else None,
             )
-            analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist, k=args.k)
+            analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist,
+                               k=args.k, n_perm=args.n_perm)
             rows += analysis.rows
-            plot_branches(analysis, tmp / f"branches-layer{layer}.png", title=(
-                f"{args.model} layer {layer} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches x "
-                f"{args.tokens} tokens, seed {args.seed}; ▲ = first generated token"))
+            how = " (auto)" if layer in raw.auto_layers else ""
+            plot_branches(analysis, tmp / f"branches-layer{layer}.png", branch_group=group, title=(
+                f"{args.model}, layer {layer}{how} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches "
+                f"x {args.tokens} tokens, seed {args.seed}"))
             pngs.append(folder / f"branches-layer{layer}.png")
         timings["UMAP + metrics + figures"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         metrics_frame(rows).to_csv(tmp / "metrics.csv", index=False)
+        written = ["metrics.csv", "metrics.md", "branches.md", "texts.json"]
+        if raw.layer_scores is not None:
+            raw.layer_scores.assign(chosen=raw.layer_scores["layer"].isin(raw.auto_layers)).to_csv(
+                tmp / "layer-scores.csv", index=False)
+            written.insert(1, "layer-scores.csv")
         settings = {
             "model": args.model, "branches": args.branches, "tokens": args.tokens, "temperature": args.temperature,
             "top_p": args.top_p, "seed": args.seed, "site": args.site, "eraser": args.eraser, "fit_seqs": args.fit_seqs,
-            "intervention": args.intervention, "massive": args.massive,
+            "intervention": args.intervention, "massive": args.massive, "n_perm": args.n_perm,
         }
         report = write_branches_markdown(
             tmp, settings=settings, raw=raw, intervened=inter, rows=rows, layers=layers, timings=timings
         )
         (tmp / "texts.json").write_text(json.dumps({
             "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
+            "layers": layers, "auto_layers": raw.auto_layers,
             "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
         }, indent=1))
     print(report)
-    print(f"wrote {', '.join(str(p) for p in pngs)}, metrics.csv, metrics.md, branches.md, texts.json to {folder} "
-          f"({timings['total']:.0f} s)")
+    print(f"wrote {', '.join(str(p) for p in pngs)}, {', '.join(written)} to {folder} ({timings['total']:.0f} s)")
     return 0

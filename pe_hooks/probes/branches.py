@@ -1,5 +1,4 @@
-"""Generation branches: sample continuations, collect their latents, look at them with and
-without position.
+"""Generation branches: sample continuations and collect their latents.
 
 ``branches(model, prompts)`` samples ``n_branches`` continuations of every prompt (KV cache,
 seeded) and collects the residual latent of every generated token at the chosen layers. For a
@@ -7,64 +6,48 @@ causal model the latent of a token does not depend on later tokens, so one forwa
 finished sequences gives exactly the latents computed while decoding (the test suite checks it
 against latents captured inside the cached decoding loop).
 
-Views of one layer's latents (``make_views``):
+With ``layers="auto"`` (the default) every layer is collected in that one forward, scored by how
+much of the latents' variance a shared positional path explains on held-out prompts
+(``pe_hooks.probes.layer_choice``), and the most positional layer is kept; the scores of every
+layer are kept too (``BranchLatents.layer_scores``) to say why.
 
-- ``raw``: the latents as they are;
-- ``erased``: through a position eraser fitted on *other* text (``pe_hooks.erasers.fit_eraser``
-  on the reference corpus; any object with ``.transform(x, layer=, positions=)`` is accepted);
-- ``erased (branches, out-of-sample)``: through erasers fitted on the branches themselves,
-  cross-fitted by branch (``erase_crossfit``: each group of branches is erased by an eraser that
-  never saw it);
-- ``intervened``: new branches generated *and* read under an intervention (``zero``/``remove``/
-  ``replace``);
-- ``early``: the same tokens at an early layer.
-
-``analyze(views)`` embeds each view with a seeded UMAP and scores, in the original space and in
-UMAP space, how much the picture is organised by branch vs by position
-(``pe_hooks.probes.separation``).
+Views of the latents: ``pe_hooks.probes.branch_views``; UMAP and scores:
+``pe_hooks.probes.branch_analysis`` and ``pe_hooks.probes.branch_metrics``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from inspect import signature as _signature
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from pe_hooks.core.atomic import atomic_write_bytes, write_artefact
+from pe_hooks.core.atomic import write_artefact
 from pe_hooks.core.errors import ArgumentError, DataError, HookPointError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_int, check_number
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
-from pe_hooks.erasers import fit_on_arrays
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
-from pe_hooks.probes.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
+from pe_hooks.probes.layer_choice import choose_layers, layer_scores
 from pe_hooks.sites.inspect import inspect
 
 #: Built-in prompts (no download): different topics, so "regardless of content" can be tested.
 DEFAULT_PROMPTS = (
     "The most surprising thing about the ocean is",
     "To fix a slow Python program, the first step is",
+    "Once upon a time, in a village at the edge of the forest,",
+    "The recipe for a good chocolate cake starts with",
 )
 
 View = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x [n, d], branch [n], position [n])
-
-
-class Eraser(Protocol):
-    """Anything that erases: ``PositionEraser``, or ``fit_on_arrays(...)``'s result."""
-
-    def transform(self, x: Any, *, positions: Any = None) -> Any: ...
 
 
 @dataclass
@@ -80,6 +63,9 @@ class BranchLatents:
         texts: the generated continuation of each branch.
         sequences: ``[branches, len]`` full token ids (left-padded prompts + continuation).
         flagged: per layer, ``[n]`` True for massive-activation tokens (left out of the views).
+        layer_scores: with ``layers="auto"``, one row per layer of the model: how positional its
+            latents are (``pe_hooks.probes.layer_choice.layer_scores``); ``None`` otherwise.
+        auto_layers: the layers ``"auto"`` chose (empty if no layer was chosen automatically).
     """
 
     latents: dict[int, np.ndarray]
@@ -92,6 +78,8 @@ class BranchLatents:
     prompt_len: int = 0
     flagged: dict[int, np.ndarray] = field(default_factory=dict)
     prompts: list[str] = field(default_factory=list)
+    layer_scores: pd.DataFrame | None = None
+    auto_layers: list[int] = field(default_factory=list)
 
     @classmethod
     def from_arrays(
@@ -131,9 +119,11 @@ class BranchLatents:
         with write_artefact(out, "branch latents", 1, replaces=names) as tmp:  # complete or not at all
             self.df.to_csv(tmp / "tokens.csv", index=False)
             np.savez(tmp / "latents.npz", **arrays)  # type: ignore[arg-type]
-            (tmp / "branches.json").write_text(
-                json.dumps({"prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len}, indent=1)
-            )
+            (tmp / "branches.json").write_text(json.dumps({
+                "prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len,
+                "auto_layers": self.auto_layers,
+                "layer_scores": None if self.layer_scores is None else self.layer_scores.to_dict(orient="records"),
+            }, indent=1))
         return {"csv": out / "tokens.csv", "npz": out / "latents.npz", "json": out / "branches.json"}
 
     def keep(self, layer: int) -> np.ndarray:
@@ -175,11 +165,12 @@ def branches(
     prompts: str | Sequence[str] | None = None,
     *,
     n_branches: int = 8,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 128,
     temperature: float = 1.0,
     top_p: float = 0.95,
     seed: int = 0,
-    layers: Sequence[int] | None = None,
+    layers: str | Sequence[int | str] | None = "auto",
+    auto_layers: int = 1,
     site: str = "resid_pre",
     hooks: HookList | None = None,
     massive: float | None = 8.0,
@@ -192,7 +183,15 @@ def branches(
     Args:
         prompts: a prompt, a list of prompts (left-padded into one batch), or ``None`` for
             ``DEFAULT_PROMPTS``.
-        layers: layers whose latents are collected (default: the middle and the last layer).
+        layers: layers whose latents are collected. ``"auto"`` (default; also ``None``): the
+            ``auto_layers`` layer(s) where position is measurably strongest in these very latents
+            (held-out positional share, ``pe_hooks.probes.layer_choice``; every layer is scored
+            from the one collection forward, and the scores are returned in ``layer_scores``).
+            A list of layers (negative ones count from the end) may contain ``"auto"`` as well,
+            e.g. ``["auto", 0]``. Until it has chosen, ``"auto"`` holds every layer's latents
+            (tokens x layers x d floats: 280 MB for 4 prompts x 8 branches x 128 tokens of
+            SmolLM2-135M).
+        auto_layers: how many layers ``"auto"`` chooses.
         site: residual site (``resid_pre``, ``resid_mid``, ``resid_post``).
         hooks: an intervention active during generation *and* collection (the "intervened" view).
         massive: tokens whose latent norm at a layer exceeds ``massive`` x that layer's median
@@ -215,7 +214,7 @@ def branches(
             "(e.g. smollm2-135m, tiny-llama)"
         )
     check_int(n_branches, "n_branches", minimum=2, fix="branches are compared with each other (8 by default)")
-    check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (48 by default)")
+    check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (128 by default)")
     check_number(temperature, "temperature", positive=True, fix="branches are sampled, not greedy (1.0 by default)")
     if not 0 < check_number(top_p, "top_p", fix="pass top_p in (0, 1] (0.95 by default)") <= 1:
         raise ArgumentError(f"top_p must be in (0, 1], got {top_p!r}; pass top_p in (0, 1] (0.95 by default)")
@@ -225,8 +224,10 @@ def branches(
         check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
     if kv_cache is not None:
         check_bool(kv_cache, "kv_cache")
-    lay = scheme.check_layers(sorted({scheme.n_layers // 2, scheme.n_layers - 1}) if layers is None else layers)
-    lay = list(dict.fromkeys(lay))
+    explicit, auto = _parse_layers(layers)
+    lay = list(range(scheme.n_layers)) if auto else list(dict.fromkeys(scheme.check_layers(explicit)))
+    if auto and explicit:
+        scheme.check_layers(explicit)
     names = [scheme.resid_hook(layer, site) for layer in lay]
     tok = model.tokenizer
     rows = [model.to_tokens(p)[0].cpu() for p in prompt_list]
@@ -260,19 +261,49 @@ def branches(
     for b in stream_activations(model, td, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
         for n in names:
             acts[n].append(b.acts[n][:, prompt_len:])
-    latents = {layer: torch.cat(acts[n]).reshape(n_seq * n_new, -1).numpy() for layer, n in zip(lay, names)}
+    latents = {layer: torch.cat(acts.pop(n)).reshape(n_seq * n_new, -1).numpy() for layer, n in zip(lay, names)}
+    flagged = {layer: _massive(v, massive) for layer, v in latents.items()}
+    branch = np.repeat(np.arange(n_seq), n_new)
+    position = td.positions[:, prompt_len:].reshape(-1).numpy()
+    prompt = np.repeat(np.arange(len(prompt_list)), n_branches * n_new)
+    scores, chosen = None, []
+    if auto:
+        keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
+        scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
+        chosen = choose_layers(scores, n=auto_layers)
+        final = sorted(set(chosen) | set(scheme.check_layers(explicit) if explicit else []))
+        latents = {layer: latents[layer] for layer in final}
+        flagged = {layer: flagged[layer] for layer in final}
     return BranchLatents(
         latents=latents,
-        branch=np.repeat(np.arange(n_seq), n_new),
-        position=td.positions[:, prompt_len:].reshape(-1).numpy(),
+        branch=branch,
+        position=position,
         token=[tok.decode([int(t)]) for s in seqs for t in s[prompt_len:]],
-        prompt=np.repeat(np.arange(len(prompt_list)), n_branches * n_new),
+        prompt=prompt,
         texts=[tok.decode(s[prompt_len:]) for s in seqs],
         sequences=seqs,
         prompt_len=prompt_len,
-        flagged={layer: _massive(v, massive) for layer, v in latents.items()},
+        flagged=flagged,
         prompts=prompt_list,
+        layer_scores=scores,
+        auto_layers=chosen,
     )
+
+
+def _parse_layers(layers: str | Sequence[int | str] | None) -> tuple[list[int], bool]:
+    """``(explicit layers, whether "auto" was asked for)``."""
+    if layers is None or (isinstance(layers, str) and layers.strip().lower() == "auto"):
+        return [], True
+    if isinstance(layers, str):
+        raise DataError(f'layers must be "auto" or a list of layer indices, got {layers!r}')
+    items = list(layers)
+    auto = any(isinstance(v, str) and v.strip().lower() == "auto" for v in items)
+    rest = [v for v in items if not (isinstance(v, str) and v.strip().lower() == "auto")]
+    if any(isinstance(v, str) for v in rest):
+        raise DataError(f'layers may hold layer indices and "auto" only, got {items!r}')
+    if not auto and not rest:
+        raise DataError('give at least one layer, or layers="auto"')
+    return [int(v) for v in rest], auto
 
 
 def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:
@@ -287,165 +318,3 @@ def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:
         warnings.warn(check.message() + " Decoding without the cache for now.", UpstreamWarning, stacklevel=3)
     return check.ok
 
-
-# ---------------------------------------------------------------------------------- views
-
-
-def leace_on_arrays(x: np.ndarray, position: np.ndarray) -> Eraser:
-    """The default eraser fitted on branches: LEACE on 4 Fourier features of position."""
-    return fit_on_arrays(x, position, method="leace", n_freqs=4, exempt_first=False)
-
-
-def erase_crossfit(
-    x: np.ndarray,
-    branch: np.ndarray,
-    position: np.ndarray,
-    *,
-    fit: Callable[[np.ndarray, np.ndarray], Eraser] = leace_on_arrays,
-    n_folds: int = 4,
-) -> np.ndarray:
-    """Erase position with erasers fitted on the branches themselves, out of sample.
-
-    Branches are split into ``n_folds`` groups; the tokens of each group are erased by
-    ``fit(x_rest, position_rest)`` fitted on the other groups only, so no token is erased by an
-    eraser that saw it (an in-sample eraser would also remove the noise of its own fit).
-    """
-    ids = np.unique(branch)
-    n_folds = min(n_folds, len(ids))
-    if n_folds < 2:
-        raise DataError("cross-fitting needs at least two branches")
-    out = np.empty_like(np.asarray(x, dtype=np.float32))
-    for f in range(n_folds):
-        held = np.isin(branch, ids[f::n_folds])
-        er = fit(x[~held], position[~held])
-        out[held] = np.asarray(er.transform(x[held], positions=position[held]))
-    return out
-
-
-def make_views(
-    lat: BranchLatents,
-    layer: int,
-    *,
-    eraser: Eraser | None = None,
-    eraser_name: str = "erased",
-    crossfit: bool | Callable[[np.ndarray, np.ndarray], Eraser] = False,
-    intervened: BranchLatents | None = None,
-    intervened_name: str = "intervened",
-    early: int | None = None,
-) -> dict[str, View]:
-    """The views of one layer (see the module docstring); ``raw`` always comes first.
-
-    ``eraser.transform`` is called as ``transform(x, layer=layer, positions=p)`` (a
-    ``PositionEraser``), or ``transform(x, positions=p)`` if it has no ``layer`` argument.
-    """
-    x, b, p = lat.view(layer)
-    views: dict[str, View] = {"raw": (x, b, p)}
-    if eraser is not None:
-        transform: Any = eraser.transform
-        takes_layer = "layer" in _signature(transform).parameters
-        xe = transform(x, layer=layer, positions=p) if takes_layer else transform(x, positions=p)
-        views[eraser_name] = (np.asarray(xe), b, p)
-    if crossfit:
-        fit = crossfit if callable(crossfit) else leace_on_arrays
-        views["erased (branches, out-of-sample)"] = (erase_crossfit(x, b, p, fit=fit), b, p)
-    if intervened is not None:
-        views[intervened_name] = intervened.view(layer)
-    if early is not None:
-        views[f"early (layer {early})"] = lat.view(early)
-    return views
-
-
-# ---------------------------------------------------------------------------------- analysis
-
-
-@dataclass
-class BranchAnalysis:
-    """Views of one layer's latents, their 2-D embeddings and separation metrics (tidy rows)."""
-
-    layer: int
-    views: dict[str, View]
-    embeddings: dict[str, np.ndarray]
-    rows: list[dict[str, Any]]
-
-    @property
-    def df(self) -> pd.DataFrame:
-        """The metrics as a tidy frame (layer, view, space, metric, value)."""
-        return metrics_frame(self.rows)
-
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``metrics-layer{L}.csv`` and the 2-D embeddings (``embeddings-layer{L}.npz``).
-
-        Several layers' analyses may share a folder, so each file is written atomically (a
-        temporary file renamed into place): a file is complete or absent, never truncated.
-        """
-        out = Path(folder)
-        paths = {"csv": out / f"metrics-layer{self.layer}.csv", "npz": out / f"embeddings-layer{self.layer}.npz"}
-        buf = io.BytesIO()
-        np.savez(buf, **self.embeddings)  # type: ignore[arg-type]
-        atomic_write_bytes(paths["npz"], buf.getvalue())
-        atomic_write_bytes(paths["csv"], self.df.to_csv(index=False).encode())
-        return paths
-
-
-def umap_embed(
-    x: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean"
-) -> np.ndarray:
-    """Seeded 2-D UMAP of standardised latents (``random_state`` makes it deterministic)."""
-    import umap
-    from sklearn.preprocessing import StandardScaler
-
-    if len(x) < 4:
-        raise DataError(f"UMAP needs at least 4 points, got {len(x)}")
-    z = StandardScaler().fit_transform(x)
-    reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric=metric, random_state=seed
-    )
-    return np.asarray(reducer.fit_transform(z))
-
-
-def analyze(
-    views: dict[str, View],
-    *,
-    layer: int = 0,
-    embed: bool = True,
-    seed: int = 0,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    k: int = 10,
-    window: int = 2,
-    control: bool = True,
-    progress: bool = True,
-) -> BranchAnalysis:
-    """UMAP + metrics (original and UMAP space) for each view ``name -> (x, branch, position)``.
-
-    With ``control``, a ``shuffled`` row scores the first view with its (branch, position) labels
-    permuted jointly across tokens (what each metric reads when nothing is organised), and a
-    ``chance`` row gives the analytic kNN chance levels of those labels.
-    """
-    rows: list[dict[str, Any]] = []
-    embeddings: dict[str, np.ndarray] = {}
-
-    def add(view: str, space: str, values: dict[str, float]) -> None:
-        rows.extend({"layer": layer, "view": view, "space": space, "metric": m, "value": v} for m, v in values.items())
-
-    for name, (x, b, p) in tqdm(views.items(), desc=f"layer {layer}: views", disable=not progress, leave=False):
-        add(name, "original", separation_metrics(x, b, p, k=k, window=window, seed=seed))
-        if embed:
-            e = umap_embed(x, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist)
-            embeddings[name] = e
-            add(name, "umap", separation_metrics(e, b, p, k=k, window=window, seed=seed, standardize=False))
-    if control and views:
-        x, b, p = next(iter(views.values()))
-        add("shuffled", "original", shuffled_control(x, b, p, k=k, window=window, seed=seed))
-        add("chance", "analytic", chance_levels(b, p, window=window))
-    return BranchAnalysis(layer, views, embeddings, rows)
-
-
-def keep_mask(lat: BranchLatents, layer: int | None = None) -> np.ndarray:
-    """Rows used in views (position > 0, not massive at ``layer``; at any layer if ``None``)."""
-    if layer is not None:
-        return lat.keep(layer)
-    keep = lat.position > 0
-    for f in lat.flagged.values():
-        keep &= ~f
-    return np.asarray(keep)
