@@ -17,7 +17,7 @@ SMOLLM2 = ("sweep-smollm2-135m", [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
     ("acc", "erase", "acc erase (LEACE)"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
     ("r2", "erase", "R² erase"), ("rel_norm", "baseline", "rel. norm baseline"),
 ])
-SMOLLM2_PROBES = ("sweep-smollm2-135m", [-1, 0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
+SMOLLM2_PROBES = ("sweep-smollm2-135m", [-1, 0, 4, 8, 12, 16, 20, 24, 28, 30], [
     (m, cond, f"{name} {cond}") for cond in ("baseline", "erase") for m, name in
     (("acc", "linear"), ("acc_knn_cosine", "kNN cos"), ("acc_knn_euclidean", "kNN euc"))
 ] + [(m, "zero", f"{name} zero") for m, name in (("acc", "linear"), ("acc_knn_cosine", "kNN cos"))])
