@@ -959,7 +959,7 @@ for fam in FAMILIES:
          raises(DataError, "seq_len >= 3"))
 case("fit_eraser n_seqs=0", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, n_seqs=0, progress=False), raises(ArgumentError, "n_seqs"))
 case("fit_eraser layers=[]", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, layers=[], progress=False),
-     raises(ArgumentError, "pass None (all)"))
+     raises(ArgumentError, 'or layers="auto"'))
 case("fit_eraser duplicate layers", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, layers=[0, 0], progress=False),
      raises(ArgumentError, "give each index once"))
 case("fit_eraser method banana", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, method="banana"), raises(DataError, "use one of"))
@@ -1016,7 +1016,7 @@ case("branches top_p=0", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", 
 case("branches top_p=nan", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", top_p=NAN, progress=False),
      raises(ArgumentError, "pass top_p in (0, 1]"))
 case("branches layers=[]", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", layers=[], progress=False),
-     raises(ArgumentError, "pass None (all)"))
+     raises(ArgumentError, 'or layers="auto"'))
 case("branches batch_size=0", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", batch_size=0, progress=False),
      raises(ArgumentError, "batch_size must be >= 1"))
 case("branches on BERT", "10", lambda t: p.branches(M("tiny-bert"), "hi there", progress=False), raises(DataError, "not a causal"))
@@ -1062,7 +1062,7 @@ case("project_out(resid, layers=[1.5])", "11", lambda t: p.project_out(M("tiny-g
 case("fit_eraser layers=[1.5]", "11", lambda t: p.fit_eraser(M("tiny-gpt2"), None, layers=[1.5], progress=False),
      raises(ArgumentError, "must be integers"))
 case("branches layers=['0']", "11", lambda t: p.branches(M("tiny-gpt2"), "hi there", layers=["0"], progress=False),
-     raises(ArgumentError, "must be integers"))
+     raises(ArgumentError, "pass integers"))
 case("negative layers count from the end", "11", lambda t: p.zero(M("tiny-llama"), layers=[-1]),
      Result(lambda h: h.names == p.zero(M("tiny-llama"), layers=[1]).names or _fail(h.names)))
 for what, value in {"5": 5, "'a'": "a", "None": None, "[('x', 5)]": [("x", 5)], "[('x',)]": [("x",)], "{}": {}}.items():
@@ -1211,7 +1211,7 @@ for argv, fix in [
     (("branches", "--model", "tiny-gpt2", "--tokens", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--branches", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--layer", "9", "--out", "{tmp}/b"), "has layers 0..1"),
-    (("branches", "--model", "tiny-gpt2", "--layer", "x", "--out", "{tmp}/b"), "invalid int value"),
+    (("branches", "--model", "tiny-gpt2", "--layer", "x", "--out", "{tmp}/b"), "a layer is an integer or 'auto'"),
     (("branches", "--model", "tiny-gpt2", "--early", "9", "--out", "{tmp}/b"), "has layers 0..1"),
     (("branches", "--model", "tiny-gpt2", "--intervention", "bogus", "--out", "{tmp}/b"), "unknown --intervention"),
     (("branches", "--model", "tiny-gpt2", "--intervention", "replace:shift", "--out", "{tmp}/b"), "needs a value"),

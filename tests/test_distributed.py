@@ -40,5 +40,6 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
     one = sweep(get_model("tiny-gpt2"), None, ["baseline", "zero"], n_seqs=24, folds=3, progress=False).df
     merged = one.merge(two, on=["layer", "intervention", "metric"], suffixes=("_one", "_two"))
     assert len(merged) == len(one) == len(two)
-    diff = (merged.value_one - merged.value_two).abs()
-    assert float(diff.max()) < 1e-6, merged.loc[diff.idxmax()]
+    # equal up to float32 rounding of the per-batch X^T X products (batches differ between ranks)
+    diff = (merged.value_one - merged.value_two).abs() - 1e-5 * merged.value_one.abs()
+    assert float(diff.max()) < 1e-5, merged.loc[diff.idxmax()]

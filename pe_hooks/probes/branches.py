@@ -295,14 +295,14 @@ def _parse_layers(layers: str | Sequence[int | str] | None) -> tuple[list[int], 
     if layers is None or (isinstance(layers, str) and layers.strip().lower() == "auto"):
         return [], True
     if isinstance(layers, str):
-        raise DataError(f'layers must be "auto" or a list of layer indices, got {layers!r}')
+        raise ArgumentError(f'layers must be "auto" or a list of layer indices, got {layers!r}')
     items = list(layers)
     auto = any(isinstance(v, str) and v.strip().lower() == "auto" for v in items)
     rest = [v for v in items if not (isinstance(v, str) and v.strip().lower() == "auto")]
     if any(isinstance(v, str) for v in rest):
-        raise DataError(f'layers may hold layer indices and "auto" only, got {items!r}')
+        raise ArgumentError(f'layers may hold layer indices and "auto" only, got {items!r}; pass integers, e.g. [0, 5], or "auto"')
     if not auto and not rest:
-        raise DataError('give at least one layer, or layers="auto"')
+        raise ArgumentError('layers=[] names no layer; give at least one layer, or layers="auto"')
     return [int(v) for v in rest], auto
 
 
