@@ -959,7 +959,7 @@ for fam in FAMILIES:
          raises(DataError, "seq_len >= 3"))
 case("fit_eraser n_seqs=0", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, n_seqs=0, progress=False), raises(ArgumentError, "n_seqs"))
 case("fit_eraser layers=[]", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, layers=[], progress=False),
-     raises(ArgumentError, 'or layers="auto"'))
+     raises(ArgumentError, "pass None (all)"))
 case("fit_eraser duplicate layers", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, layers=[0, 0], progress=False),
      raises(ArgumentError, "give each index once"))
 case("fit_eraser method banana", "10", lambda t: p.fit_eraser(M("tiny-gpt2"), None, method="banana"), raises(DataError, "use one of"))

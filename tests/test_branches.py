@@ -257,9 +257,9 @@ def test_branch_errors() -> None:
         branches(model, "x", site="resid_nowhere", progress=False)
     with pytest.raises(DataError, match=r"\[n, d\]"):
         BranchLatents.from_arrays(np.zeros(5), np.zeros(5), np.zeros(5))
-    with pytest.raises(DataError, match="auto"):
+    with pytest.raises(ArgumentError, match="auto"):
         branches(model, "x", layers="middle", progress=False)
-    with pytest.raises(DataError, match="at least one layer"):
+    with pytest.raises(ArgumentError, match="at least one layer"):
         branches(model, "x", layers=[], progress=False)
     with pytest.raises(IndexError, match="layers 0..1"):
         branches(model, "x", layers=["auto", 7], progress=False)
