@@ -61,13 +61,18 @@ def _bins(t: torch.Tensor, n_bins: int, lo: int, hi: int) -> torch.Tensor:
     return ((t - lo) * n_bins // (hi - lo + 1)).clamp(0, n_bins - 1).long()
 
 
+def _permutation(n: int, seq_index: int, seed: int) -> torch.Tensor:
+    """The shuffled-label control's permutation of a sequence's ``n`` probed tokens (deterministic per
+    sequence index): the stream's moments and the sample's scores use the same one."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(seq_index)))
+
+
 def _shuffled_positions(pos: torch.Tensor, keep: torch.Tensor, seq_index: torch.Tensor, seed: int) -> torch.Tensor:
     """Positions permuted within each sequence (deterministic per sequence index)."""
     out = pos.clone()
     for r in range(pos.shape[0]):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + int(seq_index[r]))
         idx = torch.nonzero(keep[r]).squeeze(-1)
-        out[r, idx] = pos[r, idx[torch.randperm(len(idx), generator=g)]]
+        out[r, idx] = pos[r, idx[_permutation(len(idx), int(seq_index[r]), seed)]]
     return out
 
 
@@ -165,9 +170,8 @@ def _gather(res: Reservoir, distributed: bool) -> list[tuple[int, torch.Tensor, 
 def _sample(rows: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]], name: str, seed: int) -> Sample:
     ys, shuffled, ids = [], [], []
     for i, pos, _ in rows:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + int(i))  # the stream's shuffle (_shuffled_positions)
         ys.append(pos)
-        shuffled.append(pos[torch.randperm(len(pos), generator=g)])
+        shuffled.append(pos[_permutation(len(pos), i, seed)])
         ids.append(torch.full((len(pos),), int(i)))
     x = torch.cat([acts[name].float() for _, _, acts in rows])
     return Sample(x, torch.cat(ys), torch.cat(shuffled), torch.cat(ids))
