@@ -52,6 +52,56 @@ def test_sequential_fits_on_erased_upstream_states() -> None:
     assert not fit_eraser(model, td, layers=[1], progress=False).info.sequential  # one site: nothing upstream
 
 
+def _apply(eraser: PositionEraser, name: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    import warnings
+
+    from pe_hooks.core.errors import FitMismatchWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitMismatchWarning)  # offline use of a sequential map: on purpose here
+        return torch.as_tensor(eraser.transform(x, hook_name=name, positions=t))
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-bloom"])
+@pytest.mark.parametrize("method", ["leace", "mean"])
+def test_one_pass_sequential_fit_equals_one_partial_forward_per_site(
+    name: str, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-batch sequential fit gives the maps of the per-site partial forwards (its fallback
+    for data too big for one batch), and both equal an independent reference: layer 1's map refitted
+    by ``fit_on_arrays`` on layer-1 states collected with only layer 0's map hooked in."""
+    import pe_hooks.erasers.fit as fit_module
+    from pe_hooks.erasers import fit_on_arrays
+
+    model = get_model(name)
+    td = load_data(model, None, seq_len=32, n_seqs=24)
+    one = fit_eraser(model, td, method=method, batch_size=8, progress=False)
+    monkeypatch.setattr(fit_module, "ONE_PASS_BYTES", 0)
+    per_site = fit_eraser(model, td, method=method, batch_size=8, progress=False)
+    assert one.info.sequential and list(one.maps) == list(per_site.maps)
+    x = torch.randn(200, int(model.cfg.d_model)) * 3
+    t = torch.randint(1, 32, (200,))
+    for n in one.maps:
+        a, b = _apply(one, n, x, t), _apply(per_site, n, x, t)
+        assert torch.allclose(a, b, atol=2e-3 * float(x.abs().max())), (n, float((a - b).abs().max()))
+    n0, n1 = "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"
+    upstream = PositionEraser({n0: one.maps[n0]}, one.info, model).hooks(model)
+    x1, t1, _ = _collect(model, td, n1, hooks=upstream)
+    ref = fit_on_arrays(x1, t1, method=method, name=n1)
+    a, r = _apply(one, n1, x, t), _apply(ref, n1, x, t)
+    assert torch.allclose(a, r, atol=2e-3 * float(x.abs().max())), float((a - r).abs().max())
+    if method == "leace":  # LEACE always removes its 17 Fourier directions ("mean" may find no signal left)
+        assert not torch.allclose(a, x, atol=1e-2)
+
+
+def test_sequential_fit_follows_forward_order_whatever_the_order_given() -> None:
+    model = get_model("tiny-gpt2")
+    td = load_data(model, None, seq_len=32, n_seqs=16)
+    names = ["blocks.1.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.0.hook_resid_pre"]
+    er = fit_eraser(model, td, hook_names=names, progress=False)
+    assert list(er.maps) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"]
+
+
 def test_mismatched_use_of_a_fitted_eraser_warns_naming_the_fix() -> None:
     """In-model hooks of an independently fitted multi-layer eraser, and offline transforms of a
     sequentially fitted one's downstream layers, meet distributions they were not fitted on."""

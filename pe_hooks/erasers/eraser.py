@@ -176,7 +176,7 @@ class PositionEraser:
             src = position_source(model, inspect(model))
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
         for name, site in self.maps.items():
-            pairs.append((name, _erase_hook(site, src, self.info.exempt_first, self.info.d_model)))
+            pairs.append((name, erase_hook(site, src, self.info.exempt_first, self.info.d_model)))
         hooks = HookList(pairs, label=f"erase({self.info.method}, {len(self.maps)} x {self.info.site})")
         # its maps were fitted on that model's activations: run elsewhere it refuses (core.hooklist)
         return bind_to_model(hooks, model) if model is not None else hooks
@@ -283,7 +283,9 @@ def _check_positions(positions: Any, shape: tuple[int, ...]) -> torch.Tensor:
     return pt.long()
 
 
-def _erase_hook(site: ErasureMap, src: Any, exempt_first: bool, d_model: int) -> HookFn:
+def erase_hook(site: ErasureMap, src: Any, exempt_first: bool, d_model: int) -> HookFn:
+    """The hook that applies one site's map; ``src.get(x)`` gives the positions of ``x`` (None
+    when the map needs none), and position 0 is left untouched when ``exempt_first``."""
     def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
         if x.shape[-1] != d_model:
             raise ModelMismatchError(
