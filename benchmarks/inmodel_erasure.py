@@ -1,17 +1,19 @@
 """Does in-model erasure hold? An independent probe on held-out texts, inside the model.
 
-    python -m benchmarks.inmodel_erasure [--fit-seqs 160] [--test-seqs 96] [--layers 1,2,4,8,15,22,29]
+    python -m benchmarks.inmodel_erasure [--test-start 576] [--test-seqs 96] [--layers 1,2,4,8,15,22,29]
 
-SmolLM2-135M (real weights), the embedded stdlib-docstring corpus, 64-token sequences. The eraser
-is fitted on the first ``fit-seqs`` sequences; every probe is scored on the next ``test-seqs``,
-which the eraser never saw. Probe: scikit-learn ``LogisticRegression`` (lbfgs, C=1) on
-standardised ``blocks.L.hook_resid_pre`` states, positions 1..63 in 8 equal bins (chance 0.125),
-4-fold ``GroupKFold`` by sequence. *Token floor*: the same probe on the token embeddings alone
-(``hook_embed``: no position in a rotary model), i.e. what the text itself says about position.
+SmolLM2-135M (real weights), the embedded stdlib-docstring corpus, 64-token sequences. Every probe
+is scored on sequences ``test-start .. test-start + test-seqs`` of the corpus, which no eraser saw
+(the erasers are fitted on the first sequences). Probe: scikit-learn ``LogisticRegression`` (lbfgs,
+C=1) on standardised ``blocks.L.hook_resid_pre`` states, positions 1..63 in 8 equal bins (chance
+0.125), 4-fold ``GroupKFold`` by sequence. *Token floor*: the same probe on the token embeddings
+alone (``hook_embed``: no position in a rotary model), i.e. what the text itself says about position.
 
-Conditions: raw; the README recipe (``fit_eraser(model, fit)`` with its defaults — sequential —
-then ``eraser.hooks(model)`` in-model); the independently fitted eraser (``sequential=False``, the
-old default) in-model, and offline on each layer's own raw states (``eraser.transform``).
+Conditions: raw; the README recipe exactly as written (``fit_eraser(model, None)``: its defaults,
+sequential, on the first ``n_seqs`` sequences of the embedded corpus; then ``eraser.hooks(model)``
+in-model); the same sequential fit on the first 160 sequences (the previous default size); the
+independently fitted eraser (``sequential=False``) in-model, and offline on each layer's own raw
+states (``eraser.transform``), both on the default fit sequences.
 """
 
 from __future__ import annotations
@@ -57,15 +59,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--fit-seqs", type=int, default=160)
+    p.add_argument("--test-start", type=int, default=576)
     p.add_argument("--test-seqs", type=int, default=96)
     p.add_argument("--layers", default="1,2,4,8,15,22,29")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/inmodel-erasure.md"))
     args = p.parse_args(argv)
     model = load_model(args.model)
     layers = [int(x) for x in args.layers.split(",")]
-    td = load_data(model, None, seq_len=64, n_seqs=args.fit_seqs + args.test_seqs)
-    fit, test = td.split(args.fit_seqs)
+    td = load_data(model, None, seq_len=64, n_seqs=args.test_start + args.test_seqs)
+    test = td.subset(list(range(args.test_start, len(td))))
     T = test.seq_len - 1
     pos = test.positions[:, 1:].reshape(-1).numpy()
     y = np.minimum((pos - 1) * N_BINS // T, N_BINS - 1)
@@ -73,17 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"blocks.{layer}.hook_resid_pre" for layer in layers]
     times: dict[str, float] = {}
     t = time.perf_counter()
-    default = fit_eraser(model, fit, progress=False)  # sequential since the fix
-    times["fit default"] = time.perf_counter() - t
+    default = fit_eraser(model, None, progress=False)  # the README recipe, as written
+    times["recipe fit"] = time.perf_counter() - t
+    n_default = max(default.info.fit_tokens.values()) // T
+    if n_default > args.test_start:
+        raise SystemExit(f"the default fit uses {n_default} sequences, overlapping the test ones: raise --test-start")
     t = time.perf_counter()
-    indep = fit_eraser(model, fit, sequential=False, progress=False)
-    times["fit independent"] = time.perf_counter() - t
+    small = fit_eraser(model, td.subset(list(range(160))), progress=False)
+    times["sequential fit on 160"] = time.perf_counter() - t
+    t = time.perf_counter()
+    indep = fit_eraser(model, None, sequential=False, progress=False)
+    times["independent fit"] = time.perf_counter() - t
     raw = collect(model, test, names + ["hook_embed"])
     floor = probe(raw["hook_embed"], y, groups)
     rows = {
         "raw": raw,
-        "README recipe: default fit (sequential), in-model": collect(model, test, names, default.hooks(model)),
-        "independent fit (the old default), in-model": collect(model, test, names, indep.hooks(model)),
+        f"README recipe: fit_eraser(model, None) (sequential, {n_default} sequences), in-model":
+            collect(model, test, names, default.hooks(model)),
+        "sequential fit on 160 sequences (the previous default), in-model": collect(model, test, names, small.hooks(model)),
+        "independent fit (sequential=False), in-model": collect(model, test, names, indep.hooks(model)),
         "independent fit, offline on each layer's raw states": {
             n: indep.transform(torch.as_tensor(raw[n]), hook_name=n).numpy() for n in names
         },

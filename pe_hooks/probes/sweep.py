@@ -350,27 +350,37 @@ def sweep(
         return acts
 
     n_sample_tokens: dict[str, int] = {}
+    # the token floor depends on the tokens only: probed once, under the first condition, and its rows
+    # copied to the others
+    floor_cond = groups[0][0][0] if groups else None
+
+    def sites_of(cond: str) -> list[str]:
+        return names if cond == floor_cond else hook_names
+
     for group in tqdm(groups, desc="forward groups", disable=not progress):
         label = " + ".join(n for n, _ in group)
         hooks = group[0][1].hooks
-        stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in names} for cond, _ in group}
+        stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in sites_of(cond)} for cond, _ in group}
+        with_floor = w_e is not None and group is groups[0]
         sample = Reservoir(sample_seqs, seed=seed, dtype=torch.float16) if evaluate else None
         for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(label, hooks):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
             for cond, resolved in group:
                 cacts = condition_acts(batch, tok_emb, resolved)
-                for n in names:
+                for n in sites_of(cond):
                     stats[cond][n].update(cacts[n][keep], fold, y, c, y_shuffled, c_shuffled)
             if sample is not None:  # the raw stream; each condition's transform is applied when scoring
-                raw = dict(batch.acts) if tok_emb is None else {**batch.acts, TOKENS: tok_emb}
+                raw = {**batch.acts, TOKENS: tok_emb} if with_floor and tok_emb is not None else dict(batch.acts)
                 sample.add(raw, batch.positions, seq_ids=(batch.index * world + rank).tolist(), mask=keep)
         rows_sampled = _gather(sample, distributed) if sample is not None else []
         for cond, resolved in group:
             rows_of[cond] = []
-            for n in names:
+            for n in sites_of(cond):
                 stats[cond][n].all_reduce()
             with one_thread():
                 for layer, n in zip(lay, names):
+                    if n not in stats[cond]:
+                        continue
                     st = stats[cond][n]
                     ridges = [fit_ridge(st.train(f), "real", alpha) for f in range(folds)]
                     per_fold: dict[str, torch.Tensor] = {}
@@ -398,6 +408,11 @@ def sweep(
                     for metric, value in geometry(st).items():
                         rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": value,
                                               "spread": math.nan})
+    if w_e is not None and floor_cond is not None:
+        floor_rows = [r for r in rows_of[floor_cond] if r["layer"] == -1]
+        for cond in rows_of:
+            if cond != floor_cond:
+                rows_of[cond] = [{**r, "intervention": cond} for r in floor_rows] + rows_of[cond]
     rows = [row for cond in interventions if cond in rows_of for row in rows_of[cond]]
     if not rows:
         raise ArgumentError(
