@@ -190,3 +190,18 @@ def test_nonlinear_probe_columns_with_controls_and_a_bounded_sample() -> None:
     assert abs(pv("acc_shuffled").iloc[0, 0] - 0.25) < 0.08
     with pytest.raises(ArgumentError, match="knn_cosine"):
         sweep(get_model("tiny-gpt2"), None, ["baseline"], nonlinear=("svm",), **kw)
+
+
+def test_scoring_threads_do_not_change_the_results_and_the_floor_is_probed_once() -> None:
+    """Sites are scored in parallel threads: every value is the same with 1 or 3 of them. The token
+    floor depends on the tokens only: probed once, its rows equal under every condition."""
+    model = get_model("tiny-gpt2")
+    kw: dict[str, Any] = dict(layers=[0, 1, 2], n_seqs=16, n_fit=16, seq_len=16, n_bins=4, sample_seqs=16,
+                              nonlinear_seqs=8, progress=False)
+    one = sweep(model, None, ["baseline", "zero", "erase"], workers=1, **kw).df
+    three = sweep(model, None, ["baseline", "zero", "erase"], workers=3, **kw).df
+    pd.testing.assert_frame_equal(one, three)
+    floor = one[one.layer == -1].pivot_table(index="metric", columns="intervention", values="value")
+    assert floor.shape[1] == 3 and np.allclose(floor.values, floor.values[:, :1], equal_nan=True)
+    with pytest.raises(ArgumentError, match="scoring threads"):
+        sweep(model, None, ["baseline"], workers=0, **kw)

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="sampled sequences the non-linear probes use (default 64)")
     p.add_argument("--sample-seqs", type=int_at_least(2), default=256,
                    help="probe sequences kept (seeded sample) to score the classifier probe on (default 256)")
+    p.add_argument("--workers", type=int_at_least(1), default=None,
+                   help="threads scoring the sites in parallel (default: the CPU count, at most 4; results do not depend on it)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     p.set_defaults(func=run)
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         sample_seqs=args.sample_seqs,
         nonlinear=args.nonlinear,
+        workers=args.workers,
         nonlinear_seqs=args.nonlinear_seqs,
     )
     result.meta["command"] = "pe-hooks sweep " + " ".join(

@@ -136,15 +136,19 @@ def fit_logistic(s: torch.Tensor, c: torch.Tensor, n_classes: int, max_iter: int
     z = (z - mean) / scale
     n, k = z.shape
     onehot = torch.nn.functional.one_hot(c, n_classes).double()
+    idx, zt = c[:, None], z.T.contiguous()
     theta = torch.zeros(k * n_classes + n_classes, dtype=torch.float64)
 
     def f(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # one exp per evaluation: the softmax's exponentials give both log-sum-exp and gradient
         V, a = th[: k * n_classes].view(k, n_classes), th[k * n_classes:]
-        logits = z @ V + a
-        lse = torch.logsumexp(logits, -1, keepdim=True)
-        loss = (lse.sum() - (logits * onehot).sum()) + 0.5 * (V * V).sum()
-        r = (logits - lse).exp_() - onehot
-        return loss / n, torch.cat([(z.T @ r + V).reshape(-1), r.sum(0)]) / n
+        logits = torch.addmm(a, z, V)
+        top = logits.amax(-1, keepdim=True)
+        e = (logits - top).exp_()
+        se = e.sum(-1, keepdim=True)
+        loss = se.log().add_(top).sum() - logits.gather(1, idx).sum() + 0.5 * (V * V).sum()
+        r = e.div_(se).sub_(onehot)
+        return loss / n, torch.cat([torch.addmm(V, zt, r).reshape(-1), r.sum(0)]) / n
 
     theta = _lbfgs(f, theta, max_iter, tol=tol)
     return Logistic(mean, scale, theta[: k * n_classes].view(k, n_classes).clone(), theta[k * n_classes:].clone())

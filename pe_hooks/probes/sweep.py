@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,7 @@ def sweep(
     nonlinear: Sequence[str] = ("knn_cosine", "knn_euclidean"),
     nonlinear_seqs: int = 64,
     nonlinear_layers: Sequence[int] | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Per-layer position probes under each intervention.
@@ -227,6 +230,9 @@ def sweep(
         nonlinear_layers: the probed layers that get the non-linear probes (the token floor always
             does); default: about 8 evenly spaced ones, the first and the final included
             (``ceil(n_layers / 8)`` apart) -- each costs ~1 s per condition on 2 CPU cores.
+        workers: threads that score the sites of a condition in parallel (each on one torch
+            thread; the sites are independent, so the results do not depend on it); default: the
+            CPU count, at most 4.
         exempt_first: leave position 0 / BOS out of the probes (its massive activations).
         shrinkage: covariance shrinkage of the probe's discriminant directions, ``"auto"``
             (concept-erasure's optimal linear shrinkage, chosen from the data per fold) or a fixed factor.
@@ -249,6 +255,9 @@ def sweep(
     if isinstance(nonlinear, str) or any(p not in SWEEP_PROBES for p in nonlinear):
         raise ArgumentError(f"nonlinear={nonlinear!r}: give a list of probes from {SWEEP_PROBES}, or () for none")
     check_int(seed, "seed")
+    if workers is not None:
+        check_int(workers, "workers", minimum=1, fix="workers is the number of scoring threads (None: the CPU count, at most 4)")
+    n_workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     check_number(alpha, "alpha", positive=True, fix="alpha is the ridge penalty (1e-3 by default)")
     if shrinkage != "auto":
         fix = "pass shrinkage='auto' (default) or a fixed factor in [0, 1]"
@@ -357,6 +366,35 @@ def sweep(
     def sites_of(cond: str) -> list[str]:
         return names if cond == floor_cond else hook_names
 
+    def score_site(cond: str, resolved: Resolved, st: LayerStats, layer: int, n: str,
+                   rows_sampled: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]) -> list[dict[str, Any]]:
+        """Every metric of one condition at one site (thread-safe: reads shared data only)."""
+        ridges = [fit_ridge(st.train(f), "real", alpha) for f in range(folds)]
+        per_fold: dict[str, torch.Tensor] = {}
+        if rows_sampled:
+            s = _sample(rows_sampled, n, seed)
+            if resolved.transform is not None and n != TOKENS:
+                s.x = resolved.transform(n, s.x[None], s.y[None])[0].float()
+            per_fold = _score_sample(st, s, ridges, folds, n_bins, t_min, t_max, shrinkage).metrics()
+            if layer in nl_layers:
+                per_fold.update(_score_nonlinear(s, nonlinear, nonlinear_seqs, folds, n_bins, t_min, t_max, seed))
+            n_sample_tokens[n] = len(s.y)
+        r2s, rmses, r2s_shuffled = [], [], []
+        for f in range(folds):
+            r2, rmse = ridge_heldout(ridges[f], st.fold(f), "real")
+            r2s.append(r2)
+            rmses.append(rmse)
+            ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
+            r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
+        per_fold["r2"] = torch.tensor(r2s)
+        per_fold["rmse"] = torch.tensor(rmses)
+        per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
+        out = [{"layer": layer, "intervention": cond, "metric": metric, "value": float(vals.mean()),
+                "spread": float(vals.std()) if len(vals) > 1 else 0.0} for metric, vals in per_fold.items()]
+        out += [{"layer": layer, "intervention": cond, "metric": metric, "value": value, "spread": math.nan}
+                for metric, value in geometry(st).items()]
+        return out
+
     for group in tqdm(groups, desc="forward groups", disable=not progress):
         label = " + ".join(n for n, _ in group)
         hooks = group[0][1].hooks
@@ -377,37 +415,11 @@ def sweep(
             rows_of[cond] = []
             for n in sites_of(cond):
                 stats[cond][n].all_reduce()
-            with one_thread():
-                for layer, n in zip(lay, names):
-                    if n not in stats[cond]:
-                        continue
-                    st = stats[cond][n]
-                    ridges = [fit_ridge(st.train(f), "real", alpha) for f in range(folds)]
-                    per_fold: dict[str, torch.Tensor] = {}
-                    if rows_sampled:
-                        s = _sample(rows_sampled, n, seed)
-                        if resolved.transform is not None and n != TOKENS:
-                            s.x = resolved.transform(n, s.x[None], s.y[None])[0].float()
-                        per_fold = _score_sample(st, s, ridges, folds, n_bins, t_min, t_max, shrinkage).metrics()
-                        if layer in nl_layers:
-                            per_fold.update(_score_nonlinear(s, nonlinear, nonlinear_seqs, folds, n_bins, t_min, t_max, seed))
-                        n_sample_tokens[n] = len(s.y)
-                    r2s, rmses, r2s_shuffled = [], [], []
-                    for f in range(folds):
-                        r2, rmse = ridge_heldout(ridges[f], st.fold(f), "real")
-                        r2s.append(r2)
-                        rmses.append(rmse)
-                        ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
-                        r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
-                    per_fold["r2"] = torch.tensor(r2s)
-                    per_fold["rmse"] = torch.tensor(rmses)
-                    per_fold["r2_shuffled"] = torch.tensor(r2s_shuffled)
-                    for metric, vals in per_fold.items():
-                        rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": float(vals.mean()),
-                                              "spread": float(vals.std()) if len(vals) > 1 else 0.0})
-                    for metric, value in geometry(st).items():
-                        rows_of[cond].append({"layer": layer, "intervention": cond, "metric": metric, "value": value,
-                                              "spread": math.nan})
+            with one_thread(), ThreadPoolExecutor(max_workers=n_workers) as pool:  # sites are independent
+                jobs = [pool.submit(score_site, cond, resolved, stats[cond][n], layer, n, rows_sampled)
+                        for layer, n in zip(lay, names) if n in stats[cond]]
+                for job in jobs:  # in layer order
+                    rows_of[cond].extend(job.result())
     if w_e is not None and floor_cond is not None:
         floor_rows = [r for r in rows_of[floor_cond] if r["layer"] == -1]
         for cond in rows_of:
