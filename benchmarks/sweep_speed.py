@@ -3,6 +3,7 @@ user would otherwise write.
 
     python -m benchmarks.sweep_speed            # ~25 min on 2 cores; writes benchmarks/results/sweep-speed-smollm2.{md,json}
     python -m benchmarks.sweep_speed --quick    # one round, no memory scaling (a smoke run)
+    python -m benchmarks.sweep_speed --memory-only  # re-measure the memory scaling into the existing results
 
 Model SmolLM2-135M-Instruct (real weights, offline), the embedded corpus: 256 sequences x 64 tokens,
 positions 1..63 in 8 bins, 4 folds grouped by sequence (``seq % 4``), 10 layers. In one process,
@@ -120,12 +121,26 @@ m = p.load_model("smollm2-135m")
 # enough sequences for 8x the default, from the same text
 stream = [i for t in stdlib_docstrings(min_chars=0) for i in m.tokenizer(t, add_special_tokens=False)["input_ids"]]
 data = torch.tensor([[m.tokenizer.bos_token_id] + stream[k * 63:(k + 1) * 63] for k in range({n_seqs})])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import gc, os, threading
+gc.collect()
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():  # current resident set, bytes (the process's max RSS is set by the model load, above)
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page
+base, top, done = rss(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        top[0] = max(top[0], rss())
+        time.sleep(0.02)
+th = threading.Thread(target=sample, daemon=True)
+th.start()
 t0 = time.perf_counter()
 r = p.sweep(m, data, ["baseline"], layers={layers}, n_seqs={n_seqs}, token_floor=False, progress=False)
 el = time.perf_counter() - t0
+done.set()
+th.join()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"n_seqs": {n_seqs}, "seconds": el, "peak_rss_mb": peak / 1024, "growth_mb": (peak - base) / 1024,
+print(json.dumps({{"n_seqs": {n_seqs}, "seconds": el, "peak_rss_mb": peak / 1024, "growth_mb": (top[0] - base) / 2**20,
                   "n_tokens_moments": r.meta["n_tokens_moments"], "n_tokens_sample": r.meta["n_tokens_sample"]}}))
 """
 
@@ -161,7 +176,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="re-measure the memory scaling only, into the existing results")
     args = ap.parse_args()
+    if args.memory_only:
+        path = OUT / "sweep-speed-smollm2.json"
+        res = json.loads(path.read_text())
+        res["memory_scaling"] = memory_scaling([1, 2, 4, 8], args.threads)
+        res["memory_date"] = time.strftime("%Y-%m-%d %H:%M")
+        path.write_text(json.dumps(res, indent=1))
+        (OUT / "sweep-speed-smollm2.md").write_text(report(res))
+        print(report(res))
+        return
     torch.set_num_threads(args.threads)
     import pe_hooks as p
     from pe_hooks.data import load_data
@@ -219,8 +244,9 @@ def report(res: dict[str, Any]) -> str:
     for r in res["per_layer"]:
         lines.append(f"| {r['layer']} | {r['sweep']:.3f} | {r['two-pass']:.3f} | {r['naive']:.3f} | {r['sweep'] - r['naive']:+.3f} |")
     if res["memory_scaling"]:
-        lines += ["", "Memory of the baseline sweep (10 layers) as the tokens grow, each in a fresh process:", "",
-                  "| × tokens | sequences | wall (s) | peak RSS (MB) | growth above the loaded model (MB) | tokens in moments | tokens in sample |",
+        lines += ["", "Memory of the baseline sweep (10 layers) as the tokens grow, each in a fresh process"
+                  + (f" (measured {res['memory_date']} with `--memory-only`)" if res.get("memory_date") else "") + ":", "",
+                  "| × tokens | sequences | wall (s) | process peak RSS (MB; set by the model load) | sweep's peak resident memory above its start, sampled every 20 ms (MB) | tokens in moments | tokens in sample |",
                   "|---|---|---|---|---|---|---|"]
         for r in res["memory_scaling"]:
             lines.append(f"| {r['x tokens']} | {r['n_seqs']} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['growth_mb']:.0f} | "

@@ -621,7 +621,8 @@ def stream_hook_raises(tmp: Path) -> Any:
             raise RuntimeError("user hook failed")
 
     with contextlib.suppress(RuntimeError):
-        for _ in stream_activations(model, td, ["blocks.0.hook_resid_pre"], batch_size=2,
+        # the captured site lies past the failing hook (a forward stops after its last captured site)
+        for _ in stream_activations(model, td, ["blocks.1.hook_resid_pre"], batch_size=2,
                                     hooks=p.zero(model) + [("blocks.0.hook_resid_mid", boom)], progress=False):
             pass
     return calls["n"], hooks_clean(model)

@@ -1,7 +1,10 @@
 """Learned-position verbs vs HF models with W_pos edited by hand.
 
 tiny-gpt2 / tiny-bert: logits (the tiny BERT's MLM head is seeded, identical in both copies).
-minilm-l6: final hidden states (its MLM head is random per load). Tolerance 1e-5 absolute.
+minilm-l6: final hidden states (its MLM head is random per load). Tolerance 1e-5 absolute; 2e-4 for
+minilm-l6 (6 real layers, HF's SDPA vs the bridge's eager attention: float32 rounding grows through
+the layers -- measured 9.4e-5 for ``remove`` on an AVX-512 CPU, on outputs of magnitude up to 6.4,
+1.8e-6 for the unedited model; every edit changes the output by far more, see the ``base`` checks).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pe_hooks.models import load_hf
 from tests.conftest import get_model
 
 ATOL = 1e-5
+ATOL_REAL = {"minilm-l6": 2e-4}
 LEARNED = ["tiny-gpt2", "tiny-bert", "minilm-l6"]
 
 
@@ -59,7 +63,8 @@ def _bridge_out(name: str, hooks: list, ids: torch.Tensor) -> torch.Tensor:
         return model(ids)  # type: ignore[operator]
 
 
-def _close(got: torch.Tensor, want: torch.Tensor, atol: float = ATOL) -> None:
+def _close(got: torch.Tensor, want: torch.Tensor, name: str = "tiny") -> None:
+    atol = ATOL_REAL.get(name, ATOL)
     diff = float((got - want).abs().max())
     assert diff <= atol, f"max |diff| {diff:.2e} > {atol:.0e}"
 
@@ -68,7 +73,7 @@ def _close(got: torch.Tensor, want: torch.Tensor, atol: float = ATOL) -> None:
 def test_baseline_agrees(name: str) -> None:
     ref, tok = load_hf(name)
     ids = _ids(tok)
-    _close(_bridge_out(name, [], ids), _ref_out(name, ref, ids))
+    _close(_bridge_out(name, [], ids), _ref_out(name, ref, ids), name)
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -80,7 +85,7 @@ def test_zero_equals_w_pos_zeroed(name: str) -> None:
         _wpe(ref).zero_()
     want = _ref_out(name, ref, ids)
     got = _bridge_out(name, zero(get_model(name)), ids)
-    _close(got, want)
+    _close(got, want, name)
     assert float((got - base).abs().max()) > 1e-3
 
 
@@ -92,7 +97,7 @@ def test_remove_equals_mean_row(name: str) -> None:
     with torch.no_grad():
         w = _wpe(ref)
         w[:] = w[:n].mean(0)
-    _close(_bridge_out(name, remove(get_model(name)), ids), _ref_out(name, ref, ids))
+    _close(_bridge_out(name, remove(get_model(name)), ids), _ref_out(name, ref, ids), name)
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -111,7 +116,7 @@ def test_replace_equals_position_ids(name: str, pmap: object, fn: Callable[[torc
     ids = _ids(tok)
     pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
     want = _ref_out(name, ref, ids, position_ids=fn(pos))
-    _close(_bridge_out(name, replace(get_model(name), pmap), ids), want)  # type: ignore[arg-type]
+    _close(_bridge_out(name, replace(get_model(name), pmap), ids), want, name)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -125,7 +130,7 @@ def test_project_out_pcs_equals_w_pos_projected(name: str) -> None:
     with torch.no_grad():
         w = _wpe(ref)
         w[:] = w - (w @ basis.T) @ basis
-    _close(_bridge_out(name, hooks, ids), _ref_out(name, ref, ids))
+    _close(_bridge_out(name, hooks, ids), _ref_out(name, ref, ids), name)
 
 
 def test_project_out_user_basis_and_pcs_of_helix() -> None:
