@@ -78,6 +78,25 @@ def test_second_stage_equals_scikit_learn_logistic_regression() -> None:
     assert (ours.predict(torch.tensor(s)).numpy() == ref.predict(z)).mean() > 0.999
 
 
+def test_second_stage_reaches_the_optimum_on_collinear_scores_and_from_a_warm_start() -> None:
+    """LDA-like scores: strongly correlated columns (one nearly a combination of the others), the
+    case where unpreconditioned L-BFGS stopped at max_iter far from the optimum."""
+    r = np.random.default_rng(2)
+    y = r.integers(0, 6, 6000)
+    base = r.normal(size=(6000, 3)) + np.eye(6, 3)[y] * 1.5
+    mix = r.normal(size=(3, 6))
+    s = base @ mix + 1e-3 * r.normal(size=(6000, 6))
+    s = np.concatenate([s, -s.sum(1, keepdims=True) + 1e-4 * r.normal(size=(6000, 1))], 1)
+    z = StandardScaler().fit_transform(s)
+    ref = LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=200, tol=1e-10).fit(z, y)  # exact Newton
+    cold = fit_logistic(torch.tensor(s), torch.tensor(y), 6)  # the sweep's defaults
+    other = fit_logistic(torch.tensor(s[:3000]), torch.tensor(y[:3000]), 6)
+    warm = fit_logistic(torch.tensor(s), torch.tensor(y), 6, init=other)
+    for fit in (cold, warm):
+        assert (fit.predict(torch.tensor(s)).numpy() == ref.predict(z)).mean() > 0.999
+        assert torch.allclose(fit.V, torch.tensor(ref.coef_.T), atol=0.05)
+
+
 def test_strong_planted_code_is_found_and_the_shuffled_control_sits_at_chance() -> None:
     acc, shuf = stacked_acc(*planted(200, 16, 3.0, seed=0))
     assert acc > 0.9

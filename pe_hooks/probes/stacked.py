@@ -125,33 +125,49 @@ class Logistic:
         return (((s.double() - self.mean) / self.scale) @ self.V + self.a).argmax(-1)
 
 
-def fit_logistic(s: torch.Tensor, c: torch.Tensor, n_classes: int, max_iter: int = 100, tol: float = 1e-5) -> Logistic:
+def fit_logistic(s: torch.Tensor, c: torch.Tensor, n_classes: int, max_iter: int = 100, tol: float = 1e-5,
+                 init: Logistic | None = None) -> Logistic:
     """Multinomial logistic regression of classes ``c`` on features ``s`` ``[n, k]`` (float64,
     standardised; loss = summed log-loss + ``||V||^2 / 2``, scikit-learn's ``C = 1``), by L-BFGS
-    from zero with the analytic gradient."""
+    with the analytic gradient, from zero or from ``init`` (a fit of a similar problem, e.g. another
+    fold's: the loss is strictly convex, so the start changes the iterations, not the optimum).
+
+    Preconditioned: the LDA scores are strongly correlated (they sum to zero over the bins, weighted
+    by the bin sizes), which made plain L-BFGS stop at ``max_iter`` far from the optimum. The
+    solver works in whitened coordinates ``V = M W`` with ``M = L^{-T}``, ``L L^T = z^T z / n + 10^{-3} I``
+    (``z`` the standardised features): the same objective, reparametrised, so the same optimum --
+    ``||V||^2`` stays the penalty -- reached in about half the evaluations.
+    """
     z = s.double()
     mean = z.mean(0)
     scale = z.std(0, correction=0)  # as StandardScaler
     scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
     z = (z - mean) / scale
     n, k = z.shape
+    eye = torch.eye(k, dtype=torch.float64)
+    chol = torch.linalg.cholesky(z.T @ z / n + 1e-3 * eye)
+    M = torch.linalg.solve_triangular(chol.T, eye, upper=True)  # L^{-T}
+    zw = z @ M
     onehot = torch.nn.functional.one_hot(c, n_classes).double()
-    idx, zt = c[:, None], z.T.contiguous()
+    idx, zt = c[:, None], zw.T.contiguous()
     theta = torch.zeros(k * n_classes + n_classes, dtype=torch.float64)
+    if init is not None and init.V.shape == (k, n_classes):
+        theta = torch.cat([(chol.T @ init.V).reshape(-1), init.a])  # W = M^{-1} V = L^T V
 
     def f(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # one exp per evaluation: the softmax's exponentials give both log-sum-exp and gradient
-        V, a = th[: k * n_classes].view(k, n_classes), th[k * n_classes:]
-        logits = torch.addmm(a, z, V)
+        W, a = th[: k * n_classes].view(k, n_classes), th[k * n_classes:]
+        V = M @ W
+        logits = torch.addmm(a, zw, W)
         top = logits.amax(-1, keepdim=True)
         e = (logits - top).exp_()
         se = e.sum(-1, keepdim=True)
         loss = se.log().add_(top).sum() - logits.gather(1, idx).sum() + 0.5 * (V * V).sum()
         r = e.div_(se).sub_(onehot)
-        return loss / n, torch.cat([torch.addmm(V, zt, r).reshape(-1), r.sum(0)]) / n
+        return loss / n, torch.cat([torch.addmm(M.T @ V, zt, r).reshape(-1), r.sum(0)]) / n
 
     theta = _lbfgs(f, theta, max_iter, tol=tol)
-    return Logistic(mean, scale, theta[: k * n_classes].view(k, n_classes).clone(), theta[k * n_classes:].clone())
+    return Logistic(mean, scale, M @ theta[: k * n_classes].view(k, n_classes), theta[k * n_classes:].clone())
 
 
 def _lbfgs(f, x: torch.Tensor, max_iter: int, m: int = 10, tol: float = 1e-7) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -204,7 +220,7 @@ def _flat(w: torch.Tensor) -> torch.Tensor:
 
 def stacked_predictions(
     stats: LayerStats, x: torch.Tensor, fold: torch.Tensor, bins: torch.Tensor, *, shrinkage: Shrinkage = "auto",
-    max_train: int = 16384, seed: int = 0,
+    max_train: int = 16384, seed: int = 0, tol: float = 1e-5,
 ) -> torch.Tensor:
     """Held-out bin predictions ``[K, n]`` for the sampled tokens ``x`` ``[n, d]`` of folds ``fold``
     ``[n]``, for each label set of ``LABELS`` (real, shuffled).
@@ -235,6 +251,7 @@ def stacked_predictions(
             scores[(g, s)] = sg[:, i]
     gen = torch.Generator().manual_seed(seed)
     out = torch.zeros(len(LABELS), len(x), dtype=torch.long)
+    warm: dict[int, Logistic] = {}
     for f in present:
         te = fold == f
         train = [(scores[(g, (min(f, g), max(f, g)))] if nested else (x[fold == g].float() @ _flat(W[index[(f,)]])).view(
@@ -246,6 +263,7 @@ def stacked_predictions(
         targets = torch.cat([b for _, b in train], 1)  # [K, m]
         pick = torch.randperm(len(feats), generator=gen)[:max_train] if len(feats) > max_train else slice(None)
         for k in range(len(LABELS)):
-            model = fit_logistic(feats[pick, k], targets[k, pick], n_classes)
+            model = fit_logistic(feats[pick, k], targets[k, pick], n_classes, tol=tol, init=warm.get(k))
+            warm[k] = model  # the next fold's problem is nearly the same: start from this optimum
             out[k, te] = model.predict(scores[(f, (f,))][:, k])
     return out
