@@ -166,10 +166,14 @@ def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forw
     a = df[df.intervention == "erase"].drop(columns="intervention").reset_index(drop=True)
     b = df[df.intervention == "hooked"].drop(columns="intervention").reset_index(drop=True)
     # the sample is stored in float16 before the offline transform (after it, in-model): the
-    # position error differs in the 4th digit, the moments and the classifier's decisions do not
-    exact = a.metric != "mae"
+    # position error differs in the 4th digit, the moments and the linear and kNN decisions do not;
+    # the MLP, trained by SGD, may flip a token or two of its 180 (measured: 1)
+    exact = ~a.metric.isin(["mae", "acc_mlp", "acc_mlp_shuffled"])
     pd.testing.assert_frame_equal(a[exact], b[exact], atol=1e-6, rtol=1e-6)
-    assert np.allclose(a[~exact].value, b[~exact].value, rtol=1e-3)
+    mae = a.metric == "mae"
+    assert np.allclose(a[mae].value, b[mae].value, rtol=1e-3)
+    mlp = a.metric.str.startswith("acc_mlp")
+    assert mlp.sum() == 2 and np.allclose(a[mlp].value, b[mlp].value, atol=2.5 / 180)
     base = df[(df.intervention == "baseline") & (df.metric == "r2")].value.iloc[0]
     assert a[a.metric == "r2"].value.iloc[0] < base - 0.1  # the eraser did something
 

@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--bins", type=int_at_least(2), default=8)
     p.add_argument("--folds", type=int_at_least(2), default=4)
     p.add_argument("--batch-size", type=int_at_least(1), default=16)
-    p.add_argument("--nonlinear", type=probe_list, default=("knn_cosine", "knn_euclidean"),
+    p.add_argument("--nonlinear", type=probe_list, default=("knn_cosine", "knn_euclidean", "mlp"),
                    help="non-linear probes beside the linear one: comma-separated from knn_cosine, knn_euclidean, mlp; "
-                        "'none' for none (default knn_cosine,knn_euclidean; mlp is ~30x slower)")
+                        "'none' for none (default: all three, at ~8 spread layers)")
     p.add_argument("--nonlinear-seqs", type=int_at_least(2), default=64,
                    help="sampled sequences the non-linear probes use (default 64)")
     p.add_argument("--sample-seqs", type=int_at_least(2), default=256,

@@ -65,29 +65,33 @@ class LayerStats:
 
         The one accumulation path: ``sweep`` and the scikit-learn estimators both call it.
         """
-        xd = x.double()
-        # the d x d product dominates the cost: float32 inputs get a float32 product per batch, added
-        # into float64 sums (relative error ~1e-7, held-out R^2 within 1e-7 on SmolLM2; half the time)
+        # Every sum is one matrix product per batch (one-hot fold / bin / position indicators times x),
+        # in the input's precision (float32 activations: relative error ~1e-7 per batch, held-out R^2
+        # within 1e-7 on SmolLM2), added into float64 totals: 2-3x faster than per-fold float64 sums.
         xg = x if x.dtype == torch.float64 else x.float()
+        dt = xg.dtype
+        n_folds, n_bins = self.n.shape[0], self.cn.shape[-1]
+        fo = torch.nn.functional.one_hot(fold, n_folds).to(dt)  # [n, F]
+        self.n += fo.sum(0).double()
+        self.sx += (fo.T @ xg).double()
         for f in torch.unique(fold).tolist():
-            m = fold == f
-            xf = xd[m]
-            self.n[f] += xf.shape[0]
-            self.sx[f] += xf.sum(0)
-            self.sxx[f] += (xg[m].T @ xg[m]).double()
-            targets = [(y[m], c[m])]
-            if y_shuffled is not None and c_shuffled is not None:
-                targets.append((y_shuffled[m], c_shuffled[m]))
-            for k, (yy, cc) in enumerate(targets):
-                yd = yy.double()
-                self.sy[f, k] += yd.sum()
-                self.syy[f, k] += (yd * yd).sum()
-                self.sxy[f, k] += yd @ xf
-                self.cn[f, k].index_add_(0, cc, torch.ones_like(yd))
-                self.csx[f, k].index_add_(0, cc, xf)
+            xf = xg[fold == f]
+            self.sxx[f] += (xf.T @ xf).double()
+        targets = [(y, c)]
+        if y_shuffled is not None and c_shuffled is not None:
+            targets.append((y_shuffled, c_shuffled))
+        for k, (yy, cc) in enumerate(targets):
+            fy = fo * yy.to(dt)[:, None]  # [n, F]: the position, in its fold's column
+            self.sy[:, k] += fy.sum(0).double()
+            self.syy[:, k] += (fy * yy.to(dt)[:, None]).sum(0).double()
+            self.sxy[:, k] += (fy.T @ xg).double()
+            oh = torch.nn.functional.one_hot(fold * n_bins + cc.long(), n_folds * n_bins).to(dt)  # [n, F*C]
+            self.cn[:, k] += oh.sum(0).view(n_folds, n_bins).double()
+            self.csx[:, k] += (oh.T @ xg).view(n_folds, n_bins, -1).double()
         if self.pos_n.numel():  # per-position sums (geometry); off when n_positions == 0
-            self.pos_n.index_add_(0, y.long(), torch.ones(len(y), dtype=torch.float64))
-            self.pos_sx.index_add_(0, y.long(), xd)
+            pt = torch.nn.functional.one_hot(y.long(), self.pos_n.shape[0]).to(dt)  # [n, T]
+            self.pos_n += pt.sum(0).double()
+            self.pos_sx += (pt.T @ xg).double()
 
     def merge(self, other: LayerStats) -> LayerStats:
         """In-place sum with ``other`` (statistics of more tokens); returns self."""
