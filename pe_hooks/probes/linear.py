@@ -48,19 +48,23 @@ class LDAModel:
 
 def fit_ridge(s: LayerStats, labels: Labels = "real", alpha: float = 1e-3) -> RidgeModel:
     """Ridge of the ``labels`` target (real or shuffled positions) from the (single-fold) stats ``s``."""
-    k = label_index(labels)
+    return fit_ridges(s, (labels,), alpha)[0]
+
+
+def fit_ridges(s: LayerStats, labels: tuple[Labels, ...] = ("real", "shuffled"), alpha: float = 1e-3) -> list[RidgeModel]:
+    """``fit_ridge`` for several targets of the same tokens: one factorisation serves them all."""
+    ks = [label_index(lab) for lab in labels]
     n = s.n[0]
     mx = s.sx[0] / n
-    my = s.sy[0, k] / n
+    my = s.sy[0, ks] / n  # [L]
     cxx = s.sxx[0] - n * torch.outer(mx, mx)
-    cxy = s.sxy[0, k] - n * mx * my
+    cxy = s.sxy[0, ks] - n * my[:, None] * mx[None]  # [L, d]
     var = (cxx.diagonal() / n).clamp_min(1e-12)
     sd = var.sqrt()
     a = cxx / torch.outer(sd, sd)
     a.diagonal().add_(alpha * n)
-    w_std = torch.linalg.solve(a, cxy / sd)
-    w = w_std / sd
-    return RidgeModel(w, float(my - mx @ w))
+    w = torch.linalg.solve(a, (cxy / sd).T).T / sd  # [L, d]
+    return [RidgeModel(w[i], float(my[i] - mx @ w[i])) for i in range(len(ks))]
 
 
 def ridge_heldout(model: RidgeModel, s: LayerStats, labels: Labels = "real") -> tuple[float, float]:

@@ -47,7 +47,7 @@ from pe_hooks.core.validate import check_bool, check_indices, check_int, check_m
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
-from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridge, ridge_heldout
+from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridges, ridge_heldout
 from pe_hooks.probes.nonlinear import SWEEP_PROBES, knn_predictions, mlp_predictions
 from pe_hooks.probes.reservoir import Reservoir
 from pe_hooks.probes.stacked import one_thread, stacked_predictions
@@ -370,7 +370,9 @@ def sweep(
     def score_site(cond: str, resolved: Resolved, st: LayerStats, layer: int, n: str,
                    rows_sampled: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]]) -> list[dict[str, Any]]:
         """Every metric of one condition at one site (thread-safe: reads shared data only)."""
-        ridges = [fit_ridge(st.train(f), "real", alpha) for f in range(folds)]
+        trains = [st.train(f) for f in range(folds)]
+        both = [fit_ridges(trains[f], ("real", "shuffled"), alpha) for f in range(folds)]
+        ridges = [real for real, _ in both]
         per_fold: dict[str, torch.Tensor] = {}
         if rows_sampled:
             s = _sample(rows_sampled, n, seed)
@@ -385,7 +387,7 @@ def sweep(
             r2, rmse = ridge_heldout(ridges[f], st.fold(f), "real")
             r2s.append(r2)
             rmses.append(rmse)
-            ridge_shuffled = fit_ridge(st.train(f), "shuffled", alpha)
+            ridge_shuffled = both[f][1]
             r2s_shuffled.append(ridge_heldout(ridge_shuffled, st.fold(f), "shuffled")[0])
         per_fold["r2"] = torch.tensor(r2s)
         per_fold["rmse"] = torch.tensor(rmses)
