@@ -12,7 +12,9 @@ interleaved and rotating after a warm-up, ``--rounds`` rounds of:
 - **bare**: the model's forwards over the same token batches (16 sequences), nothing kept;
 - **bare trunk**: the same forwards ended after the last probed layer (no unembedding), as the
   sweep's own stream ends them -- the fair floor for the sweep's cost;
-- **sweep**: ``pe_hooks.sweep(model, data, ["baseline"], layers=..., token_floor=False)`` (one pass);
+- **sweep**: ``pe_hooks.sweep(model, data, ["baseline"], layers=..., token_floor=False)`` (one pass;
+  its defaults include the kNN and MLP probes at 8 of the 10 layers);
+- **sweep, linear only**: the same with ``nonlinear=()`` -- the probe the naive workflow computes;
 - **two-pass**: the sweep as it was before the one-pass redesign (``benchmarks/legacy_twopass_sweep.py``,
   LDA with data-driven shrinkage scored in a second pass);
 - **naive**: ``run_with_cache`` of the 10 layers -> NumPy -> per layer ``StandardScaler`` +
@@ -71,6 +73,14 @@ def new_sweep(model: Any, td: Any) -> dict[int, float]:
     from pe_hooks import sweep
 
     res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False)
+    return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
+
+
+def linear_sweep(model: Any, td: Any) -> dict[int, float]:
+    from pe_hooks import sweep
+
+    res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False,
+                nonlinear=())
     return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
 
 
@@ -157,18 +167,23 @@ def memory_scaling(factors: list[int], threads: int) -> list[dict[str, Any]]:
     return rows
 
 
-def main_job(threads: int) -> dict[str, Any]:
-    """The default main job (what ``make run`` runs after ``inspect``), in a child process."""
+def main_job(threads: int, runs: int = 2) -> dict[str, Any]:
+    """The default main job (what ``make run`` runs after ``inspect``), in a child process, ``runs``
+    times (this shared machine's wall times vary by ~10% from run to run)."""
     exe = Path(sys.executable).parent / "pe-hooks"
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        out = subprocess.run(["/usr/bin/time", "-v", str(exe), "sweep", "--model", "smollm2-135m", "--out", tmp],
-                             capture_output=True, text=True, timeout=7200)
-        el = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    rss = [ln for ln in out.stderr.splitlines() if "Maximum resident set size" in ln]
-    return {"seconds": el, "peak_rss_mb": int(rss[0].split()[-1]) / 1024 if rss else float("nan")}
+    times, peaks = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            out = subprocess.run(["/usr/bin/time", "-v", str(exe), "sweep", "--model", "smollm2-135m", "--out", tmp],
+                                 capture_output=True, text=True, timeout=7200)
+            times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        rss = [ln for ln in out.stderr.splitlines() if "Maximum resident set size" in ln]
+        peaks.append(int(rss[0].split()[-1]) / 1024 if rss else float("nan"))
+        print(f"main job: {times[-1]:.0f} s", flush=True)
+    return {"seconds": statistics.median(times), "runs_s": times, "peak_rss_mb": max(peaks)}
 
 
 def main() -> None:
@@ -193,7 +208,8 @@ def main() -> None:
 
     model = p.load_model("smollm2-135m")
     td = load_data(model, None, seq_len=SEQ_LEN, n_seqs=N_SEQS, seed=0)
-    conds = {"bare": bare, "bare trunk": bare_trunk, "sweep": new_sweep, "two-pass": twopass_sweep, "naive": naive}
+    conds = {"bare": bare, "bare trunk": bare_trunk, "sweep": new_sweep, "sweep, linear only": linear_sweep,
+             "two-pass": twopass_sweep, "naive": naive}
     bare(model, td.subset(list(range(32))))  # warm-up
     times: dict[str, list[float]] = {k: [] for k in conds}
     accs: dict[str, dict[int, float]] = {}
@@ -209,7 +225,7 @@ def main() -> None:
             print(f"round {r} {name}: {times[name][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {k: statistics.median([a / b for a, b in zip(times[k], times["bare"])]) for k in conds}
-    per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "two-pass", "naive")}} for la in LAYERS]
+    per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")}} for la in LAYERS]
     scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads)
     job = {} if args.quick else main_job(args.threads)
     res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
@@ -232,12 +248,18 @@ def report(res: dict[str, Any]) -> str:
         f"grouped by sequence; layers {LAYERS}.", "",
         "| | median wall (s) | × bare | mean held-out acc |", "|---|---|---|---|",
     ]
-    for k in ("bare", "bare trunk", "sweep", "two-pass", "naive"):
+    for k in ("bare", "bare trunk", "sweep", "sweep, linear only", "two-pass", "naive"):
+        if k not in med:
+            continue
         acc = "—" if k.startswith("bare") else f"{np.mean([r[k] for r in res['per_layer']]):.3f}"
         lines.append(f"| {k} | {med[k]:.1f} | {ratio[k]:.2f} | {acc} |")
     trunk = statistics.median([a / b for a, b in zip(res["times"]["sweep"], res["times"]["bare trunk"])])
     lines += ["", f"naive / sweep = **{med['naive'] / med['sweep']:.1f}×**; sweep / bare = **{ratio['sweep']:.2f}×** "
-              f"(sweep / bare trunk = {trunk:.2f}×; ratios are medians of per-round ratios).", "",
+              f"(sweep / bare trunk = {trunk:.2f}×; ratios are medians of per-round ratios)."]
+    if "sweep, linear only" in med:
+        lines += [f"With the linear probe only (what the naive workflow computes): naive / sweep = "
+                  f"**{med['naive'] / med['sweep, linear only']:.1f}×**, sweep / bare = **{ratio['sweep, linear only']:.2f}×**."]
+    lines += ["",
               "Held-out accuracy per layer (same tokens, same folds):", "",
               "| layer | sweep (stacked) | two-pass (LDA) | naive (StandardScaler + LogisticRegression) | sweep − naive |",
               "|---|---|---|---|---|"]
@@ -253,8 +275,10 @@ def report(res: dict[str, Any]) -> str:
                          f"{r['n_tokens_moments']} | {r['n_tokens_sample']} |")
     if res["main_job"]:
         j = res["main_job"]
-        lines += ["", f"Main job (`pe-hooks sweep --model smollm2-135m`, 4 conditions, 31 sites, 256 sequences, model load "
-                  f"included): **{j['seconds']:.0f} s** ({j['seconds'] / 60:.1f} min), peak RSS {j['peak_rss_mb']:.0f} MB."]
+        runs = ", ".join(f"{t:.0f}" for t in j.get("runs_s", [j["seconds"]]))
+        lines += ["", f"Main job (`pe-hooks sweep --model smollm2-135m`, 4 conditions, 31 sites, 256 sequences, linear + kNN "
+                  f"+ MLP probes, model load included): **{j['seconds']:.0f} s** ({j['seconds'] / 60:.1f} min; median of "
+                  f"runs {runs} s), peak RSS {j['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"
 
 
