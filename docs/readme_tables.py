@@ -17,10 +17,8 @@ SMOLLM2 = ("sweep-smollm2-135m", [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 30], [
     ("acc", "erase", "acc erase (LEACE)"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
     ("r2", "erase", "R² erase"), ("rel_norm", "baseline", "rel. norm baseline"),
 ])
-SMOLLM2_PROBES = ("sweep-smollm2-135m", [-1, 0, 4, 8, 12, 16, 20, 24, 28, 30], [
-    (m, cond, f"{name} {cond}") for cond in ("baseline", "erase") for m, name in
-    (("acc", "linear"), ("acc_knn_cosine", "kNN cos"), ("acc_knn_euclidean", "kNN euc"))
-] + [(m, "zero", f"{name} zero") for m, name in (("acc", "linear"), ("acc_knn_cosine", "kNN cos"))])
+SMOLLM2_PROBES = ("sweep-smollm2-135m", [-1, 0, 4, 8, 12, 16, 20, 24, 28, 30], ("baseline", "zero", "remove", "erase"))
+PROBES = (("acc", "linear"), ("acc_knn_cosine", "kNN cos"), ("acc_knn_euclidean", "kNN euc"), ("acc_mlp", "MLP"))
 MINILM = ("sweep-minilm-l6", [0, 1, 2, 3, 4, 5, 6], [
     ("acc", "baseline", "acc baseline"), ("acc", "zero", "acc zero"), ("acc", "remove", "acc remove"),
     ("acc", "erase", "acc erase"), ("r2", "baseline", "R² baseline"), ("r2", "zero", "R² zero"),
@@ -51,6 +49,24 @@ def table(folder: str, layers: list[int], columns: list[tuple[str, str, str]]) -
     return "\n".join(lines)
 
 
+def probes_table(folder: str, layers: list[int], conditions: tuple[str, ...]) -> str:
+    """One cell per condition: linear / kNN cos / kNN euc / MLP held-out accuracy."""
+    df = pd.read_csv(RESULTS / folder / "sweep.csv")
+    final = int(df.layer.max())
+    value = {(r.layer, r.intervention, r.metric): r.value for r in df.itertuples()}
+    head = " / ".join(name for _, name in PROBES)
+    lines = ["| layer | " + " | ".join(f"{c}: {head}" for c in conditions) + " |", "|---" * (len(conditions) + 1) + "|"]
+    for layer in layers:
+        cells = [" / ".join(f"{value.get((layer, c, m), float('nan')):.3f}" for m, _ in PROBES) for c in conditions]
+        label = f"{layer} (final)" if layer == final else "tokens (floor)" if layer == -1 else str(layer)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    shuf = df[df.metric.isin([f"{m}_shuffled" for m, _ in PROBES[1:]])]
+    lines.append("")
+    lines.append(f"Shuffled-label controls of the non-linear probes: {shuf.value.min():.3f}–{shuf.value.max():.3f}.")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for spec in (SMOLLM2, SMOLLM2_PROBES, MINILM):
+    for spec in (SMOLLM2, MINILM):
         print(f"## {spec[0]}\n\n{table(*spec)}\n")
+    print(f"## {SMOLLM2_PROBES[0]}: probes side by side\n\n{probes_table(*SMOLLM2_PROBES)}\n")
