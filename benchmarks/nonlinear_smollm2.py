@@ -7,8 +7,10 @@ Data: the embedded stdlib-docstring corpus, 64-token sequences (BOS first). Resi
 activations of ``--n-fit`` (384) sequences; probes are scored on ``--n-score`` *other* sequences (a
 seeded ``Reservoir`` of whole sequences), 4-fold ``GroupKFold`` by sequence, positions 1..63 in 8
 equal-width bins (position 0 / BOS excluded everywhere). Probes: logistic regression, kNN (k=15,
-cosine and Euclidean) and a one-hidden-layer MLP (64 units, early stopping), all on standardised
-features; each with a shuffled control (positions permuted within each sequence).
+cosine and Euclidean) and a one-hidden-layer MLP (64 units; ``probe_positions``'s ``"mlp"``, since
+2026-11-29 the batched torch MLP of the sweep -- ``results/nonlinear-smollm2*.md`` were measured
+earlier with scikit-learn's ``MLPClassifier``, early stopping), all on standardised features; each
+with a shuffled control (positions permuted within each sequence).
 
 Conditions: raw; LEACE (``fit_on_arrays(method="leace")``, default Fourier features, K=8);
 quadratic (``pe_hooks.erasers.quadratic``, 8 bins as classes, shrinkage on).
