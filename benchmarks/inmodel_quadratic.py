@@ -30,21 +30,14 @@ import numpy as np
 import torch
 
 from pe_hooks import PositionEraser, fit_eraser, load_model
-from pe_hooks.data import load_data, stream_activations
+from pe_hooks.data import load_data
 from pe_hooks.probes.nonlinear import probe_positions
 
+from .inmodel_erasure import collect
 from .inmodel_erasure import probe as logreg_probe
 
 PROBES = ("knn_cosine", "knn_euclidean", "mlp")
 N_BINS = 8
-
-
-def collect(model, td, names, hooks=None) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for b in stream_activations(model, td, names, hooks=hooks, progress=False):
-        for n in names:
-            out[n].append(b.acts[n][:, 1:].numpy())
-    return {n: np.concatenate(v).reshape(-1, v[0].shape[-1]) for n, v in out.items()}
 
 
 def loss(model, td, hooks=None) -> float:  # type: ignore[no-untyped-def]
