@@ -125,3 +125,25 @@ def test_estimators_are_scikit_learn_estimators_with_data_driven_shrinkage() -> 
     ours = lda.fit(x[:600], y[:600]).score(x[600:], y[600:])
     lw = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[:600], y[:600]).score(x[600:], y[600:])
     assert ours > 0.35 and abs(ours - lw) < 0.03  # chance 0.2; as good as scikit-learn's Ledoit-Wolf choice
+
+
+def test_erased_moments_equal_the_moments_of_erased_tokens() -> None:
+    """``LayerStats.erased``: the statistics of ``x - (x - m) R L^T`` derived from those of ``x``
+    equal the statistics accumulated from the erased tokens themselves (every field, every fold)."""
+    from dataclasses import fields
+
+    g = torch.Generator().manual_seed(0)
+    n, d, r = 500, 12, 3
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * 3 + 1
+    fold = torch.randint(0, 4, (n,), generator=g)
+    y = torch.randint(1, 20, (n,), generator=g)
+    ys = y[torch.randperm(n, generator=g)]
+    m, R, L = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((d,), (d, r), (d, r)))
+    raw, direct = LayerStats.zeros(4, d, 4, 20), LayerStats.zeros(4, d, 4, 20)
+    raw.update(x, fold, y, (y - 1) * 4 // 19, ys, (ys - 1) * 4 // 19)
+    direct.update(x - (x - m) @ R @ L.T, fold, y, (y - 1) * 4 // 19, ys, (ys - 1) * 4 // 19)
+    derived = raw.erased(m, R, L)
+    for f in fields(LayerStats):
+        assert torch.allclose(getattr(derived, f.name), getattr(direct, f.name), rtol=1e-10, atol=1e-9), f.name
+    same = raw.erased(m, torch.zeros(d, 0, dtype=torch.float64), torch.zeros(d, 0, dtype=torch.float64))
+    assert all(torch.equal(getattr(same, f.name), getattr(raw, f.name)) for f in fields(LayerStats))

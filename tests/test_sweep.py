@@ -166,12 +166,15 @@ def test_shared_stream_erase_equals_the_same_eraser_run_as_hooks_in_its_own_forw
     a = df[df.intervention == "erase"].drop(columns="intervention").reset_index(drop=True)
     b = df[df.intervention == "hooked"].drop(columns="intervention").reset_index(drop=True)
     # the sample is stored in float16 before the offline transform (after it, in-model): the
-    # position error differs in the 4th digit, the moments and the linear and kNN decisions do not;
-    # the MLP, trained by SGD, may flip a token or two of its 180 (measured: 1)
-    exact = ~a.metric.isin(["mae", "acc_mlp", "acc_mlp_shuffled"])
+    # position error differs in the 4th digit, the linear and kNN decisions do not; the MLP, trained
+    # by SGD, may flip a token or two of its 180 (measured: 1). The offline moments are derived from
+    # the raw ones in float64 (LayerStats.erased), the hooked ones accumulated from float32 erased
+    # states: the ridge R^2 / RMSE of this tiny, near-singular fit agree to ~3e-5 relative
+    rounding = ["mae", "r2", "rmse", "r2_shuffled"]
+    exact = ~a.metric.isin([*rounding, "acc_mlp", "acc_mlp_shuffled"])
     pd.testing.assert_frame_equal(a[exact], b[exact], atol=1e-6, rtol=1e-6)
-    mae = a.metric == "mae"
-    assert np.allclose(a[mae].value, b[mae].value, rtol=1e-3)
+    close = a.metric.isin(rounding)
+    assert np.allclose(a[close].value, b[close].value, rtol=2e-4, atol=1e-6)
     mlp = a.metric.str.startswith("acc_mlp")
     assert mlp.sum() == 2 and np.allclose(a[mlp].value, b[mlp].value, atol=2.5 / 180)
     base = df[(df.intervention == "baseline") & (df.metric == "r2")].value.iloc[0]

@@ -17,6 +17,7 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData
 from pe_hooks.erasers import fit_eraser
+from pe_hooks.erasers.methods import SiteMap
 from pe_hooks.interventions import remove, zero
 
 VERBS: dict[str, Callable[[Model], HookList]] = {"zero": zero, "remove": remove}
@@ -33,6 +34,10 @@ class Resolved:
 
     hooks: HookList
     transform: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    #: for an affine ``transform`` (LEACE, PCA): ``hook_name -> (mean, R, L)`` of its map
+    #: ``x -> x - (x - mean) R L^T`` (``R``, ``L`` ``[d, 0]`` where the site is left alone), or ``None``
+    #: for a site whose map is not affine; lets the sweep derive the erased moments from the raw ones
+    affine: Callable[[str], tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] | None = None
 
 
 def resolve_intervention(
@@ -68,7 +73,16 @@ def resolve_intervention(
                 out: torch.Tensor = eraser.transform(x, hook_name=hook_name, positions=positions)
                 return out
 
-            return Resolved(HookList(label=spec), transform)
+            def affine(hook_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+                site = eraser.maps.get(hook_name)
+                if site is None:
+                    empty = torch.zeros(eraser.info.d_model, 0, dtype=torch.float64)
+                    return torch.zeros(eraser.info.d_model, dtype=torch.float64), empty, empty
+                if not isinstance(site, SiteMap) or site.offsets is not None:
+                    return None
+                return site.mean, site.right, site.left
+
+            return Resolved(HookList(label=spec), transform, affine)
         raise DataError(f"unknown intervention '{spec}'; built-in: {', '.join(BUILTIN)}")
     if callable(spec):
         return Resolved(HookList(spec(model, fit_data), label=name))  # type: ignore[arg-type]

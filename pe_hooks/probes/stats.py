@@ -93,6 +93,30 @@ class LayerStats:
             self.pos_n += pt.sum(0).double()
             self.pos_sx += (pt.T @ xg).double()
 
+    def erased(self, mean: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> LayerStats:
+        """The statistics of the same tokens after the affine eraser ``x -> x - (x - mean) R L^T``
+        (``R``, ``L`` ``[d, r]``: LEACE, PCA), exactly, in ``O(d^2 r)`` per fold: with
+        ``u = (x - mean) R``, ``sum x' = sum x - (sum u) L^T`` and
+        ``sum x'^T x' = S - S_xu L^T - L S_xu^T + L S_uu L^T`` (``S_xu = sum x^T u``,
+        ``S_uu = sum u^T u``), and every class, position and target-weighted sum likewise. The sweep
+        uses it for offline erasers instead of transforming and re-accumulating every batch."""
+        m, R, L = mean.double(), right.double(), left.double()
+
+        def edit(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+            """``sum x'`` over groups with ``sum x`` = ``sums`` [..., d] and sizes ``counts`` [...]."""
+            return sums - ((sums - counts[..., None] * m) @ R) @ L.T
+
+        mr = m @ R  # [r]
+        sxu = torch.einsum("fij,jr->fir", self.sxx, R) - self.sx[:, :, None] * mr  # sum x^T u = (S - sx m^T) R
+        # sum u^T u = R^T (S - sx m^T - m sx^T + n m m^T) R = R^T S_xu - (m R)^T (sx R - n m R)
+        suu = torch.einsum("ir,fis->frs", R, sxu) - mr[None, :, None] * ((self.sx @ R) - self.n[:, None] * mr)[:, None, :]
+        sxx = self.sxx - sxu @ L.T - L @ sxu.transpose(1, 2) + L @ suu @ L.T
+        return LayerStats(
+            n=self.n.clone(), sx=edit(self.sx, self.n), sxx=sxx, sy=self.sy.clone(), syy=self.syy.clone(),
+            sxy=self.sxy - ((self.sxy - self.sy[..., None] * m) @ R) @ L.T, cn=self.cn.clone(),
+            csx=edit(self.csx, self.cn), pos_n=self.pos_n.clone(), pos_sx=edit(self.pos_sx, self.pos_n),
+        )
+
     def merge(self, other: LayerStats) -> LayerStats:
         """In-place sum with ``other`` (statistics of more tokens); returns self."""
         for f in fields(self):

@@ -401,23 +401,41 @@ def sweep(
     for group in tqdm(groups, desc="forward groups", disable=not progress):
         label = " + ".join(n for n, _ in group)
         hooks = group[0][1].hooks
-        stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in sites_of(cond)} for cond, _ in group}
+        # offline affine erasers (LEACE, PCA) get their moments from the raw ones (LayerStats.erased,
+        # exact) instead of transforming and accumulating every batch; position 0 must be out of the
+        # moments, since the eraser leaves it as it is
+        derived = [cond for cond, r in group if r.affine is not None and t_min >= 1
+                   and all(r.affine(n) is not None for n in sites_of(cond))]
+        streamed = [(cond, r) for cond, r in group if cond not in derived]
+        needed = list(dict.fromkeys(n for cond in derived for n in sites_of(cond)))
+        raw_key = next((cond for cond, r in streamed if r.transform is None and set(sites_of(cond)) >= set(needed)), None)
+        if derived and raw_key is None:
+            raw_key = "\0raw"  # raw moments kept for the derivation only
+            streamed.append((raw_key, Resolved(HookList(label="raw"))))
+        site_sets = {cond: needed if cond == "\0raw" else sites_of(cond) for cond, _ in streamed}
+        stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in site_sets[cond]} for cond, _ in streamed}
         with_floor = w_e is not None and group is groups[0]
         sample = Reservoir(sample_seqs, seed=seed, dtype=torch.float16) if evaluate else None
         for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(label, hooks):
             c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
-            for cond, resolved in group:
+            for cond, resolved in streamed:
                 cacts = condition_acts(batch, tok_emb, resolved)
-                for n in sites_of(cond):
+                for n in site_sets[cond]:
                     stats[cond][n].update(cacts[n][keep], fold, y, c, y_shuffled, c_shuffled)
             if sample is not None:  # the raw stream; each condition's transform is applied when scoring
                 raw = {**batch.acts, TOKENS: tok_emb} if with_floor and tok_emb is not None else dict(batch.acts)
                 sample.add(raw, batch.positions, seq_ids=(batch.index * world + rank).tolist(), mask=keep)
         rows_sampled = _gather(sample, distributed) if sample is not None else []
+        for cond, _ in streamed:
+            for n in site_sets[cond]:
+                stats[cond][n].all_reduce()
+        for cond, resolved in group:
+            if cond in derived:
+                assert resolved.affine is not None and raw_key is not None
+                stats[cond] = {n: stats[raw_key][n].erased(*resolved.affine(n)) for n in sites_of(cond)}  # type: ignore[misc]  # affine(n) checked above
+        stats.pop("\0raw", None)
         for cond, resolved in group:
             rows_of[cond] = []
-            for n in sites_of(cond):
-                stats[cond][n].all_reduce()
             with one_thread(), ThreadPoolExecutor(max_workers=n_workers) as pool:  # sites are independent
                 jobs = [pool.submit(score_site, cond, resolved, stats[cond][n], layer, n, rows_sampled)
                         for layer, n in zip(lay, names) if n in stats[cond]]
