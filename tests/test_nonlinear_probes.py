@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from pe_hooks.core.errors import DataError
-from pe_hooks.probes.nonlinear import Reservoir, bin_positions, probe_positions, shuffle_within_groups
+from pe_hooks.probes.nonlinear import (
+    Reservoir,
+    bin_positions,
+    probe_positions,
+    shuffle_within_groups,
+    training_standardisation,
+)
 
 T, D, BINS = 24, 12, 4
 CHANCE = 1 / BINS
@@ -130,3 +136,19 @@ def test_bad_input() -> None:
         probe_positions(xa, pa[:-1], ga)
     with pytest.raises(DataError, match="batch, seq, d"):
         Reservoir(4).add(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_training_standardisation_matches_each_folds_complement() -> None:
+    # a dimension with a mean of 1e3 and unit spread: E[x^2] - E[x]^2 in float32 would lose it
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 5, generator=gen)
+    x[:, 0] = x[:, 0] + 1000.0
+    x[:, 1] = x[:, 1] * 1e-8  # (near-)constant: floored at 1e-6
+    fold = torch.randint(0, 3, (600,), generator=gen)
+    fold[fold == 2] = 1  # fold 2 empty: its complement is every token
+    mean, sd = training_standardisation(x, fold, 3)
+    for f in range(3):
+        tr = x[fold != f].double()
+        torch.testing.assert_close(mean[f], tr.mean(0).float(), rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(sd[f], tr.std(0, correction=0).clamp_min(1e-6).float(), rtol=1e-5, atol=1e-6)
+    assert float(sd[0, 0]) == pytest.approx(1.0, abs=0.1)

@@ -12,7 +12,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from pe_hooks.probes.nonlinear import knn_predictions
-from pe_hooks.probes.stacked import fit_logistic, shrunk_covariance, stacked_predictions
+from pe_hooks.probes.stacked import (
+    discriminant_directions,
+    fit_logistic,
+    shrunk_covariance,
+    stacked_predictions,
+)
 from pe_hooks.probes.stats import LayerStats
 
 T, BINS, FOLDS = 32, 4, 4
@@ -65,6 +70,32 @@ def test_shrinkage_equals_concept_erasure() -> None:
     s = a.transpose(1, 2) @ a / 40
     for i in range(3):
         assert torch.allclose(shrunk_covariance(s, torch.full((3,), 40.0))[i], optimal_linear_shrinkage(s[i], 40), atol=1e-12)
+
+
+@pytest.mark.parametrize("shrinkage", ["auto", 0.3])
+def test_discriminant_directions_equal_a_direct_computation_on_the_tokens(shrinkage: str | float) -> None:
+    """Each excluded set's directions, from the moments, against the same formula on the kept
+    tokens themselves (covariance by numpy, auto shrinkage by concept-erasure)."""
+    x, pos, c, shuffled, fold = planted(24, 12, 1.0, seed=5)
+    x = x.double() @ torch.randn(12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 3.0
+    st = LayerStats.zeros(FOLDS, 12, BINS, 0)
+    st.update(x, fold, pos, c, pos, shuffled)
+    sets = [(0,), (2,), (1, 3)]
+    got = discriminant_directions(st, sets, shrinkage)  # [E, K, d, C + 1]
+    for i, ex in enumerate(sets):
+        kept = ~torch.isin(fold, torch.tensor(ex))
+        xk = x[kept]
+        cov = torch.from_numpy(np.cov(xk.numpy(), rowvar=False, bias=True))
+        if shrinkage == "auto":
+            sigma = optimal_linear_shrinkage(cov, int(kept.sum()))
+        else:
+            sigma = (1 - shrinkage) * cov + shrinkage * cov.diagonal().mean() * torch.eye(12, dtype=torch.float64)
+        for k, labels in enumerate((c, shuffled)):
+            lk, tk = labels[kept], pos[kept].double()
+            cols = [xk[lk == b].mean(0) - xk.mean(0) for b in range(BINS)]
+            cols.append(((xk - xk.mean(0)) * (tk - tk.mean())[:, None]).mean(0))
+            want = torch.linalg.solve(sigma, torch.stack(cols, 1))
+            torch.testing.assert_close(got[i, k], want, rtol=1e-7, atol=1e-9)
 
 
 def test_second_stage_equals_scikit_learn_logistic_regression() -> None:

@@ -91,14 +91,6 @@ def discriminant_directions(
         keep[i, list(ex)] = 0
     n = keep @ stats.n  # [E]
     mean = (keep @ stats.sx) / n[:, None]  # [E, d]
-    sxx = torch.einsum("ef,fij->eij", keep, stats.sxx)
-    cov = sxx / n[:, None, None] - mean[:, :, None] * mean[:, None, :]
-    if shrinkage == "auto":
-        cov = shrunk_covariance(cov, n)
-    else:
-        target = cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(cov.shape[-1], dtype=cov.dtype)
-        cov = (1 - shrinkage) * cov + shrinkage * target
-    chol = torch.linalg.cholesky(cov)
     cn = torch.einsum("ef,fkc->ekc", keep, stats.cn)  # [E, K, C]
     csx = torch.einsum("ef,fkcd->ekcd", keep, stats.csx)  # [E, K, C, d]
     present = cn > 0
@@ -108,7 +100,22 @@ def discriminant_directions(
     cxy = sxy / n[:, None, None] - mean[:, None, :] * (sy / n[:, None])[..., None]  # [E, K, d]
     mu = torch.cat([mu, cxy[:, :, None, :]], 2)
     e, k, c, d = mu.shape
-    sol = torch.cholesky_solve(mu.permute(0, 3, 1, 2).reshape(e, d, k * c), chol)  # [E, d, K*C']
+    rhs = mu.permute(0, 3, 1, 2).reshape(e, d, k * c)
+    sxx = stats.sxx.reshape(stats.sxx.shape[0], -1)  # [F, d*d]
+    sol = torch.empty(e, d, k * c, dtype=torch.float64)
+    cov = torch.empty(d, d, dtype=torch.float64)
+    # one d x d covariance at a time, in place: ~2x faster than the batched [E, d, d] version
+    # (which allocates and zeroes several fresh E d^2 buffers)
+    for i in range(e):
+        torch.mv(sxx.T, keep[i], out=cov.view(-1))
+        cov.div_(n[i]).addr_(mean[i], mean[i], alpha=-1)  # total covariance of the kept folds
+        if shrinkage == "auto":
+            shrunk = shrunk_covariance(cov, n[i])
+        else:
+            shrunk = cov.mul(1 - shrinkage)
+            shrunk.diagonal().add_(shrinkage * float(cov.diagonal().mean()))
+        chol, _ = torch.linalg.cholesky_ex(shrunk)
+        sol[i] = torch.cholesky_solve(rhs[i], chol)  # [d, K*C']
     return sol.reshape(e, d, k, c).permute(0, 2, 1, 3)
 
 
