@@ -225,12 +225,12 @@ def sweep(
         nonlinear: non-linear probes scored beside the linear one, each with its shuffled control
             (``acc_<probe>``, ``acc_<probe>_shuffled``): ``"knn_cosine"``, ``"knn_euclidean"`` (15
             neighbours: the neighbourhood UMAP builds its graph from) and ``"mlp"`` (one hidden
-            layer of 64 ReLU units, ``probes.nonlinear.mlp_predictions``; ~0.8 s per site on one
-            core, 3-5x a kNN). All three by default; ``()`` for none.
+            layer of 64 ReLU units, ``probes.nonlinear.mlp_predictions``; ~0.6 s per site on one
+            core, ~2x a kNN). All three by default; ``()`` for none.
         nonlinear_seqs: the first this many sampled sequences (by index) feed the non-linear probes.
         nonlinear_layers: the probed layers that get the non-linear probes (the token floor always
             does); default: about 8 evenly spaced ones, the first and the final included
-            (``ceil(n_layers / 8)`` apart) -- each costs ~1 s per condition on 2 CPU cores.
+            (``ceil(n_layers / 8)`` apart) -- each costs ~1 CPU-second per condition.
         workers: threads that score the sites of a condition in parallel (each on one torch
             thread; the sites are independent, so the results do not depend on it); default: the
             CPU count, at most 4.
