@@ -152,3 +152,20 @@ def test_training_standardisation_matches_each_folds_complement() -> None:
         torch.testing.assert_close(mean[f], tr.mean(0).float(), rtol=1e-6, atol=1e-5)
         torch.testing.assert_close(sd[f], tr.std(0, correction=0).clamp_min(1e-6).float(), rtol=1e-5, atol=1e-6)
     assert float(sd[0, 0]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_mlp_without_fused_adam_still_finds_the_planted_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch < 2.4 has no fused Adam on CPU (``fused=True`` raises): the probe falls back to plain Adam."""
+    real_adam = torch.optim.Adam
+    calls: list[bool] = []
+
+    def old_adam(params: object, **kwargs: object) -> torch.optim.Optimizer:
+        calls.append(bool(kwargs.get("fused")))
+        if kwargs.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']")
+        return real_adam(params, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.optim, "Adam", old_adam)
+    r = probe_positions(*flat(*stream(80, 6.0, seed=0)), n_bins=BINS, probes=("mlp",))
+    assert calls == [True, False]
+    assert r["mlp"].accuracy > 0.9 and abs(r["mlp"].shuffled - CHANCE) < 0.05
