@@ -70,19 +70,20 @@ def bare_trunk(model: Any, td: Any) -> dict[int, float]:
     return {}
 
 
-def new_sweep(model: Any, td: Any) -> dict[int, float]:
-    from pe_hooks import sweep
-
-    res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False)
-    return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
-
-
-def linear_sweep(model: Any, td: Any) -> dict[int, float]:
+def _sweep_acc(model: Any, td: Any, **options: Any) -> dict[int, float]:
     from pe_hooks import sweep
 
     res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False,
-                nonlinear=())
+                **options)
     return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
+
+
+def new_sweep(model: Any, td: Any) -> dict[int, float]:
+    return _sweep_acc(model, td)
+
+
+def linear_sweep(model: Any, td: Any) -> dict[int, float]:
+    return _sweep_acc(model, td, nonlinear=())
 
 
 def twopass_sweep(model: Any, td: Any) -> dict[int, float]:
@@ -188,11 +189,11 @@ def main_job(threads: int, runs: int = 2, bare_pass: Callable[[], float] | None 
         rss = [ln for ln in out.stderr.splitlines() if "Maximum resident set size" in ln]
         peaks.append(int(rss[0].split()[-1]) / 1024 if rss else float("nan"))
         print(f"main job: {times[-1]:.0f} s", flush=True)
-    out: dict[str, Any] = {"seconds": statistics.median(times), "runs_s": times, "peak_rss_mb": max(peaks)}
+    result: dict[str, Any] = {"seconds": statistics.median(times), "runs_s": times, "peak_rss_mb": max(peaks)}
     if bares:
-        out["bare_s"] = bares
-        out["x_bare"] = statistics.median([t / b for t, b in zip(times, bares)])
-    return out
+        result["bare_s"] = bares
+        result["x_bare"] = statistics.median([t / b for t, b in zip(times, bares)])
+    return result
 
 
 def main() -> None:

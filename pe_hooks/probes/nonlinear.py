@@ -264,6 +264,7 @@ def mlp_predictions(
     tr_mean, tr_sd = training_standardisation(xf, fold, F)
     mu = torch.stack([tr_mean[f] for f, _ in nets])  # [B, d]
     sd = torch.stack([tr_sd[f] for f, _ in nets])
+    mu_sd = mu / sd  # the standardised origin, folded into the first layer's bias
     B = len(nets)
     W1 = (torch.randn(B, d, hidden, generator=gen) * (2.0 / (d + hidden)) ** 0.5).requires_grad_()
     b1 = torch.zeros(B, hidden, requires_grad=True)
@@ -272,7 +273,7 @@ def mlp_predictions(
 
     def logits(xb: torch.Tensor) -> torch.Tensor:
         w = (W1 / sd[:, :, None]).permute(1, 0, 2).reshape(d, B * hidden)  # every network's first layer side by side
-        b = b1 - torch.einsum("bd,bdh->bh", mu / sd, W1)
+        b = b1 - torch.einsum("bd,bdh->bh", mu_sd, W1)
         h = torch.relu((xb @ w).view(-1, B, hidden).transpose(0, 1) + b[:, None])  # [B, n, hidden]
         return torch.baddbmm(b2[:, None], h, W2)
 

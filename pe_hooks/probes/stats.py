@@ -113,7 +113,7 @@ class LayerStats:
         sxx = self.sxx - sxu @ L.T - L @ sxu.transpose(1, 2) + L @ suu @ L.T
         return LayerStats(
             n=self.n.clone(), sx=edit(self.sx, self.n), sxx=sxx, sy=self.sy.clone(), syy=self.syy.clone(),
-            sxy=self.sxy - ((self.sxy - self.sy[..., None] * m) @ R) @ L.T, cn=self.cn.clone(),
+            sxy=edit(self.sxy, self.sy), cn=self.cn.clone(),
             csx=edit(self.csx, self.cn), pos_n=self.pos_n.clone(), pos_sx=edit(self.pos_sx, self.pos_n),
         )
 

@@ -54,9 +54,10 @@ from pe_hooks.probes.stacked import one_thread, stacked_predictions
 from pe_hooks.probes.stats import LayerStats, label_index
 from pe_hooks.sites.inspect import inspect
 
-TOKENS = "W_E[tokens]"
+TOKENS = "W_E[tokens]"  # pseudo-site of the token floor
+RAW_MOMENTS = "\0raw"  # key of raw moments streamed only to derive the offline erasers' ones (LayerStats.erased)
 SWEEP_FORMAT = 1
-SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.md", "sweep.png")  # what `pe-hooks sweep` writes  # pseudo-site of the token floor
+SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.md", "sweep.png")  # what `pe-hooks sweep` writes
 
 
 def _bins(t: torch.Tensor, n_bins: int, lo: int, hi: int) -> torch.Tensor:
@@ -410,9 +411,9 @@ def sweep(
         needed = list(dict.fromkeys(n for cond in derived for n in sites_of(cond)))
         raw_key = next((cond for cond, r in streamed if r.transform is None and set(sites_of(cond)) >= set(needed)), None)
         if derived and raw_key is None:
-            raw_key = "\0raw"  # raw moments kept for the derivation only
+            raw_key = RAW_MOMENTS
             streamed.append((raw_key, Resolved(HookList(label="raw"))))
-        site_sets = {cond: needed if cond == "\0raw" else sites_of(cond) for cond, _ in streamed}
+        site_sets = {cond: needed if cond == RAW_MOMENTS else sites_of(cond) for cond, _ in streamed}
         stats = {cond: {n: LayerStats.zeros(folds, d, n_bins, t_max + 1) for n in site_sets[cond]} for cond, _ in streamed}
         with_floor = w_e is not None and group is groups[0]
         sample = Reservoir(sample_seqs, seed=seed, dtype=torch.float16) if evaluate else None
@@ -433,7 +434,7 @@ def sweep(
             if cond in derived:
                 assert resolved.affine is not None and raw_key is not None
                 stats[cond] = {n: stats[raw_key][n].erased(*resolved.affine(n)) for n in sites_of(cond)}  # type: ignore[misc]  # affine(n) checked above
-        stats.pop("\0raw", None)
+        stats.pop(RAW_MOMENTS, None)
         for cond, resolved in group:
             rows_of[cond] = []
             with one_thread(), ThreadPoolExecutor(max_workers=n_workers) as pool:  # sites are independent
