@@ -766,7 +766,7 @@ case("device cuda:1 without CUDA", "7", lambda t: p.load_model("tiny-gpt2", devi
 case("device mps without MPS", "7", lambda t: p.load_model("tiny-gpt2", device="mps"), raises(ModelLoadError, "use device='cpu'"))
 case("device meta", "7", lambda t: p.load_model("tiny-gpt2", device="meta"), raises(ModelLoadError, "use 'cpu'"))
 case("dtype not float", "7", lambda t: p.load_model("tiny-gpt2", dtype=torch.int64), raises(ModelLoadError, "torch.float32"))
-case("dtype a string", "7", lambda t: p.load_model("tiny-gpt2", dtype="float32"), raises(ModelLoadError, "torch.float32"))
+case("dtype an unknown name", "7", lambda t: p.load_model("tiny-gpt2", dtype="fp32"), raises(ModelLoadError, "dtype='float32'"))
 case("backend banana", "7", lambda t: p.load_model("tiny-gpt2", backend="banana"), raises(ModelLoadError, "'bridge' or 'hooked'"))
 case("backend hooked without TL 3", "7", lambda t: p.load_model("tiny-gpt2", backend="hooked"),
      raises(ModelLoadError, "transformer-lens>=3.9,<4"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from pe_hooks import ArgumentError, DataError, SweepResult, sweep, zero
+from pe_hooks.models.precision import dtype_name, resolve_dtype
 from pe_hooks.reports import write_sweep_markdown
 from pe_hooks.viz import plot_sweep
 from tests.conftest import get_model
@@ -115,6 +117,12 @@ def test_cli_writes_table_and_plot(tmp_path: Path) -> None:
     folder = tmp_path / "sweep-tiny-gpt2"
     assert (folder / "sweep.png").exists() and (folder / "sweep.csv").exists()
     assert "| layer | baseline | zero |" in out.stdout
+    # the default --dtype auto: bfloat16 on CPUs that multiply it natively, float32 elsewhere
+    meta = json.loads((folder / "sweep.json").read_text())["meta"]
+    assert meta["dtype"] == dtype_name(resolve_dtype("auto")) and "--dtype auto" in meta["command"]
+    bad_dtype = subprocess.run([str(exe), "sweep", "--dtype", "float64", "--out", str(tmp_path)],
+                               capture_output=True, text=True, timeout=120)
+    assert bad_dtype.returncode == 2 and "bfloat16" in bad_dtype.stderr
     bad = subprocess.run([str(exe), "sweep", "--model", "no-such-model-xyz", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert bad.returncode == 2 and "unreachable" in bad.stderr

@@ -24,6 +24,7 @@ from pe_hooks.core.validate import check_int
 from pe_hooks.models.cache import cached_folder
 from pe_hooks.models.guard import install_input_guard
 from pe_hooks.models.offline import load_minilm, load_smollm2
+from pe_hooks.models.precision import DTypeName, resolve_dtype
 from pe_hooks.models.tiny import TINY_MODELS, build_tiny
 from pe_hooks.models.tokenizer import build_byte_tokenizer
 
@@ -157,7 +158,7 @@ def load_model(
     name: str | Any = DEFAULT_MODEL,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | DTypeName = torch.float32,
     seed: int = 0,
     backend: str = "bridge",
 ) -> Model:
@@ -168,7 +169,10 @@ def load_model(
             ``"tiny-llama"``, ``"tiny-bloom"``, ``"tiny-bert"``, a hub name or local folder, or an
             already-built ``TransformerBridge`` / ``HookedTransformer`` (returned unchanged).
         device: torch device.
-        dtype: parameter dtype (float32 by default: the reference tests compare at 1e-5).
+        dtype: parameter dtype: a ``torch.dtype`` or ``"float32"`` (default: the reference tests
+            compare at 1e-5), ``"bfloat16"``, ``"float16"``, or ``"auto"`` (bfloat16 where the
+            device multiplies it natively, e.g. CPUs with AVX512-BF16/AMX, else float32;
+            ``pe_hooks.models.precision``).
         seed: seed of the random init of ``tiny-*`` models.
         backend: ``"bridge"`` (TL 4.x, default) or ``"hooked"`` (TL 3.x ``HookedTransformer``,
             needs ``transformer-lens<4``; offline names of causal families only).
@@ -193,8 +197,7 @@ def load_model(
         )
     check_int(seed, "seed", minimum=0, fix="pass a whole number >= 0 (the random init of the tiny-* models)")
     device = check_device(device)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ModelLoadError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    dtype = resolve_dtype(dtype, device)
     if name in OFFLINE_MODELS or name in TINY_MODELS:
         hf, tok = load_hf(name, dtype=dtype, seed=seed)
         if backend == "hooked":

@@ -45,6 +45,7 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_indices, check_int, check_model, check_number
 from pe_hooks.data import load_data, stream_activations
+from pe_hooks.models.precision import dtype_name
 from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridges, ridge_heldout
@@ -456,7 +457,7 @@ def sweep(
     chance = float(df[df.metric == "chance"].value.mean()) if evaluate else None  # None: not evaluated, never NaN
     floor = df[(df.layer == -1) & (df.metric == "acc")]
     meta = {
-        "model": scheme.model_name, "site": site, "layers": lay, "seq_len": probe_data.seq_len,
+        "model": scheme.model_name, "dtype": dtype_name(next(model.parameters()).dtype), "site": site, "layers": lay, "seq_len": probe_data.seq_len,
         "n_seqs": len(probe_data), "n_fit": len(fit_data) if fit_data is not None else 0,
         "data": "embedded stdlib docstrings" if data is None else str(type(data).__name__),
         "n_bins": n_bins, "folds": folds, "t_min": t_min, "t_max": t_max, "chance": chance,

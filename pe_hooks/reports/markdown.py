@@ -70,6 +70,7 @@ def sweep_markdown(result: SweepResult) -> str:
     parts = [
         f"# Position probes per layer: {m.get('model')}",
         "",
+        *([f"Model dtype: {m['dtype']}.", ""] if m.get("dtype") else []),
         f"Data: {m.get('n_seqs')} probe sequences x {m.get('seq_len')} tokens ({m.get('data')}), "
         f"{m.get('n_fit')} other sequences to fit erasers; site `{m.get('site')}`; positions "
         f"{m.get('t_min')}..{m.get('t_max')} in {m.get('n_bins')} bins; {m.get('folds')}-fold splits grouped "
