@@ -22,8 +22,8 @@ interleaved and rotating after a warm-up, ``--rounds`` rounds of:
 
 Held-out accuracy per layer of the sweep, the two-pass sweep and the naive probe sit beside the
 times. Then, each in a fresh child process (peak RSS is per process): the baseline sweep at 1x, 2x,
-4x, 8x the sequences (peak RSS and growth above the loaded model), and the default main job
-(``pe-hooks sweep --model smollm2-135m``: 4 conditions, 31 sites, 256 sequences).
+4x, 8x the sequences (peak RSS and growth above the loaded model). The default main job
+(``pe-hooks sweep --model smollm2-135m``) is timed by ``benchmarks/main_job.py``, in both dtypes.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,33 +167,6 @@ def memory_scaling(factors: list[int], threads: int) -> list[dict[str, Any]]:
     return rows
 
 
-def main_job(threads: int, runs: int = 2, bare_pass: Callable[[], float] | None = None) -> dict[str, Any]:
-    """The default main job (what ``make run`` runs after ``inspect``), in a child process, ``runs``
-    times (this shared machine's wall times vary by ~10-30% from hour to hour), each right after a
-    bare forward pass over the 256 probe sequences (``bare_pass``) so that the job can also be read
-    in machine-independent units: main job / bare pass."""
-    exe = Path(sys.executable).parent / "pe-hooks"
-    times, peaks, bares = [], [], []
-    for _ in range(runs):
-        if bare_pass is not None:
-            bares.append(bare_pass())
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            out = subprocess.run(["/usr/bin/time", "-v", str(exe), "sweep", "--model", "smollm2-135m", "--out", tmp],
-                                 capture_output=True, text=True, timeout=7200)
-            times.append(time.perf_counter() - t0)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-3000:])
-        rss = [ln for ln in out.stderr.splitlines() if "Maximum resident set size" in ln]
-        peaks.append(int(rss[0].split()[-1]) / 1024 if rss else float("nan"))
-        print(f"main job: {times[-1]:.0f} s", flush=True)
-    result: dict[str, Any] = {"seconds": statistics.median(times), "runs_s": times, "peak_rss_mb": max(peaks)}
-    if bares:
-        result["bare_s"] = bares
-        result["x_bare"] = statistics.median([t / b for t, b in zip(times, bares)])
-    return result
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
@@ -237,15 +208,9 @@ def main() -> None:
     ratios = {k: statistics.median([a / b for a, b in zip(times[k], times["bare"])]) for k in conds}
     per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")}} for la in LAYERS]
     scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads)
-    def bare_pass() -> float:
-        t0 = time.perf_counter()
-        bare(model, td)
-        return time.perf_counter() - t0
-
-    job = {} if args.quick else main_job(args.threads, bare_pass=bare_pass)
     res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
            "rounds": rounds, "times": times, "median_s": med, "ratio_to_bare": ratios, "per_layer": per_layer,
-           "memory_scaling": scaling, "main_job": job, "date": time.strftime("%Y-%m-%d %H:%M")}
+           "memory_scaling": scaling, "date": time.strftime("%Y-%m-%d %H:%M")}
     OUT.mkdir(exist_ok=True)
     name = "sweep-speed-smollm2" + ("-quick" if args.quick else "")
     (OUT / f"{name}.json").write_text(json.dumps(res, indent=1))
@@ -288,17 +253,8 @@ def report(res: dict[str, Any]) -> str:
         for r in res["memory_scaling"]:
             lines.append(f"| {r['x tokens']} | {r['n_seqs']} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['growth_mb']:.0f} | "
                          f"{r['n_tokens_moments']} | {r['n_tokens_sample']} |")
-    if res["main_job"]:
-        j = res["main_job"]
-        runs = ", ".join(f"{t:.0f}" for t in j.get("runs_s", [j["seconds"]]))
-        lines += ["", f"Main job (`pe-hooks sweep --model smollm2-135m`, 4 conditions, 31 sites, 256 sequences, linear + kNN "
-                  f"+ MLP probes, model load included): **{j['seconds']:.0f} s** ({j['seconds'] / 60:.1f} min; median of "
-                  f"runs {runs} s), peak RSS {j['peak_rss_mb']:.0f} MB."]
-        if "x_bare" in j:
-            bares = ", ".join(f"{t:.1f}" for t in j["bare_s"])
-            lines += [f"Each run right after a bare forward pass over the 256 probe sequences ({bares} s): main job = "
-                      f"**{j['x_bare']:.1f} bare passes** (median of per-run ratios), i.e. ≤ 2.5 min whenever a bare pass "
-                      f"takes ≤ {150 / j['x_bare']:.0f} s."]
+    lines += ["", "The default main job (`pe-hooks sweep --model smollm2-135m`) is timed, in both dtypes, by "
+              "`python -m benchmarks.main_job` ([main-job-smollm2.md](main-job-smollm2.md))."]
     return "\n".join(lines) + "\n"
 
 

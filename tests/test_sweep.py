@@ -120,6 +120,7 @@ def test_cli_writes_table_and_plot(tmp_path: Path) -> None:
     # the default --dtype auto: bfloat16 on CPUs that multiply it natively, float32 elsewhere
     meta = json.loads((folder / "sweep.json").read_text())["meta"]
     assert meta["dtype"] == dtype_name(resolve_dtype("auto")) and "--dtype auto" in meta["command"]
+    assert "--nonlinear knn_cosine,knn_euclidean,mlp " in meta["command"]  # as typed, so it can be re-run
     bad_dtype = subprocess.run([str(exe), "sweep", "--dtype", "float64", "--out", str(tmp_path)],
                                capture_output=True, text=True, timeout=120)
     assert bad_dtype.returncode == 2 and "bfloat16" in bad_dtype.stderr

@@ -23,6 +23,13 @@ def probe_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _as_arg(value: object) -> str:
+    """An option's value as it is typed: lists comma-separated (an empty probe list is ``none``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "sweep",
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         nonlinear_seqs=args.nonlinear_seqs,
     )
     result.meta["command"] = "pe-hooks sweep " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command") and v is not None
+        f"--{k.replace('_', '-')} {_as_arg(v)}" for k, v in vars(args).items() if k not in ("func", "command") and v is not None
     )
     result.meta["seconds"] = round(time.perf_counter() - t0, 1)
 
