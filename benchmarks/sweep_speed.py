@@ -126,7 +126,7 @@ import json, resource, sys, time, torch
 torch.set_num_threads({threads})
 import pe_hooks as p
 from pe_hooks.data.corpus import stdlib_docstrings
-m = p.load_model("smollm2-135m")
+m = p.load_model("smollm2-135m", dtype="{dtype}")
 # the whole embedded corpus as one token stream cut into 63-token windows after a BOS (2909 of them):
 # enough sequences for 8x the default, from the same text
 stream = [i for t in stdlib_docstrings(min_chars=0) for i in m.tokenizer(t, add_special_tokens=False)["input_ids"]]
@@ -155,10 +155,10 @@ print(json.dumps({{"n_seqs": {n_seqs}, "seconds": el, "peak_rss_mb": peak / 1024
 """
 
 
-def memory_scaling(factors: list[int], threads: int) -> list[dict[str, Any]]:
+def memory_scaling(factors: list[int], threads: int, dtype: str = "float32") -> list[dict[str, Any]]:
     rows = []
     for k in factors:
-        code = CHILD.format(threads=threads, layers=LAYERS, n_seqs=N_SEQS * k)
+        code = CHILD.format(threads=threads, layers=LAYERS, n_seqs=N_SEQS * k, dtype=dtype)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-3000:])
@@ -172,6 +172,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                    help="model dtype (default float32, the setting of issue 12; results of other dtypes get a suffix)")
     ap.add_argument("--memory-only", action="store_true", help="re-measure the memory scaling only, into the existing results")
     args = ap.parse_args()
     if args.memory_only:
@@ -187,7 +189,7 @@ def main() -> None:
     import pe_hooks as p
     from pe_hooks.data import load_data
 
-    model = p.load_model("smollm2-135m")
+    model = p.load_model("smollm2-135m", dtype=args.dtype)
     td = load_data(model, None, seq_len=SEQ_LEN, n_seqs=N_SEQS, seed=0)
     conds = {"bare": bare, "bare trunk": bare_trunk, "sweep": new_sweep, "sweep, linear only": linear_sweep,
              "two-pass": twopass_sweep, "naive": naive}
@@ -207,12 +209,13 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {k: statistics.median([a / b for a, b in zip(times[k], times["bare"])]) for k in conds}
     per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")}} for la in LAYERS]
-    scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads)
+    scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads, args.dtype)
     res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
+           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
            "rounds": rounds, "times": times, "median_s": med, "ratio_to_bare": ratios, "per_layer": per_layer,
            "memory_scaling": scaling, "date": time.strftime("%Y-%m-%d %H:%M")}
     OUT.mkdir(exist_ok=True)
-    name = "sweep-speed-smollm2" + ("-quick" if args.quick else "")
+    name = "sweep-speed-smollm2" + ("" if args.dtype == "float32" else f"-{args.dtype}") + ("-quick" if args.quick else "")
     (OUT / f"{name}.json").write_text(json.dumps(res, indent=1))
     (OUT / f"{name}.md").write_text(report(res))
     print(report(res))
@@ -220,10 +223,12 @@ def main() -> None:
 
 def report(res: dict[str, Any]) -> str:
     med, ratio = res["median_s"], res["ratio_to_bare"]
+    dtype_flag = "" if res.get("dtype", "float32") == "float32" else f" --dtype {res['dtype']}"
+    quick_flag = " --quick" if res["rounds"] == 1 and not res["memory_scaling"] else ""
     lines = [
         "# Probe sweep on SmolLM2-135M: one pass vs bare forwards, the two-pass sweep and the naive workflow", "",
-        f"Command: `python -m benchmarks.sweep_speed` ({res['date']}; {res['machine']}; {res['rounds']} interleaved "
-        "rounds after a warm-up, order rotating). Model SmolLM2-135M-Instruct (real weights); data: the embedded "
+        f"Command: `python -m benchmarks.sweep_speed{dtype_flag}{quick_flag}` ({res['date']}; {res['machine']}; {res['rounds']} interleaved "
+        f"rounds after a warm-up, order rotating). Model SmolLM2-135M-Instruct (real weights, {res.get('dtype', 'float32')}); data: the embedded "
         f"corpus, {N_SEQS} sequences x {SEQ_LEN} tokens; positions 1..{SEQ_LEN - 1} in {BINS} bins; {FOLDS} folds "
         f"grouped by sequence; layers {LAYERS}.", "",
         "| | median wall (s) | × bare | mean held-out acc |", "|---|---|---|---|",
