@@ -93,3 +93,12 @@ def test_sweep_records_the_model_dtype() -> None:
     assert "Model dtype: bfloat16." in sweep_markdown(res)
     assert set(res.df.intervention) == {"baseline", "zero", "erase"}
     assert res.df.value.notna().any()
+
+
+def test_auto_on_cuda_counts_native_bfloat16_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU that only emulates bfloat16 (pre-Ampere; torch reports it unless told not to) gets float32."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not native_bfloat16("cuda") and resolve_dtype("auto", "cuda") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert native_bfloat16("cuda") and resolve_dtype("auto", "cuda") is torch.bfloat16

@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
                    help="model dtype (default float32: the sampled tokens, hence the branches, depend on it; "
-                        "auto = bfloat16 where the device multiplies it natively, ~3x faster on SmolLM2)")
+                        "auto = bfloat16 where the device multiplies it natively, 2-3x faster on SmolLM2 here)")
     p.add_argument("--out", type=Path, default=Path("results"),
                    help="parent folder: the report goes to OUT/branches-MODEL/ (default results/, as pe-hooks sweep)")
     p.set_defaults(func=run)

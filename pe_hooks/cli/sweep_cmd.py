@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
                    help="model dtype (default auto: bfloat16 where the device multiplies it natively -- AVX512-BF16/AMX "
-                        "CPUs, Ampere+ GPUs -- ~3x faster forwards on SmolLM2, probe accuracies within 0.01 of float32 "
+                        "CPUs, Ampere+ GPUs -- 2-3x faster forwards on SmolLM2 here, probe accuracies within 0.01 of float32 "
                         "(benchmarks/main_job.py); float32 elsewhere)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     p.set_defaults(func=run)
