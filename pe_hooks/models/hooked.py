@@ -27,9 +27,11 @@ def hooked_available() -> bool:
 
 
 def hooked_from_hf(
-    hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, device: str | torch.device = "cpu"
+    hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> Any:
-    """Convert an in-memory HF model to a TL 3.x ``HookedTransformer`` (unprocessed weights)."""
+    """Convert an in-memory HF model to a TL 3.x ``HookedTransformer`` (unprocessed weights), in
+    ``dtype`` (default: the HF model's)."""
     if not hooked_available():
         raise ModelLoadError(
             "HookedTransformer needs TransformerLens 3.x: `pip install 'transformer-lens>=3.9,<4'` in a "
@@ -46,6 +48,7 @@ def hooked_from_hf(
         cfg_dict = convert_hf_model_config(folder)
         cfg_dict["original_architecture"] = type(hf_model).__name__
         cfg_dict["tokenizer_prepends_bos"] = False
+        cfg_dict["dtype"] = dtype or hf_model.dtype
         fields = HookedTransformerConfig.__dataclass_fields__
         cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items() if k in fields})
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
@@ -58,4 +61,4 @@ def hooked_from_hf(
         fold_value_biases=False,
         refactor_factored_attn_matrices=False,
     )
-    return model.to(device).eval()
+    return model.to(device).to(dtype or hf_model.dtype).eval()

@@ -203,7 +203,7 @@ def load_model(
         if backend == "hooked":
             from pe_hooks.models.hooked import hooked_from_hf
 
-            model = hooked_from_hf(hf, tok, device=device)
+            model = hooked_from_hf(hf, tok, device=device, dtype=dtype)
             model.cfg.model_name = name
         else:
             model = bridge_from_hf(hf, tok, name=name, device=device, dtype=dtype)

@@ -62,3 +62,18 @@ def test_hooked_alibi_form_is_relative() -> None:
     from pe_hooks.sites import AlibiForm
 
     assert inspect(get_hooked("tiny-bloom")).alibi_form is AlibiForm.RELATIVE
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_hooked_honours_the_dtype(name: str) -> None:
+    """``load_model(..., backend="hooked", dtype=...)`` builds the model in that dtype (it used to stay
+    float32 silently), and its logits match the float32 model to bfloat16 precision."""
+    from pe_hooks import load_model
+
+    m16 = load_model(name, backend="hooked", dtype="bfloat16")
+    m32 = get_hooked(name)
+    assert {p.dtype for p in m16.parameters()} == {torch.bfloat16} and m16.cfg.dtype == torch.bfloat16  # type: ignore[attr-defined]
+    ids = torch.randint(0, m32.cfg.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
+    with torch.no_grad():
+        a, b = m32(ids), m16(ids).float()  # type: ignore[operator]
+    assert float((a - b).norm() / a.norm()) < 0.02
