@@ -102,3 +102,16 @@ def test_auto_on_cuda_counts_native_bfloat16_only(monkeypatch: pytest.MonkeyPatc
     assert not native_bfloat16("cuda") and resolve_dtype("auto", "cuda") is torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert native_bfloat16("cuda") and resolve_dtype("auto", "cuda") is torch.bfloat16
+
+
+def test_a_built_model_in_another_dtype_is_not_silently_returned() -> None:
+    m32 = load_model("tiny-llama")
+    assert load_model(m32) is m32 and load_model(m32, dtype="float32") is m32
+    with pytest.raises(ModelLoadError, match=r"model\.to\(torch\.bfloat16\)"):
+        load_model(m32, dtype="bfloat16")
+    m16 = load_model("tiny-llama", dtype="bfloat16")
+    assert load_model(m16) is m16 and load_model(m16, dtype=torch.bfloat16) is m16
+    want = m16 if resolve_dtype("auto") is torch.bfloat16 else m32
+    assert load_model(want, dtype="auto") is want
+    # the fix the message names works
+    assert load_model(load_model("tiny-llama").to(torch.bfloat16), dtype="bfloat16") is not None

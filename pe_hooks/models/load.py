@@ -182,6 +182,14 @@ def load_model(
             the ``pip install`` that fixes it), or a checkpoint TransformerLens cannot load.
     """
     if is_model(name):
+        if dtype is not torch.float32:  # asked for a dtype (not the default): the model must already have it
+            first = next(iter(name.parameters()))  # type: ignore[union-attr]  # is_model(name) above
+            want, have = resolve_dtype(dtype, first.device), first.dtype
+            if want != have:
+                raise ModelLoadError(
+                    f"load_model got an already-built model in {have} and dtype={dtype!r} ({want}); it returns built "
+                    f"models unchanged: convert it with model.to({want}), or load it by name with dtype={dtype!r}"
+                )
         install_input_guard(name)
         return name  # type: ignore[no-any-return]
     if not isinstance(name, str):
