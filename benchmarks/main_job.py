@@ -32,17 +32,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from benchmarks.sweep_speed import bare
+
 OUT = Path(__file__).parent / "results"
 DTYPES = ("float32", "auto")
 METRICS = ("acc", "acc_knn_cosine", "acc_knn_euclidean", "acc_mlp", "acc_shuffled", "r2", "rmse")
 
 
-def bare_pass(model: Any, td: Any, batch: int = 16) -> float:
-    """Seconds of plain float32 forwards over ``td`` (the speed of the machine right now)."""
+def bare_pass(model: Any, td: Any) -> float:
+    """Seconds of ``sweep_speed.bare`` (plain forwards over ``td``): the speed of the machine right now."""
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, len(td), batch):
-            model(td.tokens[i:i + batch], attention_mask=td.mask[i:i + batch])
+    bare(model, td)
     return time.perf_counter() - t0
 
 

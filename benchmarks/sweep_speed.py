@@ -188,6 +188,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import pe_hooks as p
     from pe_hooks.data import load_data
+    from pe_hooks.models.precision import dtype_name
 
     model = p.load_model("smollm2-135m", dtype=args.dtype)
     td = load_data(model, None, seq_len=SEQ_LEN, n_seqs=N_SEQS, seed=0)
@@ -211,7 +212,7 @@ def main() -> None:
     per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")}} for la in LAYERS]
     scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads, args.dtype)
     res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
-           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+           "dtype": dtype_name(next(model.parameters()).dtype),
            "rounds": rounds, "times": times, "median_s": med, "ratio_to_bare": ratios, "per_layer": per_layer,
            "memory_scaling": scaling, "date": time.strftime("%Y-%m-%d %H:%M")}
     OUT.mkdir(exist_ok=True)

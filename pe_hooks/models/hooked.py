@@ -40,6 +40,7 @@ def hooked_from_hf(
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import convert_hf_model_config, get_pretrained_state_dict
 
+    dtype = dtype or hf_model.dtype
     config = hf_model.config
     if hasattr(config, "n_positions") and not hasattr(config, "n_ctx"):
         config.n_ctx = config.n_positions  # TL 3 reads n_ctx, which transformers 5 dropped
@@ -48,7 +49,7 @@ def hooked_from_hf(
         cfg_dict = convert_hf_model_config(folder)
         cfg_dict["original_architecture"] = type(hf_model).__name__
         cfg_dict["tokenizer_prepends_bos"] = False
-        cfg_dict["dtype"] = dtype or hf_model.dtype
+        cfg_dict["dtype"] = dtype
         fields = HookedTransformerConfig.__dataclass_fields__
         cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items() if k in fields})
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
@@ -61,4 +62,4 @@ def hooked_from_hf(
         fold_value_biases=False,
         refactor_factored_attn_matrices=False,
     )
-    return model.to(device).to(dtype or hf_model.dtype).eval()
+    return model.to(device).to(dtype).eval()
