@@ -1,155 +1,45 @@
-"""The embedded default corpus: docstrings that the Python standard library already carries.
+"""The embedded default corpus: docstrings of the Python standard library, shipped as a data file.
 
-No download: the text comes from ``__doc__`` strings of a fixed list of standard-library modules,
-their classes and functions, in a deterministic order. It is English technical prose (about the
-register of documentation), one document per docstring.
+``stdlib_docstrings.txt`` beside this module holds 3,622 documents (English technical prose, one
+docstring a line), frozen once from CPython 3.11.7 by ``tools/freeze_corpus.py`` (its header gives
+the licence). The package reads the file, never the running interpreter, so the main job's data is
+the same on every Python version and whatever else is imported.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect as pyinspect
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 from pe_hooks.core.errors import DataError
 
-STDLIB_MODULES = [
-    "abc",
-    "argparse",
-    "ast",
-    "asyncio",
-    "base64",
-    "bisect",
-    "calendar",
-    "cmd",
-    "codecs",
-    "collections",
-    "concurrent.futures",
-    "configparser",
-    "contextlib",
-    "copy",
-    "csv",
-    "dataclasses",
-    "datetime",
-    "decimal",
-    "difflib",
-    "dis",
-    "email",
-    "enum",
-    "fileinput",
-    "fnmatch",
-    "fractions",
-    "ftplib",
-    "functools",
-    "getopt",
-    "gettext",
-    "glob",
-    "gzip",
-    "hashlib",
-    "heapq",
-    "hmac",
-    "html",
-    "http.client",
-    "http.server",
-    "imaplib",
-    "inspect",
-    "io",
-    "ipaddress",
-    "itertools",
-    "json",
-    "logging",
-    "mailbox",
-    "math",
-    "mimetypes",
-    "multiprocessing",
-    "numbers",
-    "operator",
-    "optparse",
-    "os",
-    "pathlib",
-    "pickle",
-    "pkgutil",
-    "platform",
-    "plistlib",
-    "poplib",
-    "pprint",
-    "profile",
-    "pstats",
-    "queue",
-    "random",
-    "re",
-    "sched",
-    "secrets",
-    "selectors",
-    "shelve",
-    "shlex",
-    "shutil",
-    "signal",
-    "smtplib",
-    "socket",
-    "socketserver",
-    "sqlite3",
-    "ssl",
-    "stat",
-    "statistics",
-    "string",
-    "struct",
-    "subprocess",
-    "symtable",
-    "tarfile",
-    "tempfile",
-    "textwrap",
-    "threading",
-    "timeit",
-    "tokenize",
-    "trace",
-    "traceback",
-    "types",
-    "typing",
-    "unittest",
-    "urllib.parse",
-    "urllib.request",
-    "uuid",
-    "warnings",
-    "wave",
-    "weakref",
-    "xml.dom.minidom",
-    "xml.etree.ElementTree",
-    "zipfile",
-    "zipimport",
-    "zoneinfo",
-]
+CORPUS_FILE = Path(__file__).with_name("stdlib_docstrings.txt")
+# sha256 of the file as frozen: a damaged or edited copy is refused, not silently used
+CORPUS_SHA256 = "330953d70bbaba2dfdb8f9136a94af5d1c5f4d28c3320b88c57baf1342dc0a53"
 
 
-def _clean(doc: str) -> str:
-    return " ".join(pyinspect.cleandoc(doc).split())
+@lru_cache(maxsize=1)
+def _documents() -> tuple[str, ...]:
+    try:
+        raw = CORPUS_FILE.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"the embedded corpus {CORPUS_FILE} cannot be read ({exc.strerror or exc}); reinstall pe-hooks "
+            "(`pip install --force-reinstall pe-hooks`, or `make setup` in a clone)"
+        ) from exc
+    if hashlib.sha256(raw).hexdigest() != CORPUS_SHA256:
+        raise DataError(
+            f"the embedded corpus {CORPUS_FILE} is damaged or was edited (checksum mismatch); reinstall "
+            "pe-hooks (`pip install --force-reinstall pe-hooks`, or `git checkout` the file in a clone)"
+        )
+    lines = raw.decode("utf-8").splitlines()
+    return tuple(line for line in lines if line and not line.startswith("#"))
 
 
-@lru_cache(maxsize=4)
 def stdlib_docstrings(min_chars: int = 300) -> tuple[str, ...]:
-    """All distinct docstrings of at least ``min_chars`` characters, deterministic order."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for modname in STDLIB_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except Exception:  # a module missing on this platform is skipped
-            continue
-        objs = [mod] + [getattr(mod, n) for n in sorted(dir(mod)) if not n.startswith("_")]
-        for obj in objs:
-            candidates = [obj]
-            if pyinspect.isclass(obj):
-                candidates += [getattr(obj, n, None) for n in sorted(vars(obj)) if not n.startswith("_")]
-            for c in candidates:
-                doc = getattr(c, "__doc__", None)
-                if not isinstance(doc, str):
-                    continue
-                text = _clean(doc)
-                if len(text) >= min_chars and text not in seen:
-                    seen.add(text)
-                    out.append(text)
-    return tuple(out)
+    """The embedded documents of at least ``min_chars`` characters, in their fixed order."""
+    return tuple(d for d in _documents() if len(d) >= min_chars)
 
 
 def read_text_file(path: Path) -> list[str]:
