@@ -141,7 +141,7 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda' (or 'cuda:0')") from exc
+        raise ModelLoadError(f"device {device!r} is not a torch device; use device='cpu' or device='cuda' (or 'cuda:0')") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {str(device)!r} asked for, but CUDA is not available on this machine; use device='cpu'")
@@ -150,7 +150,7 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ModelLoadError(f"device {str(device)!r} asked for, but MPS is not available; use device='cpu'")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ModelLoadError(f"device {str(device)!r} is not supported by pe-hooks; use 'cpu' or 'cuda'")
+        raise ModelLoadError(f"device {str(device)!r} is not supported by pe-hooks; use device='cpu' or device='cuda'")
     return dev
 
 
