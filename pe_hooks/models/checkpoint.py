@@ -1,0 +1,32 @@
+"""Checks of a local HF checkpoint folder before TransformerLens reads it.
+
+A truncated or empty ``*.safetensors`` file otherwise surfaces as a ``SafetensorError`` from deep
+inside ``from_pretrained``; reading each file's header (cheap: no tensor data is loaded) names the
+damaged file and the fix instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from pe_hooks.core.errors import ModelLoadError
+
+
+def check_checkpoint(folder: Path) -> None:
+    """``ModelLoadError`` naming the first ``*.safetensors`` file of ``folder`` that is empty,
+    truncated or not a safetensors file (nothing for a non-folder: the loader reports that)."""
+    if not folder.is_dir():
+        return
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            what = "empty" if size == 0 else f"truncated or not a safetensors file ({size} bytes)"
+            raise ModelLoadError(
+                f"the checkpoint file {f} is {what}: {' '.join(str(exc).split())[:120]}; save the model there again "
+                "(model.save_pretrained(folder)) or copy the complete file"
+            ) from exc
