@@ -75,6 +75,11 @@ def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOpt
         value = getattr(options, band_opt)
         if value is not None and len(torch.as_tensor(value).flatten()) == 0:
             raise SchemeError(f"{verb}(..., {band_opt}=[]) selects no frequency band; pass None for all bands or at least one")
+        if value is not None and torch.as_tensor(value).dtype == torch.bool and not bool(torch.as_tensor(value).any()):
+            raise SchemeError(
+                f"{verb}(..., {band_opt}=<boolean mask, all False>) selects no frequency band (the hooks would do "
+                "nothing); pass None for all bands, or a mask with at least one True"
+            )
         if value is not None and torch.as_tensor(value).is_floating_point():
             raise SchemeError(f"{band_opt} must be integer band indices or a boolean mask, got {value!r}")
     bad = [name for name in options.given() if name not in ops.accepts.get(verb, ())]
