@@ -1510,7 +1510,9 @@ for file in ("tokenizer.json", "tokenizer_config.json"):
     for how in ("truncated", "emptied", "deleted"):
         case(f"cache: {file} {how}, marker kept", "23.7", lambda t, f=file, h=how: damaged_cache(t, f, h, False),
              raises(ModelLoadError, "it is rebuilt on the next load"))
-        if not (file == "tokenizer_config.json" and how == "deleted"):  # an old marker lists no files: loads
+        # an old marker lists no files: a deleted tokenizer_config.json there still loads (without its
+        # special tokens); only caches built before issue 23 have such markers
+        if not (file == "tokenizer_config.json" and how == "deleted"):
             case(f"cache: {file} {how}, old-style marker kept", "23.7", lambda t, f=file, h=how: damaged_cache(t, f, h, True),
                  raises(ModelLoadError, "or set PE_HOOKS_CACHE to another folder"))
 
@@ -1689,7 +1691,7 @@ def logger_levels_kept(tmp: Path, name: str) -> Any:
     loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens")]
     before = [lg.level for lg in loggers]
     try:
-        for lg, level in zip(loggers, (logging.DEBUG, logging.INFO), strict=True):
+        for lg, level in zip(loggers, (logging.WARNING, 25), strict=True):  # the user's own choice
             lg.setLevel(level)
         if name == "minilm-l6":
             from pe_hooks.models import load_hf
@@ -1705,7 +1707,7 @@ def logger_levels_kept(tmp: Path, name: str) -> Any:
 
 for name in ("tiny-gpt2", "tiny-bloom", "minilm-l6"):
     case(f"load_model({name}) keeps the user's logger levels", "23.10", lambda t, n=name: logger_levels_kept(t, n),
-         Result(lambda r: r == [10, 20] or _fail(r)))
+         Result(lambda r: r == [30, 25] or _fail(r)))
 
 
 # ---- more of the same patterns: hand-built masks, all-False band masks
@@ -1752,13 +1754,19 @@ def int_mask_equals_bool(tmp: Path) -> Any:
 
 
 case("hand-built TokenData with a 0/1 integer mask = the boolean mask", "23.P", int_mask_equals_bool, Result(lambda r: r is True or _fail(r)))
-_NO_BAND = torch.zeros(8, dtype=torch.bool)
+N_BANDS = {"tiny-neox": 4, "tiny-llama": 8}  # rotary bands (inv_freq entries) of each tiny rotary model
+
+
+def _no_band(m: Any) -> torch.Tensor:
+    return torch.zeros(N_BANDS[m.cfg.model_name], dtype=torch.bool)  # a mask of the right length, all False
+
+
 for fam in ROTARY:
     for verb, call in {
-        "zero(bands=all False)": lambda m: p.zero(m, bands=_NO_BAND),
-        "remove(bands=all False)": lambda m: p.remove(m, bands=_NO_BAND),
-        "replace(bands=all False)": lambda m: p.replace(m, p.shift(1), bands=_NO_BAND),
-        "replace(keep_bands=all False)": lambda m: p.replace(m, p.shift(1), keep_bands=_NO_BAND),
+        "zero(bands=all False)": lambda m: p.zero(m, bands=_no_band(m)),
+        "remove(bands=all False)": lambda m: p.remove(m, bands=_no_band(m)),
+        "replace(bands=all False)": lambda m: p.replace(m, p.shift(1), bands=_no_band(m)),
+        "replace(keep_bands=all False)": lambda m: p.replace(m, p.shift(1), keep_bands=_no_band(m)),
     }.items():
         case(f"{verb} is not a silent no-op ({SHORT[fam]})", "23.P", lambda t, f=fam, c=call: c(M(f)),
              raises(SchemeError, "a mask with at least one True"))

@@ -137,7 +137,7 @@ def remove(
 ) -> HookList:
     """Mean-ablate position: every token gets the average positional signal.
 
-    Learned: each position's W_pos row is replaced by the mean row over the positions in use.
+    Learned: each position's W_pos row is replaced by the mean row over the positions the row uses.
     Rotary: the mean rotation over the reference positions (high frequencies damped). ALiBi: the
     mean bias per query, which is exactly ``zero``. Unlike ``zero`` this keeps the average the
     model expects.
@@ -151,7 +151,9 @@ def remove(
         exempt_first: leave position 0 / BOS untouched.
         bands: rotary sites only: act on these frequency bands only.
         reference: ``pos_embed`` and rotary sites: average over these positions instead of
-            ``0..max t`` of the current forward; pass ``range(N)`` when generating with a KV cache.
+            ``0..max t`` of each row of the current forward (a left-padded row averages its own
+            positions, so it gets what it gets alone); pass ``range(N)`` when generating with a
+            KV cache.
 
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.
