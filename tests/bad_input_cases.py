@@ -1517,6 +1517,23 @@ for file in ("tokenizer.json", "tokenizer_config.json"):
                  raises(ModelLoadError, "or set PE_HOOKS_CACHE to another folder"))
 
 
+def killed_conversion(tmp: Path) -> Any:
+    from pe_hooks.models.load import tiny_tokenizer
+
+    root = tmp / "cache"
+    root.mkdir()
+    stale = root / f".tokenizer-bytes-v2.tmp-{_dead_pid()}-abcd1234"
+    stale.mkdir()
+    (stale / "tokenizer.json").write_text("{half")
+    with env("PE_HOOKS_CACHE", str(root)):
+        tiny_tokenizer()
+    return sorted(q.name for q in root.iterdir())
+
+
+case("cache: the temp folder of a killed conversion is removed by the next build", "23.9", killed_conversion,
+     Result(lambda r: r == ["tokenizer-bytes-v2"] or _fail(r)))
+
+
 def read_only_cache(tmp: Path) -> Any:
     with env("PE_HOOKS_CACHE", "/proc/self"):  # exists, but nothing can be created in it (even as root)
         return p.load_model("tiny-gpt2")

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from safetensors import SafetensorError
 
+from pe_hooks.core.atomic import clean_stale
 from pe_hooks.core.errors import ModelLoadError
 
 COMPLETE_MARKER = ".complete"
@@ -57,8 +58,9 @@ def cache_root() -> Path:
 def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
     """Return ``cache_root()/name``, calling ``build(tmp_folder)`` first if it is not complete.
 
-    ``build`` writes into a fresh temporary folder; on success a marker listing every file and its
-    size is written and the folder is renamed into place. A folder without the marker (left by a
+    ``build`` writes into a fresh temporary folder (the temp folders of builds whose process has
+    ended are removed first); on success a marker listing every file and its size is written and
+    the folder is renamed into place. A folder without the marker (left by a
     crash) is rebuilt; one whose files no longer match the marker raises ``ModelLoadError``.
     """
     root = cache_root()
@@ -67,7 +69,8 @@ def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
         check_complete(final)
         return final
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        clean_stale(final)  # temp folders of conversions whose process was killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=root))
     except OSError as exc:
         raise ModelLoadError(
             f"cannot write to the pe-hooks cache {root} ({exc.strerror or exc}) to build '{name}'; "
