@@ -13,6 +13,7 @@ import torch
 import pe_hooks as p
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.models import load_hf
+from tests.bad_input_cases import eraser_for
 from tests.conftest import get_model
 
 SHORT = torch.tensor([[1, 40, 52, 61]])
@@ -83,8 +84,8 @@ def test_project_out_k_needs_independent_leading_rows() -> None:
 
 @pytest.fixture(scope="module")
 def bloom_erasers() -> dict[str, p.PositionEraser]:
-    g = get_model("tiny-bloom")
-    return {str(lay): p.fit_eraser(g, None, layers=lay, seq_len=16, n_seqs=8, progress=False) for lay in ([1], [0, 1])}
+    # the bad-input table's fits (shared across the session): layer 1 only, and layer 0
+    return {"[1]": eraser_for("tiny-bloom", layers=[1]), "[0]": eraser_for("tiny-bloom")}
 
 
 def test_alibi_eraser_after_layer_0_uses_each_rows_positions(bloom_erasers: dict[str, p.PositionEraser]) -> None:
@@ -97,7 +98,7 @@ def test_alibi_eraser_after_layer_0_uses_each_rows_positions(bloom_erasers: dict
 
 def test_alibi_eraser_at_layer_0_refuses_left_padding(bloom_erasers: dict[str, p.PositionEraser]) -> None:
     g = get_model("tiny-bloom")
-    h = bloom_erasers["[0, 1]"].hooks(g)
+    h = bloom_erasers["[0]"].hooks(g)
     batch, mask, _ = padded()
     with pytest.raises(SchemeError, match="padding_side = 'right'"), torch.no_grad(), h.applied(g):
         g(batch, attention_mask=mask)
