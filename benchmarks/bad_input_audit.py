@@ -16,7 +16,8 @@ Each case is classified as
 
 and, independently, **state left behind**: hooks still attached to any model (every forward and
 pre-forward hook of every module, TransformerLens hook points included), a changed environment,
-grad mode, default dtype or SIGINT handler, or a stray (hidden, half-written) folder.
+grad mode, default dtype, SIGINT handler, logger level (root, transformers, transformer_lens,
+torch) or torch thread count, or a stray (hidden, half-written) folder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -78,6 +80,8 @@ def snapshot() -> dict[str, Any]:
     state["default dtype"] = __import__("torch").get_default_dtype()
     state["SIGINT handler"] = signal.getsignal(signal.SIGINT)
     state["working folder"] = os.getcwd()
+    state["logger levels"] = {n: logging.getLogger(n).level for n in ("", "transformers", "transformer_lens", "torch")}
+    state["torch threads"] = __import__("torch").get_num_threads()
     return state
 
 

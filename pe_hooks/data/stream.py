@@ -19,7 +19,7 @@ from pe_hooks.core.errors import DataError, HookPointError
 from pe_hooks.core.hooklist import HookList, apply_hooks
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_int, check_model
-from pe_hooks.data.tokens import TokenData
+from pe_hooks.data.tokens import TokenData, check_token_data
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
@@ -77,6 +77,7 @@ def stream_activations(
         )
     if len(data) == 0:
         raise DataError("no sequences to run; pass TokenData with at least one sequence")
+    data = check_token_data(data)
     if isinstance(hook_names, str):  # one hook point, not its characters
         hook_names = [hook_names]
     if not list(hook_names):

@@ -56,6 +56,33 @@ class TokenData:
         return self.subset(list(range(n_first))), self.subset(list(range(n_first, len(self))))
 
 
+def check_token_data(data: TokenData) -> TokenData:
+    """``DataError`` naming the fix if a hand-built ``TokenData``'s mask or positions do not fit its
+    tokens: the shapes must match, the mask be 0/1 with a real token in every row, and each real
+    token's position be the one the model gives it (``cumsum(mask) - 1``)."""
+    shape = tuple(data.tokens.shape)
+    fix = "build it as TokenData(tokens, mask, pe_hooks.data.positions_from_mask(mask))"
+    for name in ("mask", "positions"):
+        value = getattr(data, name)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise DataError(f"TokenData.{name} has shape {got}, its tokens {shape}: one entry per token; {fix}")
+    mask = data.mask
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise DataError(f"TokenData.mask must be True/1 for real tokens and False/0 for padding, got other values; {fix}")
+    real = mask.bool()
+    empty = (~real.any(-1)).nonzero().flatten().tolist()
+    if empty:
+        raise DataError(f"TokenData rows {empty[:5]} have no real token (an all-False mask); drop those rows")
+    want = positions_from_mask(real)
+    if bool((data.positions.long() != want)[real].any()):
+        raise DataError(
+            "TokenData.positions are not the positions the model gives its real tokens (cumsum(mask) - 1: a "
+            f"left-padded row starts at 0 after its padding); {fix}"
+        )
+    return data if mask.dtype == torch.bool else TokenData(data.tokens, real, data.positions, data.texts)
+
+
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Real positions under (left or right) padding: ``cumsum(mask) - 1``, 0 on padding."""
     pos = mask.long().cumsum(-1) - 1
@@ -141,7 +168,7 @@ def load_data(
     vocab = int(getattr(model.cfg, "d_vocab", 0) or 0) or None
     if isinstance(data, TokenData):
         check_token_ids(data.tokens, vocab=vocab, n_ctx=scheme.n_ctx, name="TokenData.tokens")
-        return data
+        return check_token_data(data)
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if isinstance(data, (list, tuple)) and data and all(

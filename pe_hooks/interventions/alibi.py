@@ -33,6 +33,7 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import SiteOptions, Target, fmt_layers, not_supported
 from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.sites.padding import positions_from_scores
 from pe_hooks.sites.registry import AlibiForm, Scheme
 from pe_hooks.sites.scheme import PositionalScheme
 
@@ -49,17 +50,6 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
         n_rem = min(closest, n_heads - closest)
         slopes += [extra ** (2 * i + 1) for i in range(n_rem)]
     return torch.tensor(slopes, dtype=torch.float32)
-
-
-def _positions_from_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(valid [b,q,k], key_pos [b,k], query_pos [b,q])`` from masked scores ``[b,h,q,k]``."""
-    floor = torch.finfo(scores.dtype).min / 2
-    valid = scores[:, 0] > floor  # [b, q, k]
-    last = valid[:, -1]  # the last query may attend to every real key
-    key_pos = (last.long().cumsum(-1) - 1).clamp(min=0)
-    q = scores.shape[2]
-    query_pos = key_pos[:, -q:]
-    return valid, key_pos.float(), query_pos.float()
 
 
 class AlibiScores:
@@ -80,7 +70,7 @@ class AlibiScores:
         relative = scheme.alibi_form is AlibiForm.RELATIVE
 
         def fn(scores: torch.Tensor, hook: Any) -> torch.Tensor:
-            valid, kpos, qpos = _positions_from_scores(scores)
+            valid, kpos, qpos = positions_from_scores(scores)
             m = slopes.to(scores.device)[None, :, None, None]
             if relative:  # TL 3: by row/column index
                 k_idx = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.float32)

@@ -8,7 +8,8 @@ TransformerBridge (so KV-cache decoding and padding are right) or, on TL 3.x, fr
 - ``zero``: ``W_pos[t] -> 0``: no positional signal at all (off-distribution: the model never saw
   an embedding without one).
 - ``remove`` (mean-ablation): ``W_pos[t] -> mean_{u in P} W_pos[u]`` for every token, with ``P``
-  the positions in use in this forward (``0..max t``) or ``reference=``. It keeps the *average*
+  the positions each row uses in this forward (``0..max t`` of that row, so a left-padded row
+  gets what it gets alone) or ``reference=``. It keeps the *average*
   positional vector the model expects and drops only what varies with position, so it stays
   closer to the training distribution than ``zero``.
 - ``replace(f)``: ``W_pos[f(t)]``; fractional ``f(t)`` interpolates linearly between rows.
@@ -29,13 +30,17 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import SiteOptions, Target, not_supported
 from pe_hooks.interventions.positions import PositionMap
+from pe_hooks.interventions.row_mean import own_prefix_mean
 from pe_hooks.sites.positions import position_source
 from pe_hooks.sites.registry import Scheme
 from pe_hooks.sites.scheme import PositionalScheme
 
 
-def orthonormal_basis(basis: torch.Tensor, d: int) -> torch.Tensor:
-    """Orthonormal rows spanning ``basis`` ``[k, d]`` (QR), with a clear error on a wrong shape."""
+def orthonormal_basis(basis: torch.Tensor, d: int, k: int | None = None) -> torch.Tensor:
+    """Orthonormal rows spanning ``basis`` ``[n, d]`` (QR), with a clear error on a wrong shape.
+
+    ``k``: only the first ``k`` given directions (Gram-Schmidt order: row ``i`` of the result spans
+    the given rows ``0..i``); an error if they are not ``k`` independent directions."""
     b = torch.as_tensor(basis, dtype=torch.float32)
     if b.ndim == 1:
         b = b[None]
@@ -47,7 +52,14 @@ def orthonormal_basis(basis: torch.Tensor, d: int) -> torch.Tensor:
     keep = r.diagonal().abs() > 1e-6 * max(1.0, float(r.diagonal().abs().max()))
     if not bool(keep.any()):
         raise SchemeError("basis is all zeros; pass non-zero directions [k, d_model]")
-    return q[:, keep].T.contiguous()
+    if k is None:
+        return q[:, keep].T.contiguous()
+    if keep[:k].numel() < k or not bool(keep[:k].all()):
+        raise SchemeError(
+            f"the first k={k} rows of basis span only {int(keep[:k].sum())} independent directions; "
+            "pass k linearly independent rows first, or a smaller k"
+        )
+    return q[:, :k].T.contiguous()
 
 
 def w_pos_components(w_pos: torch.Tensor, k: int | None = None, var: float = 0.95) -> torch.Tensor:
@@ -116,8 +128,9 @@ class PosEmbed:
                 )
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            idx = ref if reference is not None else torch.arange(int(t.max()) + 1)
-            return w[idx.to(w.device)].mean(0).expand_as(x)
+            if reference is not None:
+                return w[ref.to(w.device)].mean(0).expand_as(x)
+            return own_prefix_mean(w, t).expand_as(x)  # each row its own 0..max t
 
         return self._build(model, scheme, target, "remove", "remove(pos_embed)", rows)
 
@@ -145,7 +158,7 @@ class PosEmbed:
     ) -> HookList:
         self._check(scheme, "project_out", target)
         w_pos = model.W_pos.detach().float()
-        b = w_pos_components(w_pos, k) if basis is None else orthonormal_basis(basis, scheme.d_model)
+        b = w_pos_components(w_pos, k) if basis is None else orthonormal_basis(basis, scheme.d_model, k)
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             bb = b.to(x.device)

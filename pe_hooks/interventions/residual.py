@@ -58,9 +58,7 @@ class Residual:
             )
         if self.name not in scheme.resid:
             raise SchemeError(f"'{self.name}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
-        b = orthonormal_basis(basis, scheme.d_model)
-        if k is not None:
-            b = b[:k]
+        b = orthonormal_basis(basis, scheme.d_model, k)
         src = position_source(model, scheme) if target.exempt_first else None
 
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:

@@ -75,6 +75,11 @@ def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOpt
         value = getattr(options, band_opt)
         if value is not None and len(torch.as_tensor(value).flatten()) == 0:
             raise SchemeError(f"{verb}(..., {band_opt}=[]) selects no frequency band; pass None for all bands or at least one")
+        if value is not None and torch.as_tensor(value).dtype == torch.bool and not bool(torch.as_tensor(value).any()):
+            raise SchemeError(
+                f"{verb}(..., {band_opt}=<boolean mask, all False>) selects no frequency band (the hooks would do "
+                "nothing); pass None for all bands, or a mask with at least one True"
+            )
         if value is not None and torch.as_tensor(value).is_floating_point():
             raise SchemeError(f"{band_opt} must be integer band indices or a boolean mask, got {value!r}")
     bad = [name for name in options.given() if name not in ops.accepts.get(verb, ())]
@@ -132,7 +137,7 @@ def remove(
 ) -> HookList:
     """Mean-ablate position: every token gets the average positional signal.
 
-    Learned: each position's W_pos row is replaced by the mean row over the positions in use.
+    Learned: each position's W_pos row is replaced by the mean row over the positions the row uses.
     Rotary: the mean rotation over the reference positions (high frequencies damped). ALiBi: the
     mean bias per query, which is exactly ``zero``. Unlike ``zero`` this keeps the average the
     model expects.
@@ -146,7 +151,9 @@ def remove(
         exempt_first: leave position 0 / BOS untouched.
         bands: rotary sites only: act on these frequency bands only.
         reference: ``pos_embed`` and rotary sites: average over these positions instead of
-            ``0..max t`` of the current forward; pass ``range(N)`` when generating with a KV cache.
+            ``0..max t`` of each row of the current forward (a left-padded row averages its own
+            positions, so it gets what it gets alone); pass ``range(N)`` when generating with a
+            KV cache.
 
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.

@@ -7,7 +7,6 @@ An already-built ``TransformerBridge`` or TL 3.x ``HookedTransformer`` is return
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import warnings
@@ -21,10 +20,12 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from pe_hooks.core.errors import ModelLoadError
 from pe_hooks.core.types import Model, is_model
 from pe_hooks.core.validate import check_int
-from pe_hooks.models.cache import cached_folder
+from pe_hooks.models.cache import READ_ERRORS, cached_folder, reading_cache
+from pe_hooks.models.checkpoint import check_checkpoint
 from pe_hooks.models.guard import install_input_guard
 from pe_hooks.models.offline import load_minilm, load_smollm2
 from pe_hooks.models.precision import DTypeName, resolve_dtype
+from pe_hooks.models.quiet import quiet_loggers
 from pe_hooks.models.tiny import TINY_MODELS, build_tiny
 from pe_hooks.models.tokenizer import build_byte_tokenizer
 
@@ -38,7 +39,7 @@ def tiny_tokenizer(masked: bool = False) -> PreTrainedTokenizerBase:
     written aside and renamed into place, so concurrent processes never read a half-written one)."""
     name = "tokenizer-bytes-v2-masked" if masked else "tokenizer-bytes-v2"
     folder = cached_folder(name, lambda tmp: build_byte_tokenizer(tmp, masked=masked))
-    return AutoTokenizer.from_pretrained(str(folder))
+    return reading_cache(folder, "cached tokenizer", lambda: AutoTokenizer.from_pretrained(str(folder)))
 
 
 def load_hf(
@@ -84,8 +85,7 @@ def bridge_from_hf(
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model.config.architectures = [type(hf_model).__name__]
-    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with quiet_loggers("transformer_lens"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bridge = TransformerBridge.boot_transformers(
             name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
@@ -118,11 +118,12 @@ def _load_passthrough(name: str, device: str | torch.device, dtype: torch.dtype)
             "and the model hub is unreachable from this machine. Fix: use one of the offline names, "
             "pass a local folder holding a HF checkpoint, or run where the hub is reachable."
         )
+    check_checkpoint(local)
     try:
         bridge = TransformerBridge.boot_transformers(
             str(local) if local.exists() else name, device=device, dtype=dtype
         )
-    except (OSError, ValueError) as exc:
+    except READ_ERRORS as exc:
         where = (
             f"'{name}' is a file; pass a folder holding a HF checkpoint (config.json + weights)"
             if local.is_file() else

