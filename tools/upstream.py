@@ -154,6 +154,25 @@ def report(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def evaluate(uv: str, locked: dict[str, str], label: str, overrides: list[str], upgrade: bool) -> Outcome:
+    """Resolve, build and test one environment."""
+    slug = label.split(" (")[0].replace(" ", "-")
+    reqs, why = compile_env(uv, ROOT / "lock/tl4.txt", overrides, upgrade)
+    outcome = Outcome(label, {})
+    if reqs is None:
+        outcome.error = f"does not resolve: {why}"
+    else:
+        outcome.versions = {n: v for n, v in read_pins(reqs).items() if locked.get(n) != v}
+        moved = ", ".join(f"{n} {v}" for n, v in outcome.versions.items()) or "nothing"
+        print(f"[{label}] moved from the lock: {moved}", flush=True)
+        try:
+            run_slices(build(uv, reqs, slug), slug, outcome)
+        except RuntimeError as exc:
+            outcome.error = f"not built: {exc}"
+    print(report([outcome]).splitlines()[2], flush=True)
+    return outcome
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uv", default=str(ROOT / ".venv-tools/bin/uv"), help="the uv executable")
@@ -175,28 +194,17 @@ def main() -> None:
     if args.only is not None:
         newer = {n: v for n, v in newer.items() if n in args.only}
     print(f"\nnewer than the lock: {', '.join(f'{n} {v}' for n, v in newer.items()) or 'none'}\n", flush=True)
+    in_range_newer = {n: v for n, v in newer.items() if deps[n].specifier.contains(v)}
+    excluded = {n: v for n, v in newer.items() if n not in in_range_newer}
     plans: list[tuple[str, list[str], bool]] = [("lock", [], False)]
-    if not args.no_combined and any(deps[n].specifier.contains(v) for n, v in newer.items()):
+    if in_range_newer and not args.no_combined:
         plans.append(("newest in range", [], True))
-    plans += [(f"{n} {v}", [f"{n}=={v}"], False) for n, v in newer.items()]
-    outcomes: list[Outcome] = []
-    for label, overrides, upgrade in plans:
-        slug = label.replace(" ", "-")
-        reqs, why = compile_env(args.uv, ROOT / "lock/tl4.txt", overrides, upgrade)
-        outcome = Outcome(label, {})
-        if reqs is None:
-            outcome.error = f"does not resolve: {why}"
-        else:
-            pins = read_pins(reqs)
-            moved = {n: v for n, v in pins.items() if locked.get(n) != v}
-            outcome.versions = moved
-            print(f"[{label}] moved from the lock: {', '.join(f'{n} {v}' for n, v in moved.items()) or 'nothing'}", flush=True)
-            try:
-                run_slices(build(args.uv, reqs, slug), slug, outcome)
-            except RuntimeError as exc:
-                outcome.error = f"not built: {exc}"
-        outcomes.append(outcome)
-        print(report([outcome]).splitlines()[2], flush=True)
+    plans += [(f"{n} {v} (excluded)", [f"{n}=={v}"], False) for n, v in excluded.items()]
+    outcomes = [evaluate(args.uv, locked, *plan) for plan in plans]
+    combined_broke = any(o.label == "newest in range" and (o.error or any(f for _, f, _ in o.slices.values()))
+                         for o in outcomes)
+    if combined_broke or args.no_combined:  # attribute: each in-range release alone
+        outcomes += [evaluate(args.uv, locked, f"{n} {v}", [f"{n}=={v}"], False) for n, v in in_range_newer.items()]
     print("\n## Which release breaks what\n")
     print(report(outcomes))
     sys.exit(2 if any(o.error for o in outcomes) else 0)
