@@ -98,6 +98,7 @@ class Setup:
     bridge_gen: pt.Generate
     refs: dict[str, tuple[pt.Forward, pt.Generate]]
     ways: dict[str, list[pt.Way]]
+    pe_model: Any
 
 
 def build(case: ModelCase) -> Setup:
@@ -112,30 +113,67 @@ def build(case: ModelCase) -> Setup:
                               pt.with_pyvene(edit, _fresh_hf(case)[0], case.causal),
                               pt.with_pe_hooks(edit, pe_bridge, case.causal)]
     return Setup(case, tok, pt.hf_forward(base), pt.hf_generate(base), pt.bridge_forward(bare_bridge),
-                 pt.bridge_generate(bare_bridge), refs, ways)
+                 pt.bridge_generate(bare_bridge), refs, ways, pe_bridge)
+
+
+def attach_rows(s: Setup, rounds: int = 30) -> list[dict[str, Any]]:
+    """Attach + detach only (no forward): ``HookList.applied`` against TransformerLens' own ``model.hooks``
+    (what ``run_with_hooks`` does around its forward: it rebuilds the alias map on each call)."""
+    rows = []
+    for edit in s.case.edits:
+        model, hooks = s.pe_model, pt.pe_hooks_hooks(edit, s.pe_model)
+
+        def applied(model: Any = model, hooks: Any = hooks) -> None:
+            with hooks.applied(model):
+                pass
+
+        def tl_hooks(model: Any = model, hooks: Any = hooks) -> None:
+            with model.hooks(fwd_hooks=hooks):
+                pass
+
+        timed = interleaved({"HookList.applied": applied, "model.hooks (TL)": tl_hooks}, rounds=rounds, warmup=2)
+        rows += [{"model": s.case.key, "edit": edit.title, "hooks": len(hooks), "way": r["condition"],
+                  "median_ms": r["median_ms"]} for r in timed]
+    return rows
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
+def _checked(f: pt.Forward, ids: torch.Tensor, ref: torch.Tensor, row: dict[str, Any], key: str) -> Callable[[], None]:
+    """``f(ids)``; its first call also records max |delta| against ``ref`` in ``row[key]`` (the
+    warm-up at 1 x 32; at 8 x 256, where a forward takes seconds, the first timed round: a
+    max-abs over the logits is well under 1% of that forward)."""
+    def run() -> None:
+        out = f(ids)
+        if key not in row:
+            row[key] = _max_abs(out, ref)
+    return run
+
+
 def forward_rows(s: Setup, batch: int, seq: int, rounds: int) -> list[dict[str, Any]]:
-    """Correctness (first call, also the warm-up), then interleaved timing of every way that runs."""
+    """Interleaved timing of every way that runs, each checked against the HF model edited by hand."""
     vocab = int(s.base_fwd(torch.zeros(1, 1, dtype=torch.long)).shape[-1])
     ids = torch.randint(3, min(vocab, 20000), (batch, seq), generator=torch.Generator().manual_seed(batch * seq))
-    conds: dict[str, Callable[[], object]] = {"HF, no edit": lambda: s.base_fwd(ids), "bridge, no edit": lambda: s.bridge_fwd(ids)}
+    conds: dict[str, Callable[[], object]] = {"HF, no edit": lambda: s.base_fwd(ids)}
     info: dict[str, dict[str, Any]] = {"HF, no edit": {"edit": "—", "tool": "HF (bare)"},
                                        "bridge, no edit": {"edit": "—", "tool": "TL bridge (bare)"}}
+    refs = {e.key: s.refs[e.key][0](ids) for e in s.case.edits}
+    first = s.case.edits[0].key  # the unedited bridge is checked against each edit's reference
+    conds["bridge, no edit"] = _checked(s.bridge_fwd, ids, refs[first], info["bridge, no edit"], f"delta_{first}")
     for edit in s.case.edits:
-        ref = s.refs[edit.key][0](ids)
-        unedited = _max_abs(s.bridge_fwd(ids), ref)
         for way in s.ways[edit.key]:
-            row = {"edit": edit.title, "tool": way.tool, "note": way.why or way.wrong, "no_edit_delta": unedited}
+            name = f"{edit.title} / {way.tool}"
+            info[name] = {"edit": edit.title, "tool": way.tool, "note": way.why or way.wrong, "ref": edit.key}
             if way.forward is not None:
-                row["max_abs_delta"] = _max_abs(way.forward(ids), ref)
-                conds[f"{edit.title} / {way.tool}"] = lambda f=way.forward: f(ids)
-            info[f"{edit.title} / {way.tool}"] = row
+                conds[name] = _checked(way.forward, ids, refs[edit.key], info[name], "max_abs_delta")
     timed = interleaved(conds, rounds=rounds, warmup=1 if batch * seq <= 512 else 0, baseline="HF, no edit")
+    for edit in s.case.edits[1:]:  # the unedited bridge against the other references (no timing)
+        info["bridge, no edit"][f"delta_{edit.key}"] = _max_abs(s.bridge_fwd(ids), refs[edit.key])
+    for row in info.values():
+        if "ref" in row:
+            row["no_edit_delta"] = info["bridge, no edit"][f"delta_{row.pop('ref')}"]
     return _merge(timed, info, s.case.key, f"{batch}x{seq}")
 
 
@@ -192,20 +230,22 @@ def bridge_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(cases: list[ModelCase], *, quick: bool, rounds: int, big_rounds: int, gen_rounds: int, new_tokens: int,
-        checkpoint: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+        checkpoint: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
     shapes = [(1, 8), (2, 16)] if quick else [(1, 32), (8, 256)]
     rows: list[dict[str, Any]] = []
+    attach: list[dict[str, Any]] = []
     for case in cases:
         s = build(case)
+        attach += attach_rows(s)
         with torch.no_grad():
             for batch, seq in shapes:
                 rows += forward_rows(s, batch, seq, rounds if batch * seq <= 512 else big_rounds)
                 print(f"{case.key} {batch}x{seq} done ({time.strftime('%H:%M:%S')})", flush=True)
-                checkpoint(rows)
+                checkpoint(rows, attach)
             if case.causal:
                 rows += generation_rows(s, new_tokens, gen_rounds)
                 print(f"{case.key} generation done ({time.strftime('%H:%M:%S')})", flush=True)
-                checkpoint(rows)
+                checkpoint(rows, attach)
         del s
     return rows
 
@@ -240,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
             "peers": {n: _version(n) for n in (*pt.PEERS, "transformer-lens", "transformers")}}
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def checkpoint(rows: list[dict[str, Any]]) -> None:
-        res = {**meta, "rows": rows, "pe_hooks_over_bridge": bridge_ratios(rows)}
+    def checkpoint(rows: list[dict[str, Any]], attach: list[dict[str, Any]]) -> None:
+        res = {**meta, "rows": rows, "pe_hooks_over_bridge": bridge_ratios(rows), "attach_detach": attach}
         (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
         (args.out / f"{name}.md").write_text(report(res))
 

@@ -55,16 +55,27 @@ def render(res: dict[str, Any]) -> str:
         "# Hook overhead against the alternatives: HF + torch hooks, nnsight, pyvene, pe-hooks", "",
         f"Command: `{res['command']}` ({res['date']}; {m['cpu']}, torch threads {res['threads']}, torch {m['torch']}, "
         f"transformers {res['peers']['transformers']}, TransformerLens {res['peers']['transformer-lens']}, nnsight {res['peers']['nnsight']}, pyvene {res['peers']['pyvene']}). "
-        f"Interleaved rounds (order rotating), 1×32 / 8×256 / generation: {res['rounds']}; the correctness call is the "
-        "first warm-up. Ratios are medians of per-round ratios to the bare HF model (eager attention) in the same run. "
+        f"Interleaved rounds (order rotating), 1×32 / 8×256 / generation: {res['rounds']}, after one warm-up call at 1×32 "
+        "and none at 8×256 (a forward there takes seconds); each way's logits are checked on its first call. "
+        "Ratios are medians of per-round ratios to the bare HF model (eager attention) in the same run. "
         "Correctness: max |Δ logits| against the HF model edited by hand (position table zeroed; `inv_freq` zeroed; "
         "`position_ids` + k); for generation, over the greedy steps up to the first token that differs from the "
         "reference's. pe-hooks runs on the TransformerLens 4 bridge as `pe_hooks.load_model` builds it "
-        "(its input guard included), with `HookList.applied` around each call.", "",
+        "(its input guard included), with `HookList.applied` around each call. The column *(same, unedited bridge)* is "
+        "the bridge with no edit against the same reference: where it is as small as the tool's figure, the check "
+        "cannot tell the edit from no edit. A uniform `shift(k)` of every position leaves RoPE logits unchanged "
+        "(attention scores depend on t_q − t_k only), so its forward check is weak by construction; the hooks' "
+        "tables are checked in tests/test_bench_peers.py, and generation (a prompt at k..k+s−1, then k+s, ...) is "
+        "the same.", "",
     ]
     for model in dict.fromkeys(r["model"] for r in rows):
         lines += [f"## {TITLES.get(model, model)}", "", *_table([r for r in rows if r["model"] == model]), ""]
     lines += ["## pe-hooks over the bare bridge (its own cost)", "", "| model | shape | edit | × bare bridge |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['shape']} | {r['edit']} | {r['x_bridge']:.3f} |" for r in res["pe_hooks_over_bridge"]]
+    lines += ["", "## Attaching and detaching the hooks (no forward)", "",
+              "`HookList.applied` against TransformerLens' own `model.hooks(fwd_hooks=...)`, which `run_with_hooks` "
+              "wraps around its forward (it rebuilds the bridge's alias map on every call):", "",
+              "| model | edit | hooks | way | median ms |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['edit']} | {r['hooks']} | {r['way']} | {r['median_ms']:.2f} |" for r in res.get("attach_detach", [])]
     lines += ["", "## The bridge against bare HF and nnsight", "", *_summary(rows), ""]
     return "\n".join(lines) + "\n"
