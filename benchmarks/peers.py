@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch threads (default 1: on a shared machine 2 threads oversubscribe and a tiny forward takes 0.5 s)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds at 1 x 32 (default 15; --quick: 3)")
     ap.add_argument("--big-rounds", type=int,
-                    help="interleaved rounds at 8 x 256 (default 3, after the correctness call as warm-up; --quick: 2)")
+                    help="interleaved rounds at 8 x 256 (default 2, no warm-up: a forward takes seconds; --quick: 2)")
     ap.add_argument("--gen-rounds", type=int, help="interleaved rounds of generation (default 5; --quick: 2)")
     ap.add_argument("--models", default="", help="comma-separated subset of the model keys")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -270,12 +271,12 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             ap.error(f"unknown --models {','.join(unknown)}; choose from {','.join(c.key for c in cases)}")
         cases = [c for c in cases if c.key in want]
-    defaults = (3, 2, 2) if args.quick else (15, 3, 5)
+    defaults = (3, 2, 2) if args.quick else (15, 2, 5)
     rounds = tuple(d if a is None else a for a, d in zip((args.rounds, args.big_rounds, args.gen_rounds), defaults))
     if min(rounds) < 1:
         ap.error("--rounds, --big-rounds and --gen-rounds must be >= 1")
     name = "peers-quick" if args.quick else "peers"
-    meta = {"command": "python -m benchmarks.peers" + (" --quick" if args.quick else ""), "machine": machine(),
+    meta = {"command": " ".join(["python -m benchmarks.peers", *(sys.argv[1:] if argv is None else argv)]), "machine": machine(),
             "threads": args.threads, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
             "peers": {n: _version(n) for n in (*pt.PEERS, "transformer-lens", "transformers")}}
     args.out.mkdir(parents=True, exist_ok=True)

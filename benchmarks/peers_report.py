@@ -48,6 +48,30 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+TOOLS = ("HF + torch hooks", "nnsight", "pyvene", "pe-hooks (bridge)")
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    if "x_hf" not in r:
+        return "cannot" if "cannot" in r.get("note", "") else "not run"
+    ok = r["max_abs_delta"] < 1e-4 and not r.get("note")
+    return f"{r['x_hf']:.2f}× {'✓' if ok else '✗'} ({r['max_abs_delta']:.0e})"
+
+
+def summary_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Tool x edit: ratio to bare HF, ✓/✗ (max |delta logits| vs the HF model edited by hand, < 1e-4)."""
+    lines = ["| model | shape | edit | bare bridge | " + " | ".join(TOOLS) + " |", "|---" * (4 + len(TOOLS)) + "|"]
+    for model, shape, edit in dict.fromkeys((r["model"], r["shape"], r["edit"]) for r in rows if r["edit"] != "—"):
+        here = {r["tool"]: r for r in rows if r["model"] == model and r["shape"] == shape}
+        bridge = here.get("TL bridge (bare)", {}).get("x_hf")
+        cells = [_cell(next((r for r in rows if r["model"] == model and r["shape"] == shape and r["edit"] == edit
+                             and r["tool"] == t), None)) for t in TOOLS]
+        lines.append(f"| {model} | {shape} | {edit} | {_f(bridge, '.2f')}× | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(res: dict[str, Any]) -> str:
     rows = res["rows"]
     m = res["machine"]
@@ -68,6 +92,9 @@ def render(res: dict[str, Any]) -> str:
         "tables are checked in tests/test_bench_peers.py, and generation (a prompt at k..k+s−1, then k+s, ...) is "
         "the same.", "",
     ]
+    lines += [f"- {n}" for n in res.get("notes", [])] + ([""] if res.get("notes") else [])
+    lines += ["## Summary: × bare HF, ✓ = max |Δ logits| < 1e-4 against the HF model edited by hand (figure in brackets)", "",
+              *summary_table(rows), ""]
     for model in dict.fromkeys(r["model"] for r in rows):
         lines += [f"## {TITLES.get(model, model)}", "", *_table([r for r in rows if r["model"] == model]), ""]
     lines += ["## pe-hooks over the bare bridge (its own cost)", "", "| model | shape | edit | × bare bridge |", "|---|---|---|---|"]
