@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"command": " ".join(["python -m benchmarks.peers", *(sys.argv[1:] if argv is None else argv)]), "machine": machine(),
             "threads": args.threads, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
             "peers": {n: _version(n) for n in (*pt.PEERS, "transformer-lens", "transformers")}}
+    for n in pt.PEERS:
+        if meta["peers"][n] == "not installed":  # type: ignore[index]
+            print(f"note: {pt.missing_note(n)}; its rows say so and the rest runs", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(rows: list[dict[str, Any]], attach: list[dict[str, Any]]) -> None:

@@ -97,7 +97,10 @@ def render(res: dict[str, Any]) -> str:
               *summary_table(rows), ""]
     for model in dict.fromkeys(r["model"] for r in rows):
         lines += [f"## {TITLES.get(model, model)}", "", *_table([r for r in rows if r["model"] == model]), ""]
-    lines += ["## pe-hooks over the bare bridge (its own cost)", "", "| model | shape | edit | × bare bridge |", "|---|---|---|---|"]
+    lines += ["## pe-hooks over the bare bridge (its own cost)", "",
+              "The pe-hooks row's × HF over the bare bridge's × HF (both medians of per-round ratios, same run). At 8×256 "
+              "(2–3 rounds of a ~20 s forward on a shared machine) identical computations differ by up to ±10–15%.", "",
+              "| model | shape | edit | × bare bridge |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['shape']} | {r['edit']} | {r['x_bridge']:.3f} |" for r in res["pe_hooks_over_bridge"]]
     lines += ["", "## Attaching and detaching the hooks (no forward)", "",
               "`HookList.applied` against TransformerLens' own `model.hooks(fwd_hooks=...)`, which `run_with_hooks` "
