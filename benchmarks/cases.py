@@ -14,22 +14,24 @@ from pe_hooks import inspect
 from pe_hooks.models import bridge_from_hf, load_hf, tiny_tokenizer
 
 
-def gpt2_small_shaped(layers: int = 12) -> tuple[Any, Any, Any]:
-    """A GPT-2-small-shaped random-init model (12 layers, d 768, 12 heads): (hf, bridge, tokenizer)."""
+def gpt2_small_shaped_hf(layers: int = 12) -> tuple[Any, Any]:
+    """A GPT-2-small-shaped random-init HF model (12 layers, d 768, 12 heads; seeded: the same weights
+    every call) and its byte-level tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=768, n_layer=layers, n_head=12,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg.architectures = ["GPT2LMHeadModel"]
+    return GPT2LMHeadModel(cfg).eval(), tok
 
-    def build() -> Any:
-        torch.manual_seed(0)
-        cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=768, n_layer=layers, n_head=12,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-        cfg.architectures = ["GPT2LMHeadModel"]
-        return GPT2LMHeadModel(cfg).eval()
 
-    hf = build()
+def gpt2_small_shaped(layers: int = 12) -> tuple[Any, Any, Any]:
+    """A GPT-2-small-shaped random-init model (12 layers, d 768, 12 heads): (hf, bridge, tokenizer)."""
+    hf, tok = gpt2_small_shaped_hf(layers)
     hf.set_attn_implementation("eager")
-    bridge = bridge_from_hf(build(), tok, name="gpt2-small-shaped")
+    bridge = bridge_from_hf(gpt2_small_shaped_hf(layers)[0], tok, name="gpt2-small-shaped")
     return hf, bridge, tok
 
 

@@ -27,9 +27,15 @@ HookPair: TypeAlias = "tuple[str, HookFn]"
 Model: TypeAlias = Any
 
 
+def _has(obj: object, name: str) -> bool:
+    """``hasattr`` that looks at the class first: a TransformerBridge's ``hook_dict`` is a property
+    that rebuilds the whole hook table with its aliases (~1 ms on SmolLM2) each time it is read."""
+    return hasattr(type(obj), name) or hasattr(obj, name)
+
+
 def is_model(obj: object) -> bool:
     """True for a TransformerBridge or a HookedTransformer (any ``HookedRootModule`` with hooks)."""
-    return hasattr(obj, "hook_dict") and hasattr(obj, "run_with_hooks") and hasattr(obj, "cfg")
+    return _has(obj, "hook_dict") and _has(obj, "run_with_hooks") and _has(obj, "cfg")
 
 
 def is_bridge(model: Model) -> bool:

@@ -33,12 +33,14 @@ def decode_positions(angles: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tens
     frequencies, each of which resolves the remaining error more finely. Returns float positions
     (round them for integer inputs).
     """
-    order = torch.argsort(inv_freq)  # lowest frequency first
-    w0 = inv_freq[order[0]]
-    t = angles[..., order[0]] / w0
+    # the frequencies as Python floats, read once (one device sync, not one per band); exact, since a
+    # Python float holds a float32 value exactly and torch multiplies by it in the tensor's dtype
+    order = torch.argsort(inv_freq).tolist()  # lowest frequency first
+    freqs = inv_freq.tolist()
+    t = angles[..., order[0]] / freqs[order[0]]
     for k in order[1:]:
-        w = inv_freq[k]
-        if float(w) > 0.5:  # higher ones add nothing at float32 precision
+        w = freqs[k]
+        if w > 0.5:  # higher ones add nothing at float32 precision
             break
         t = t + _wrap(angles[..., k] - t * w) / w
     return t
