@@ -109,6 +109,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMPB)
 	$(BINB)/pe-hooks bench --out benchmarks
+	$(BINB)/python -m benchmarks.peers
 
 clean:
 	rm -rf $(VENV) $(VENV3) $(VENVB) $(TOOLS) $(OUT)
