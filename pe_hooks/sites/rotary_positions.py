@@ -66,8 +66,6 @@ class PositionTracker:
     candidates: list[tuple[torch.Tensor, float]]
     positions: torch.Tensor | None = None
     _cos: torch.Tensor | None = field(default=None, repr=False)
-    # tables computed in this forward, shared by every layer with the same frequencies and rule
-    tables: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
         assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
@@ -87,7 +85,6 @@ class PositionTracker:
                     best = (err, t)
             assert best is not None
             self.positions = best[1].long()
-            self.tables.clear()
 
         return [(scheme.rotary_cos, stash), (scheme.rotary_sin, decode)]
 
