@@ -23,7 +23,8 @@ Verbs:
 - ``zero``: no rotation (angle 0: ``cos = s``, ``sin = 0``), as if ``inv_freq`` were 0.
 - ``remove`` (mean-ablation): every token gets the *average* rotation over reference positions
   ``P``: ``cos -> mean_{t in P} cos(t w)``, ``sin -> mean_{t in P} sin(t w)``. Default ``P`` is
-  ``0..max t`` of the current forward, which on a KV-cache step is only the positions decoded so
+  ``0..max t[b]`` of each row ``b`` of the current forward (a left-padded row averages its own
+  positions, as it would alone), which on a KV-cache step is only the positions decoded so
   far; pass ``reference=range(N)`` when generating so that every step uses the same table (then
   cached decoding equals a full forward). This differs from ``zero``: the mean of unit vectors
   ``|mean_t e^{i t w}| = |sin(N w / 2) / (N sin(w / 2))|`` is ~0 for high-frequency bands, whose

@@ -17,6 +17,7 @@ import torch
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.interventions.positions import PositionMap
 from pe_hooks.interventions.rotary_bands import band_mask
+from pe_hooks.interventions.row_mean import own_prefix_mean
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,12 @@ class TableRule:
             shape = (*t.shape, inv.numel())
             return torch.ones(shape, device=t.device), torch.zeros(shape, device=t.device)
         if self.kind == "remove":
-            ref = (
-                torch.arange(int(t.max()) + 1, device=t.device, dtype=torch.float32)
-                if self.reference is None
-                else torch.as_tensor(list(self.reference), dtype=torch.float32, device=t.device)
-            )
+            if self.reference is None:  # each row's own positions 0..max t[b] (issue 23: not the batch's longest)
+                ang = torch.arange(int(t.max()) + 1, device=t.device, dtype=torch.float32)[:, None] * inv[None, :]
+                c = own_prefix_mean(torch.cos(ang), t).expand(*t.shape, -1)
+                s = own_prefix_mean(torch.sin(ang), t).expand(*t.shape, -1)
+                return c, s
+            ref = torch.as_tensor(list(self.reference), dtype=torch.float32, device=t.device)
             ang = ref[:, None] * inv[None, :]
             c = torch.cos(ang).mean(0).expand(*t.shape, -1)
             s = torch.sin(ang).mean(0).expand(*t.shape, -1)
