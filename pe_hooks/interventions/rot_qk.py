@@ -31,7 +31,7 @@ def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor) -> to
     y1, y2 = y[..., :half].float(), y[..., half : 2 * half].float()
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
-    return decode_positions(torch.atan2(cross, dot), inv.to(x.device)).round()
+    return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05)
 
 
 class RotaryQK(RotaryVerbs):
