@@ -21,7 +21,6 @@ from pe_hooks.core.types import HookFn, Model
 from pe_hooks.sites.inspect import rotary_frequencies
 from pe_hooks.sites.scheme import PositionalScheme
 
-
 #: positions are decoded (and checked) over 0..DECODE_LIMIT; beyond it a forward raises DataError
 DECODE_LIMIT = 1 << 20
 
