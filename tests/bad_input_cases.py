@@ -1393,11 +1393,10 @@ PADDED_VERBS: dict[str, Callable[[Any], Any]] = {
     "eraser at layer 1 (exempt_first)": lambda m: _fit(m.cfg.model_name, [1]).hooks(m),
     "eraser at layer 0 (exempt_first)": lambda m: _fit(m.cfg.model_name, [0]).hooks(m),
 }
-# which verbs apply to which scheme; rotary ``remove`` without ``reference=`` is the rotary
-# helper's part of issue 23 (its mean is over the batch's longest row): add it to ROTARY_PADDED then
+# which verbs apply to which scheme
 PADDED_BY_SCHEME: dict[str, tuple[str, ...]] = {
     "learned": tuple(v for v in PADDED_VERBS),
-    "rotary": ("zero", "zero(exempt_first)", "remove(reference=range(16))", "replace(shift(2))", "replace(scale(0.5))",
+    "rotary": ("zero", "zero(exempt_first)", "remove", "remove(reference=range(16))", "replace(shift(2))", "replace(scale(0.5))",
                "project_out(resid_pre, layer 1, exempt_first)", "project_out(resid_pre, layer 0, exempt_first)",
                "eraser at layer 1 (exempt_first)", "eraser at layer 0 (exempt_first)"),
     "alibi": ("zero", "remove", "replace(shift(2))", "replace(reverse(16))",

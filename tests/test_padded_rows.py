@@ -116,3 +116,27 @@ def test_alibi_residual_exempt_first_on_a_padded_row() -> None:
     basis = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     alone, in_batch = row_vs_alone(g, p.project_out(g, basis, site="resid_pre", layers=[1], exempt_first=True))
     assert float((alone - in_batch).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-neox"])
+def test_rotary_remove_on_a_padded_row_is_its_own_mean(name: str) -> None:
+    """Rotary ``remove()`` without ``reference=``: the short row averages its own positions
+    ``0..n-1``, as alone; reference: HF with its rotary module patched to return those mean tables."""
+    g = get_model(name)
+    alone, in_batch = row_vs_alone(g, p.remove(g))
+    assert float((alone - in_batch).abs().max()) <= 1e-5  # was 0.003 on tiny-llama (the long row's mean)
+    hf, _ = load_hf(name)
+    hf.set_attn_implementation("eager")
+    n = SHORT.shape[1]
+    for m in (m for m in hf.modules() if hasattr(m, "inv_freq")):
+        ang = torch.arange(n, dtype=torch.float32)[:, None] * m.inv_freq[None]
+        c, s = torch.cos(ang).mean(0), torch.sin(ang).mean(0)
+
+        def forward(x: torch.Tensor, position_ids: torch.Tensor, *a: object, c=c, s=s, **k: object):  # type: ignore[no-untyped-def]
+            shape = (*position_ids.shape, 2 * c.numel())
+            return torch.cat([c, c]).expand(shape).to(x.dtype), torch.cat([s, s]).expand(shape).to(x.dtype)
+
+        m.forward = forward  # type: ignore[method-assign]
+    with torch.no_grad():
+        want = hf(SHORT).logits[0]
+    assert float((in_batch - want).abs().max()) <= 1e-5

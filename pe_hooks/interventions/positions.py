@@ -26,7 +26,9 @@ class PositionMap:
     integer: bool = True  # False when the output can be fractional (scale)
 
     def __call__(self, positions: torch.Tensor) -> torch.Tensor:
-        out = self.fn(positions)
+        # each call gets its own copy: a map that edits its input in place (``q.add_(2)``) must not
+        # change the positions pe-hooks keeps for the other table, the other layers or the next hook
+        out = self.fn(positions.clone())
         if not isinstance(out, torch.Tensor):
             raise SchemeError(f"position map '{self.name}' returned {type(out).__name__}; it must return a tensor")
         if out.shape != positions.shape:

@@ -18,7 +18,7 @@ from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import Bands, Target, fmt_layers, not_supported
 from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary
 from pe_hooks.interventions.rotary_bands import band_mask
-from pe_hooks.interventions.rotary_tables import TableRule, apply_rotation, new_tables
+from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, apply_rotation, new_tables
 from pe_hooks.sites.inspect import rotary_frequencies
 from pe_hooks.sites.rotary_positions import decode_positions
 from pe_hooks.sites.scheme import PositionalScheme
@@ -31,7 +31,7 @@ def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor) -> to
     y1, y2 = y[..., :half].float(), y[..., half : 2 * half].float()
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
-    return decode_positions(torch.atan2(cross, dot), inv.to(x.device)).round()
+    return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05)
 
 
 class RotaryQK(RotaryVerbs):
@@ -62,6 +62,7 @@ class RotaryQK(RotaryVerbs):
             raise not_supported(self.name, verb, scheme)
         kv_heads = self._kv_heads(scheme, target.heads)
         pairs: list[tuple[str, HookFn]] = []
+        shared = SharedRule(rule)
         for layer in target.layers:
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
@@ -73,7 +74,7 @@ class RotaryQK(RotaryVerbs):
                 if pre not in model.hook_dict:
                     raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
                 pairs.append((pre, _stash(store)))
-                pairs.append((post, _requery(store, rule, inv, scaling, mask, rot_dim, heads, target.exempt_first)))
+                pairs.append((post, _requery(store, shared, inv, scaling, mask, rot_dim, heads, target.exempt_first)))
         return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
 
 
@@ -85,7 +86,7 @@ def _stash(store: dict[str, torch.Tensor]) -> HookFn:
 
 
 def _requery(
-    store: dict[str, torch.Tensor], rule: TableRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
+    store: dict[str, torch.Tensor], rule: SharedRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
     rot_dim: int, heads: tuple[int, ...] | None, exempt_first: bool,
 ) -> HookFn:
     def fn(y: torch.Tensor, hook: Any) -> torch.Tensor:

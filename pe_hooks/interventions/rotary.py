@@ -23,7 +23,8 @@ Verbs:
 - ``zero``: no rotation (angle 0: ``cos = s``, ``sin = 0``), as if ``inv_freq`` were 0.
 - ``remove`` (mean-ablation): every token gets the *average* rotation over reference positions
   ``P``: ``cos -> mean_{t in P} cos(t w)``, ``sin -> mean_{t in P} sin(t w)``. Default ``P`` is
-  ``0..max t`` of the current forward, which on a KV-cache step is only the positions decoded so
+  ``0..max t[b]`` of each row ``b`` of the current forward (a left-padded row averages its own
+  positions, as it would alone), which on a KV-cache step is only the positions decoded so
   far; pass ``reference=range(N)`` when generating so that every step uses the same table (then
   cached decoding equals a full forward). This differs from ``zero``: the mean of unit vectors
   ``|mean_t e^{i t w}| = |sin(N w / 2) / (N sin(w / 2))|`` is ~0 for high-frequency bands, whose
@@ -67,7 +68,7 @@ from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import Bands, SiteOptions, Target, fmt_layers, not_supported
 from pe_hooks.interventions.positions import PositionMap
 from pe_hooks.interventions.rotary_bands import band_mask
-from pe_hooks.interventions.rotary_tables import TableRule, new_tables
+from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, new_tables
 from pe_hooks.sites.inspect import rotary_frequencies
 from pe_hooks.sites.registry import Scheme, per_head_advice
 from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
@@ -149,17 +150,18 @@ class RotaryTables(RotaryVerbs):
             )
         tracker = PositionTracker(candidate_freqs(model, scheme))
         pairs: list[tuple[str, HookFn]] = list(tracker.hooks(scheme))
+        shared = SharedRule(rule)  # one map call per forward, for every table of every layer
         for layer in target.layers:
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
             for which, name in ((0, scheme.layer_cos[layer]), (1, scheme.layer_sin[layer])):
-                pairs.append((name, _table_hook(which, tracker, rule, inv, scaling, mask, target.exempt_first)))
+                pairs.append((name, _table_hook(which, tracker, shared, inv, scaling, mask, target.exempt_first)))
         label = f"{verb}(rotary, layers={fmt_layers(target.layers, scheme)})"
         return HookList(pairs, label=label)
 
 
 def _table_hook(
-    which: int, tracker: PositionTracker, rule: TableRule, inv: torch.Tensor, scaling: float,
+    which: int, tracker: PositionTracker, shared: SharedRule, inv: torch.Tensor, scaling: float,
     mask: torch.Tensor, exempt_first: bool,
 ) -> HookFn:
     """Hook returning the new cos (``which=0``) or sin (``which=1``) table of one layer.
@@ -170,18 +172,18 @@ def _table_hook(
     # when no band or token keeps its original value, the new table depends only on the positions,
     # the frequencies and the rule: compute it once per forward and share it across layers
     shareable = bool(mask.all()) and not exempt_first
-    key = (which, id(rule), tuple(inv.tolist()), scaling)
+    key = (which, tuple(inv.tolist()), scaling)
 
     def fn(table: torch.Tensor, hook: Any) -> torch.Tensor:
-        if shareable and key in tracker.tables:
-            cached = tracker.tables[key]
+        t = tracker.get()
+        if shareable and shared._t is t and key in shared.tables:
+            cached = shared.tables[key]
             if cached.shape == table.shape and cached.dtype == table.dtype and cached.device == table.device:
                 return cached
-        t = tracker.get().to(table.device)
         # the same table stands in for both originals: only the ``which`` output is used
-        new = new_tables(rule, t, inv.to(table.device), scaling, table, table, mask, exempt_first)[which]
+        new = new_tables(shared, t, inv.to(table.device), scaling, table, table, mask, exempt_first)[which]
         if shareable:
-            tracker.tables[key] = new
+            shared.tables[key] = new
         return new
 
     return fn

@@ -9,14 +9,15 @@ says how each token's new angles follow from its real position (``zero``, ``remo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.interventions.positions import PositionMap
 from pe_hooks.interventions.rotary_bands import band_mask
+from pe_hooks.interventions.row_mean import own_prefix_mean
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,12 @@ class TableRule:
             shape = (*t.shape, inv.numel())
             return torch.ones(shape, device=t.device), torch.zeros(shape, device=t.device)
         if self.kind == "remove":
-            ref = (
-                torch.arange(int(t.max()) + 1, device=t.device, dtype=torch.float32)
-                if self.reference is None
-                else torch.as_tensor(list(self.reference), dtype=torch.float32, device=t.device)
-            )
+            if self.reference is None:  # each row's own positions 0..max t[b] (issue 23: not the batch's longest)
+                ang = torch.arange(int(t.max()) + 1, device=t.device, dtype=torch.float32)[:, None] * inv[None, :]
+                c = own_prefix_mean(torch.cos(ang), t).expand(*t.shape, -1)
+                s = own_prefix_mean(torch.sin(ang), t).expand(*t.shape, -1)
+                return c, s
+            ref = torch.as_tensor(list(self.reference), dtype=torch.float32, device=t.device)
             ang = ref[:, None] * inv[None, :]
             c = torch.cos(ang).mean(0).expand(*t.shape, -1)
             s = torch.sin(ang).mean(0).expand(*t.shape, -1)
@@ -53,8 +55,37 @@ class TableRule:
         return torch.cos(ang), torch.sin(ang)
 
 
+@dataclass(eq=False)
+class SharedRule:
+    """One rule shared by every hook of one ``HookList``: the rule's unit ``(cos, sin)`` for the
+    positions of the current forward, computed once per set of frequencies and handed to the cos
+    hook and the sin hook of every layer alike.
+
+    So a position map runs once per forward (per distinct ``inv_freq``), never once per table: a
+    map that is random or edits its input cannot give cos and sin different positions. The cache
+    is keyed on the positions tensor itself (held here, so never confused with a later one) and
+    on the frequencies.
+    """
+
+    rule: TableRule
+    _t: torch.Tensor | None = field(default=None, repr=False)
+    _angles: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    #: finished full-width tables (no band or token kept), shared across layers within one forward
+    tables: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def angles(self, t: torch.Tensor, inv: torch.Tensor, key: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule's unit ``(cos, sin)`` ``[b, s, half]`` at positions ``t`` (a new ``t``: a new forward)."""
+        if self._t is not t:
+            self._t, self._angles, self.tables = t, {}, {}
+        got = self._angles.get(key)
+        if got is None or got[0].device != t.device:
+            got = self.rule.angles_cos_sin(t, inv)
+            self._angles[key] = got
+        return got
+
+
 def new_tables(
-    rule: TableRule,
+    rule: TableRule | SharedRule,
     t: torch.Tensor,
     inv: torch.Tensor,
     scaling: float,
@@ -65,7 +96,10 @@ def new_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-width ``(cos, sin)`` tables with the rule applied to the selected bands/tokens."""
     half = inv.numel()
-    c, s = rule.angles_cos_sin(t, inv)
+    if isinstance(rule, SharedRule):
+        c, s = rule.angles(t, inv, tuple(inv.tolist()))
+    else:
+        c, s = rule.angles_cos_sin(t, inv)
     c, s = c * scaling, s * scaling
     keep = ~band_mask.to(t.device)
     oc, os_ = orig_cos[..., :half].float(), orig_sin[..., :half].float()

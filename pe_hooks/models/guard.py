@@ -12,8 +12,9 @@ number of positions (KV cache included) and raises ``RangeError`` / ``DataError`
 ``n_ctx`` positions; the bridge computes them on the fly and runs beyond ``n_ctx`` like HF.)
 
 It only ever raises where the forward would have failed anyway, so it changes nothing else; it is
-installed once per model by ``load_model`` and by ``pe_hooks.inspect`` (i.e. by every pe-hooks
-call that takes the model), and is not a TransformerLens hook (``model.reset_hooks()`` and the
+installed once per model by ``load_model`` (also when it is given an already-built model:
+``pe_hooks.load_model(bridge)``); ``pe_hooks.inspect`` only reads the model and installs nothing. It
+is not a TransformerLens hook (``model.reset_hooks()`` and the
 hook points are untouched).
 """
 

@@ -12,7 +12,6 @@ import torch
 
 from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
-from pe_hooks.models.guard import install_input_guard
 from pe_hooks.sites.registry import FamilySpec, Scheme, family_for, supported_architectures
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 
@@ -110,7 +109,6 @@ def inspect(model: Model) -> PositionalScheme:
     Print the result (or run ``pe-hooks inspect MODEL``) for a readable summary.
     """
     spec = family_of(model)
-    install_input_guard(model)  # inputs every forward would fail on become pe-hooks errors (models.guard)
     cfg = model.cfg
     if spec.scheme is Scheme.ROTARY and bool(getattr(cfg, "rotary_adjacent_pairs", False)):
         raise SchemeError(

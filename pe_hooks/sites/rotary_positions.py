@@ -16,9 +16,13 @@ from typing import Any
 
 import torch
 
+from pe_hooks.core.errors import DataError
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.sites.inspect import rotary_frequencies
 from pe_hooks.sites.scheme import PositionalScheme
+
+#: positions are decoded (and checked) over 0..DECODE_LIMIT; beyond it a forward raises DataError
+DECODE_LIMIT = 1 << 20
 
 
 def _wrap(angle: torch.Tensor) -> torch.Tensor:
@@ -26,18 +30,8 @@ def _wrap(angle: torch.Tensor) -> torch.Tensor:
     return angle - 2 * math.pi * torch.round(angle / (2 * math.pi))
 
 
-def decode_positions(angles: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Positions ``t`` from rotation angles ``[..., half]`` (``t * inv_freq`` wrapped to (-pi, pi]).
-
-    Start from the lowest frequency (no wrap for ``t * w_min < pi``) and refine with higher
-    frequencies, each of which resolves the remaining error more finely. Returns float positions
-    (round them for integer inputs).
-    """
-    # the frequencies as Python floats, read once (one device sync, not one per band); exact, since a
-    # Python float holds a float32 value exactly and torch multiplies by it in the tensor's dtype
-    order = torch.argsort(inv_freq).tolist()  # lowest frequency first
-    freqs = inv_freq.tolist()
-    t = angles[..., order[0]] / freqs[order[0]]
+def _refine(t: torch.Tensor, angles: torch.Tensor, order: list[int], freqs: list[float]) -> torch.Tensor:
+    """Refine position estimates ``t`` band by band (each band resolves the error within +-pi/w)."""
     for k in order[1:]:
         w = freqs[k]
         if w > 0.5:  # higher ones add nothing at float32 precision
@@ -46,8 +40,59 @@ def decode_positions(angles: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tens
     return t
 
 
-def angles_from_tables(cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
-    return torch.atan2(sin[..., :half].float(), cos[..., :half].float())
+def residual(t: torch.Tensor, angles: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Largest ``|angle - t w|`` (wrapped) over the bands, per token: how far the angles are from
+    those HF computes at integer positions ``t`` (``fl32(t * w)``, in float64 from there on)."""
+    prod = (t.float()[..., None] * inv_freq.float()).double()
+    return _wrap(angles.double() - prod).abs().amax(-1)
+
+
+def decode_positions(
+    angles: torch.Tensor, inv_freq: torch.Tensor, limit: int = DECODE_LIMIT, tol: float = 1e-3
+) -> torch.Tensor:
+    """Integer positions ``t`` (as floats) from rotation angles ``[..., half]`` (``t * inv_freq``
+    wrapped to (-pi, pi]), exact over ``0..limit``.
+
+    The lowest frequency ``w_min`` gives ``t`` modulo its period ``P = 2 pi / w_min`` (positions are
+    >= 0, so the first candidate lies in ``[0, P)``); the higher frequencies refine each candidate
+    ``t0 + k P`` (``k = 0, 1, ...`` while ``<= limit``) to an integer, and each token keeps the
+    candidate whose angles ``t w`` reproduce its own (``residual``). Check the result with
+    ``residual`` where the angles could be other than a rotary table's. ``tol``: a candidate this close
+    (radians) is taken without trying the further ones.
+    """
+    order = torch.argsort(inv_freq).tolist()  # lowest frequency first
+    freqs = inv_freq.double().tolist()
+    a = angles.double()
+    w0 = freqs[order[0]]
+    base = torch.remainder(a[..., order[0]], 2 * math.pi) / w0
+    period = 2 * math.pi / w0 if w0 > 0 else math.inf
+    best_t: torch.Tensor | None = None
+    best_err: torch.Tensor | None = None
+    k = 0
+    while True:
+        t = _refine(base + k * period, a, order, freqs).round().clamp_min(0)
+        err = residual(t, angles, inv_freq)
+        if best_t is None or best_err is None:
+            best_t, best_err = t, err
+        else:
+            better = err < best_err
+            best_t, best_err = torch.where(better, t, best_t), torch.where(better, err, best_err)
+        k += 1
+        if k * period > limit or bool((best_err <= tol).all()):
+            break
+    return best_t.to(angles.dtype if angles.is_floating_point() else torch.float32)
+
+
+def table_tolerance(dtype: torch.dtype) -> float:
+    """Largest angle error (radians) a rotary table in ``dtype`` can carry at a true position."""
+    return max(1e-4, 8 * float(torch.finfo(dtype).eps)) if dtype.is_floating_point else 1e-4
+
+
+def angles_from_tables(cos: torch.Tensor, sin: torch.Tensor, half: int, interleaved: bool = False) -> torch.Tensor:
+    """Per-band angles ``[..., half]`` of rotary tables (``interleaved``: each band's two columns
+    are adjacent, ``repeat_interleave`` layout; else the band's first column is ``k``)."""
+    c, s = (cos[..., 0 : 2 * half : 2], sin[..., 0 : 2 * half : 2]) if interleaved else (cos[..., :half], sin[..., :half])
+    return torch.atan2(s.float(), c.float())
 
 
 def candidate_freqs(model: Model, scheme: PositionalScheme) -> list[tuple[torch.Tensor, float]]:
@@ -61,13 +106,19 @@ def candidate_freqs(model: Model, scheme: PositionalScheme) -> list[tuple[torch.
 
 @dataclass
 class PositionTracker:
-    """Hooks on the top-level ``rotary_emb.hook_cos/sin`` that record this forward's positions."""
+    """Hooks on the top-level ``rotary_emb.hook_cos/sin`` that record this forward's positions.
+
+    The positions are decoded from the tables (``decode_positions``) and checked: the angles HF
+    computes at the decoded positions must reproduce the tables to the table dtype's precision,
+    else the forward stops with a ``DataError`` (positions beyond ``DECODE_LIMIT``, fractional
+    position ids, or tables that are not ``s * cos(t w)`` of any layer's frequencies).
+    """
 
     candidates: list[tuple[torch.Tensor, float]]
+    interleaved: bool = False
+    limit: int = DECODE_LIMIT
     positions: torch.Tensor | None = None
     _cos: torch.Tensor | None = field(default=None, repr=False)
-    # tables computed in this forward, shared by every layer with the same frequencies and rule
-    tables: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
         assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
@@ -77,25 +128,30 @@ class PositionTracker:
 
         def decode(sin: torch.Tensor, hook: Any) -> None:
             assert self._cos is not None, "rotary cos hook did not fire before sin"
-            best: tuple[float, torch.Tensor] | None = None
-            for inv, _ in self.candidates:  # Gemma-3: several bases; keep the one that fits
-                inv = inv.to(sin.device)
-                half = inv.numel()
-                t = decode_positions(angles_from_tables(self._cos, sin, half), inv).round()
-                err = float((torch.sin(t[..., None] * inv) - sin[..., :half].float() / _scale(self._cos, sin, half)).abs().max())
-                if best is None or err < best[0]:
-                    best = (err, t)
-            assert best is not None
-            self.positions = best[1].long()
-            self.tables.clear()
+            self.positions = self.decode(self._cos, sin)
 
         return [(scheme.rotary_cos, stash), (scheme.rotary_sin, decode)]
+
+    def decode(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Integer positions ``[b, s]`` of tables ``cos``/``sin``, checked (see the class doc)."""
+        best: tuple[float, torch.Tensor] | None = None
+        for inv, _ in self.candidates:  # Gemma-3: several bases; keep the one that fits
+            inv = inv.to(sin.device)
+            ang = angles_from_tables(cos, sin, inv.numel(), self.interleaved)
+            t = decode_positions(ang, inv, self.limit, table_tolerance(sin.dtype))
+            err = float(residual(t, ang, inv).max()) if t.numel() else 0.0
+            if best is None or err < best[0]:
+                best = (err, t)
+        assert best is not None
+        if best[0] > table_tolerance(sin.dtype):
+            raise DataError(
+                f"the rotary tables of this forward do not match any integer positions 0..{self.limit} (angle error "
+                f"{best[0]:.2g} rad): pe-hooks decodes positions exactly up to {self.limit}; pass integer "
+                "position_ids below that, and do not edit rotary_emb.hook_cos/sin under pe-hooks' rotary hooks"
+            )
+        return best[1].long()
 
     def get(self) -> torch.Tensor:
         if self.positions is None:
             raise RuntimeError("rotary positions were not decoded: the top-level rotary hooks did not fire")
         return self.positions
-
-
-def _scale(cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
-    return torch.sqrt(cos[..., :half].float() ** 2 + sin[..., :half].float() ** 2).clamp_min(1e-12)
