@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.errors import DataError, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import Bands, Target, fmt_layers, not_supported
@@ -32,6 +32,24 @@ def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, pairs
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
     return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05)
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str) -> None:
+    """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
+    what the model rotates, and an edit rebuilt from it would be silently wrong."""
+    half = inv.numel()
+    ang = t[..., None].float() * inv
+    x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
+    y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
+    c, s = torch.cos(ang)[:, :, None], torch.sin(ang)[:, :, None]
+    r1, r2 = x1 * c - x2 * s, x2 * c + x1 * s
+    scale = (y1 * r1 + y2 * r2).sum() / (r1 * r1 + r2 * r2).sum().clamp_min(1e-30)
+    err = float(torch.maximum((y1 - scale * r1).abs().max(), (y2 - scale * r2).abs().max()))
+    if err > 1e-3 * (1.0 + float(y.abs().max())):
+        raise DataError(
+            f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
+            "site='rot_qk' cannot rebuild them; use site='rotary' (per-layer cos/sin tables)"
+        )
 
 
 class RotaryQK(RotaryVerbs):
@@ -69,7 +87,7 @@ class RotaryQK(RotaryVerbs):
             mask = band_mask(bands, inv.numel())
             for which, heads in (("q", target.heads), ("k", kv_heads)):
                 store: dict[str, torch.Tensor] = {}
-                pre = f"blocks.{layer}.attn.hook_{which}"
+                pre = (scheme.pre_rot_q if which == "q" else scheme.pre_rot_k)[layer]
                 post = (scheme.rot_q if which == "q" else scheme.rot_k)[layer]
                 if pre not in model.hook_dict:
                     raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
@@ -91,8 +109,13 @@ def _requery(
 ) -> HookFn:
     def fn(y: torch.Tensor, hook: Any) -> torch.Tensor:
         x = store["pre"]
+        if x.shape != y.shape and x.ndim == 4 and x.transpose(1, 2).shape == y.shape:  # a [b, h, s, d] pre hook
+            x = x.transpose(1, 2)
+        elif x.shape != y.shape and x.shape[:2] == y.shape[:2] and x.numel() == y.numel():  # [b, s, h * d]
+            x = x.reshape(y.shape)
         invd = inv.to(y.device)
         t = _decode_from_pair(x, y, invd, layout).long()
+        check_pair(x, y, t, invd, layout)
         # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
         c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first)

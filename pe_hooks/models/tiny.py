@@ -140,7 +140,7 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
-    "num_mtp_layers": 0,
+    "num_mtp_layers": 0, "rotary_dim": 8,
 }
 
 #: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
@@ -182,6 +182,10 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
         raise ArchBuildError(f"{base} is a multimodal wrapper (text_config): no tiny text-only build")
     fields = set(_inspect.signature(cfg_cls.__init__).parameters) | set(default.to_dict())
     kw: dict[str, object] = {k: v for k, v in ARCH_SHAPE.items() if k in fields}
+    if "qk_rope_head_dim" in kw and "head_dim" in kw:  # multi-head latent attention: head_dim is the rotary part
+        kw["head_dim"] = kw["qk_rope_head_dim"]
+    if "kv_lora_rank" in kw and "num_key_value_heads" in kw:  # MLA: every head has its own latent keys
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", TINY_HEADS)
     kw["vocab_size"] = vocab_size
     kw.update(special_ids or {})
     rope = dict(getattr(default, "rope_parameters", None) or {})

@@ -28,7 +28,8 @@ from pe_hooks.core.types import Model, is_bridge
 WATCHED = (
     "hook_pos_embed", "pos_embed.hook_in", "rotary_emb.hook_cos", "rotary_emb.hook_sin",
     "blocks.{i}.attn.hook_cos", "blocks.{i}.attn.hook_sin", "blocks.{i}.attn.hook_rot_q", "blocks.{i}.attn.hook_rot_k",
-    "blocks.{i}.attn.hook_q", "blocks.{i}.attn.hook_k", "blocks.{i}.attn.hook_attn_scores",
+    "blocks.{i}.attn.hook_q", "blocks.{i}.attn.hook_k", "blocks.{i}.attn.hook_q_normed", "blocks.{i}.attn.hook_k_normed",
+    "blocks.{i}.attn.hook_attn_scores",
     "blocks.{i}.hook_resid_pre", "blocks.{i}.hook_resid_mid", "blocks.{i}.hook_resid_post",
 )
 
@@ -50,6 +51,7 @@ class HookFacts:
     Attributes:
         fires: template -> the layers it fired on (``(-1,)`` for a hook outside the blocks).
         shapes: template -> the shape of its first firing.
+        order: template -> the rank of its first firing in the forward (0 = first).
         exists: templates the model has a hook point for (fired or not).
         takes_edits: sites (keys of ``EDITS``) whose edit changed the logits.
         scores_post_softmax: the attention-scores hook holds probabilities (rows sum to 1).
@@ -59,6 +61,7 @@ class HookFacts:
 
     fires: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    order: Mapping[str, int] = field(default_factory=dict)
     exists: frozenset[str] = frozenset()
     takes_edits: frozenset[str] = frozenset()
     scores_post_softmax: bool = False
@@ -70,6 +73,10 @@ class HookFacts:
 
     def layers(self, template: str) -> tuple[int, ...]:
         return self.fires.get(template, ())
+
+    def before(self, first: str, then: str) -> bool:
+        """``first`` fires, and before ``then`` (in the first layer both fire on)."""
+        return first in self.order and then in self.order and self.order[first] < self.order[then]
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, HookFacts] = weakref.WeakKeyDictionary()
@@ -102,12 +109,14 @@ def _measure(model: Model) -> HookFacts:
     ids = _probe_ids(model)
     fired: dict[str, list[int]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    order: dict[str, int] = {}
     first_scores: list[torch.Tensor] = []
 
     def recorder(name: str) -> Callable[[torch.Tensor, Any], None]:
         tpl, i = names[name]
 
         def rec(x: torch.Tensor, hook: Any) -> None:
+            order.setdefault(tpl, len(order))
             if i not in fired.setdefault(tpl, []):
                 fired[tpl].append(i)
             if isinstance(x, torch.Tensor):
@@ -139,7 +148,7 @@ def _measure(model: Model) -> HookFacts:
         above = s[..., upper]
         causal = bool((above == 0).all()) if post else bool((above <= torch.finfo(s.dtype).min / 2).all() or torch.isinf(above).all())
     return HookFacts(
-        fires={t: tuple(sorted(v)) for t, v in fired.items()}, shapes=shapes,
+        fires={t: tuple(sorted(v)) for t, v in fired.items()}, shapes=shapes, order=order,
         exists=frozenset(t for t, _ in names.values()), takes_edits=frozenset(takes),
         scores_post_softmax=post, causal=causal,
     )

@@ -160,6 +160,10 @@ def inspect(model: Model) -> PositionalScheme:
         if spec.rot_qk_fire:
             kw["rot_q"] = tuple(f"blocks.{i}.attn.hook_rot_q" for i in L)
             kw["rot_k"] = tuple(f"blocks.{i}.attn.hook_rot_k" for i in L)
+            facts = model_facts(model)
+            for w in ("q", "k"):  # q/k normed before the rotation (Qwen3, Gemma-3, OLMo-2...): rotate the normed ones
+                normed = facts.before(f"blocks.{{i}}.attn.hook_{w}_normed", f"blocks.{{i}}.attn.hook_rot_{w}")
+                kw[f"pre_rot_{w}"] = tuple(f"blocks.{i}.attn.hook_{w}" + ("_normed" if normed else "") for i in L)
         kw["rotary_layers"] = _rotating_layers(model, spec, n_layers)
         kw["rope_type"] = rotary_facts(model).rope_type
         inv0, _ = rotary_frequencies(model, kw["rotary_layers"][0] if kw["rotary_layers"] else 0)

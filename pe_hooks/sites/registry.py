@@ -174,6 +174,7 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
             and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
 )
+# REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
 
 
 def _missing(desc: Description, facts: HookFacts) -> list[str]:
@@ -208,12 +209,12 @@ def describe(
     """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``."""
     if facts.error:
         return None, f"its forward failed on six tokens ({facts.error})"
-    for refusal in REFUSALS:
-        if scheme is Scheme.ROTARY and refusal.applies(scheme, facts, rotary):
-            return None, refusal.reason
     candidates = [d for d in DESCRIPTIONS if d.backend == backend and d.scheme is scheme]
     for desc in candidates:
         if not _missing(desc, facts):
+            for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
+                if refusal.applies(scheme, facts, rotary):
+                    return None, refusal.reason
             return _spec(desc, backend, facts, rotary, n_bands), ""
     if not candidates:
         return None, f"no description of {scheme.value} positions on the {backend} backend"

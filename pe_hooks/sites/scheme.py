@@ -42,6 +42,8 @@ class PositionalScheme:
     layer_sin: tuple[str, ...] = ()
     rot_q: tuple[str, ...] = ()
     rot_k: tuple[str, ...] = ()
+    pre_rot_q: tuple[str, ...] = ()  # what hook_rot_q rotates: hook_q, or hook_q_normed where q/k are normed first
+    pre_rot_k: tuple[str, ...] = ()
     rotary_dim: int | None = None
     rotary_base: tuple[float, ...] = ()  # one per layer
     rotary_layers: tuple[int, ...] = ()  # layers whose q/k rotate (NoPE layers are left out)
