@@ -108,6 +108,27 @@ def _d(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
+def learned_check(g: Model, ref: Any) -> dict[str, float]:
+    """Learned absolute positions: ``zero`` vs the HF position table zeroed by hand."""
+    base = _hf(ref, IDS)
+    out = {"bare": _d(g(IDS).float(), base)}  # type: ignore[operator]
+    table = g.pos_embed.original_component.weight  # type: ignore[union-attr]
+    pname = next(n for n, q in g.original_model.named_parameters() if q is table)  # type: ignore[union-attr]
+    pname = pname.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
+    w = dict(ref.named_parameters())[pname]
+    saved = w.detach().clone()
+    with torch.no_grad():
+        w.zero_()
+    try:
+        want = _hf(ref, IDS)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    out["zero"] = _d(_bridge(g, p.zero(g), IDS), want)
+    out["zero:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
+    return out
+
+
 def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
     """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
 
@@ -115,6 +136,10 @@ def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str
     """
     g, ref = build_pair(name)
     scheme = p.inspect(g)
+    if scheme.scheme is p.Scheme.LEARNED:
+        return learned_check(g, ref)
+    if scheme.scheme is not p.Scheme.ROTARY:
+        return {}
     ids = IDS
     pos = torch.arange(ids.shape[1])[None]
     out: dict[str, float] = {}
