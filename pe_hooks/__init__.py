@@ -52,6 +52,16 @@ from pe_hooks.sites import PositionalScheme, Scheme, inspect
 
 __version__ = "0.1.0"
 
+
+def architectures(out: str | None = None, **kwargs: object) -> list[object]:
+    """Measure what pe-hooks does with every TransformerLens architecture name (each built tiny and
+    offline, inspected, every verb checked against the HF model edited by hand); write the Markdown
+    table to ``out`` if given. Same as ``pe-hooks architectures``; see
+    ``pe_hooks.cli.architectures_cmd.architectures`` for the options."""
+    from pe_hooks.cli.architectures_cmd import architectures as measure_all
+
+    return list(measure_all(out, **kwargs))  # type: ignore[arg-type]
+
 __all__ = [
     "DEFAULT_MODEL",
     "ArgumentError",
@@ -75,6 +85,7 @@ __all__ = [
     "UpstreamWarning",
     "__version__",
     "apply_hooks",
+    "architectures",
     "branches",
     "constant",
     "fit_eraser",

@@ -7,12 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pe_hooks.cli import bench_cmd, branches_cmd, inspect_cmd, sweep_cmd
+from pe_hooks.cli import architectures_cmd, bench_cmd, branches_cmd, inspect_cmd, sweep_cmd
 from pe_hooks.cli.args import Parser, fail
 
 # Each sub-command module exposes ``register(subparsers) -> None`` and sets ``func`` on its parser.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
-    inspect_cmd.register, sweep_cmd.register, branches_cmd.register, bench_cmd.register,
+    inspect_cmd.register, sweep_cmd.register, branches_cmd.register, bench_cmd.register, architectures_cmd.register,
 ]
 
 

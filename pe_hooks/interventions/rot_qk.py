@@ -12,26 +12,44 @@ from typing import Any, ClassVar
 
 import torch
 
-from pe_hooks.core.errors import SchemeError
+from pe_hooks.core.errors import DataError, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import Bands, Target, fmt_layers, not_supported
-from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary
+from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary, rotating
 from pe_hooks.interventions.rotary_bands import band_mask
-from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, apply_rotation, new_tables
+from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, mixed_bands, pair_parts, rotate_bands
 from pe_hooks.sites.inspect import rotary_frequencies
 from pe_hooks.sites.rotary_positions import decode_positions
 from pe_hooks.sites.scheme import PositionalScheme
 
 
-def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-    """Positions from pre-rotation ``x`` and post-rotation ``y`` (``[b, s, h, d]``, rotate_half)."""
+def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, pairs: str = "half") -> torch.Tensor:
+    """Positions from pre-rotation ``x`` and post-rotation ``y`` (``[b, s, h, d]``)."""
     half = inv.numel()
-    x1, x2 = x[..., :half].float(), x[..., half : 2 * half].float()
-    y1, y2 = y[..., :half].float(), y[..., half : 2 * half].float()
+    x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
+    y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
     return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05)
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str) -> None:
+    """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
+    what the model rotates, and an edit rebuilt from it would be silently wrong."""
+    half = inv.numel()
+    ang = t[..., None].float() * inv
+    x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
+    y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
+    c, s = torch.cos(ang)[:, :, None], torch.sin(ang)[:, :, None]
+    r1, r2 = x1 * c - x2 * s, x2 * c + x1 * s
+    scale = (y1 * r1 + y2 * r2).sum() / (r1 * r1 + r2 * r2).sum().clamp_min(1e-30)
+    err = float(torch.maximum((y1 - scale * r1).abs().max(), (y2 - scale * r2).abs().max()))
+    if err > 1e-3 * (1.0 + float(y.abs().max())):
+        raise DataError(
+            f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
+            "site='rot_qk' cannot rebuild them; use site='rotary' (per-layer cos/sin tables)"
+        )
 
 
 class RotaryQK(RotaryVerbs):
@@ -63,18 +81,18 @@ class RotaryQK(RotaryVerbs):
         kv_heads = self._kv_heads(scheme, target.heads)
         pairs: list[tuple[str, HookFn]] = []
         shared = SharedRule(rule)
-        for layer in target.layers:
+        layout = scheme.rotary_layout.pairs if scheme.rotary_layout else "half"
+        for layer in rotating(scheme, target, self.name, verb):
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
-            rot_dim = 2 * inv.numel()
             for which, heads in (("q", target.heads), ("k", kv_heads)):
                 store: dict[str, torch.Tensor] = {}
-                pre = f"blocks.{layer}.attn.hook_{which}"
+                pre = (scheme.pre_rot_q if which == "q" else scheme.pre_rot_k)[layer]
                 post = (scheme.rot_q if which == "q" else scheme.rot_k)[layer]
                 if pre not in model.hook_dict:
                     raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
                 pairs.append((pre, _stash(store)))
-                pairs.append((post, _requery(store, shared, inv, scaling, mask, rot_dim, heads, target.exempt_first)))
+                pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first)))
         return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
 
 
@@ -87,18 +105,21 @@ def _stash(store: dict[str, torch.Tensor]) -> HookFn:
 
 def _requery(
     store: dict[str, torch.Tensor], rule: SharedRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
-    rot_dim: int, heads: tuple[int, ...] | None, exempt_first: bool,
+    layout: str, heads: tuple[int, ...] | None, exempt_first: bool,
 ) -> HookFn:
     def fn(y: torch.Tensor, hook: Any) -> torch.Tensor:
         x = store["pre"]
+        if x.shape != y.shape and x.ndim == 4 and x.transpose(1, 2).shape == y.shape:  # a [b, h, s, d] pre hook
+            x = x.transpose(1, 2)
+        elif x.shape != y.shape and x.shape[:2] == y.shape[:2] and x.numel() == y.numel():  # [b, s, h * d]
+            x = x.reshape(y.shape)
         invd = inv.to(y.device)
-        t = _decode_from_pair(x, y, invd).long()
-        # the model's own tables, rebuilt from the decoded positions (needed for unedited bands)
+        t = _decode_from_pair(x, y, invd, layout).long()
+        check_pair(x, y, t, invd, layout)
+        # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
-        oc = torch.cat([torch.cos(ang), torch.cos(ang)], -1) * scaling
-        os_ = torch.cat([torch.sin(ang), torch.sin(ang)], -1) * scaling
-        c, s = new_tables(rule, t, invd, scaling, oc, os_, mask, exempt_first)
-        new = apply_rotation(x.float(), c.float(), s.float(), rot_dim).to(y.dtype)
+        c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first)
+        new = rotate_bands(x.float(), c, s, layout).to(y.dtype)
         if heads is None:
             return new
         out = y.clone()

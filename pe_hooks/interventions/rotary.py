@@ -80,6 +80,17 @@ def require_rotary(scheme: PositionalScheme, site: str, verb: str) -> None:
         raise not_supported(site, verb, scheme)
 
 
+def rotating(scheme: PositionalScheme, target: Target, site: str, verb: str) -> list[int]:
+    """The target layers whose q/k rotate (NoPE layers are left alone); an error if none does."""
+    layers = [i for i in target.layers if i in scheme.rotary_layers]
+    if not layers:
+        raise not_supported(
+            site, verb, scheme,
+            f"layers {list(target.layers)} do not rotate (NoPE); the rotating layers are {list(scheme.rotary_layers)}.",
+        )
+    return layers
+
+
 class RotaryVerbs:
     """The verbs shared by both rotary sites; subclasses implement ``_build``."""
 
@@ -148,21 +159,22 @@ class RotaryTables(RotaryVerbs):
             raise SchemeError(
                 "cos/sin tables are shared by all heads of a layer; " + per_head_advice(self.name, scheme.family)
             )
-        tracker = PositionTracker(candidate_freqs(model, scheme))
+        tables = scheme.rotary_layout.tables if scheme.rotary_layout else "halves"
+        tracker = PositionTracker(candidate_freqs(model, scheme), interleaved=tables == "repeated")
         pairs: list[tuple[str, HookFn]] = list(tracker.hooks(scheme))
         shared = SharedRule(rule)  # one map call per forward, for every table of every layer
-        for layer in target.layers:
+        for layer in rotating(scheme, target, self.name, verb):
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
             for which, name in ((0, scheme.layer_cos[layer]), (1, scheme.layer_sin[layer])):
-                pairs.append((name, _table_hook(which, tracker, shared, inv, scaling, mask, target.exempt_first)))
+                pairs.append((name, _table_hook(which, tracker, shared, inv, scaling, mask, target.exempt_first, tables)))
         label = f"{verb}(rotary, layers={fmt_layers(target.layers, scheme)})"
         return HookList(pairs, label=label)
 
 
 def _table_hook(
     which: int, tracker: PositionTracker, shared: SharedRule, inv: torch.Tensor, scaling: float,
-    mask: torch.Tensor, exempt_first: bool,
+    mask: torch.Tensor, exempt_first: bool, tables: str,
 ) -> HookFn:
     """Hook returning the new cos (``which=0``) or sin (``which=1``) table of one layer.
 
@@ -181,7 +193,7 @@ def _table_hook(
             if cached.shape == table.shape and cached.dtype == table.dtype and cached.device == table.device:
                 return cached
         # the same table stands in for both originals: only the ``which`` output is used
-        new = new_tables(shared, t, inv.to(table.device), scaling, table, table, mask, exempt_first)[which]
+        new = new_tables(shared, t, inv.to(table.device), scaling, table, table, mask, exempt_first, tables)[which]
         if shareable:
             shared.tables[key] = new
         return new

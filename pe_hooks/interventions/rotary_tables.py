@@ -84,6 +84,43 @@ class SharedRule:
         return got
 
 
+def band_columns(table: torch.Tensor, half: int, tables: str = "halves") -> torch.Tensor:
+    """One column per band ``[..., half]`` of a table laid out as ``tables`` (``"halves"``:
+    ``cat(c, c)``, ``"repeated"``: ``repeat_interleave(c, 2)``, ``"single"``: ``c``)."""
+    return table[..., 0 : 2 * half : 2] if tables == "repeated" else table[..., :half]
+
+
+def assemble(bands: torch.Tensor, tables: str, width: int) -> torch.Tensor:
+    """A full table of ``width`` columns from per-band values ``[..., half]`` (inverse of ``band_columns``)."""
+    if tables == "single":
+        return bands
+    if tables == "repeated":
+        return bands.repeat_interleave(2, dim=-1)[..., :width]
+    return torch.cat([bands, bands], dim=-1)[..., :width]
+
+
+def mixed_bands(
+    rule: TableRule | SharedRule, t: torch.Tensor, inv: torch.Tensor, scaling: float,
+    orig_c: torch.Tensor, orig_s: torch.Tensor, band_mask: torch.Tensor, exempt_first: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band ``(cos, sin)`` ``[b, s, half]``: the rule's on the selected bands and tokens, the
+    originals ``orig_c``/``orig_s`` (per band) elsewhere."""
+    if isinstance(rule, SharedRule):
+        c, s = rule.angles(t, inv, tuple(inv.tolist()))
+    else:
+        c, s = rule.angles_cos_sin(t, inv)
+    c, s = c * scaling, s * scaling
+    keep = ~band_mask.to(t.device)
+    oc, os_ = orig_c.float(), orig_s.float()
+    c = torch.where(keep, oc, c)
+    s = torch.where(keep, os_, s)
+    if exempt_first:
+        first = (t == 0)[..., None]
+        c = torch.where(first, oc, c)
+        s = torch.where(first, os_, s)
+    return c, s
+
+
 def new_tables(
     rule: TableRule | SharedRule,
     t: torch.Tensor,
@@ -93,37 +130,31 @@ def new_tables(
     orig_sin: torch.Tensor,
     band_mask: torch.Tensor,
     exempt_first: bool,
+    tables: str = "halves",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-width ``(cos, sin)`` tables with the rule applied to the selected bands/tokens."""
+    """Full-width ``(cos, sin)`` tables (laid out as ``tables``) with the rule applied to the
+    selected bands/tokens."""
     half = inv.numel()
-    if isinstance(rule, SharedRule):
-        c, s = rule.angles(t, inv, tuple(inv.tolist()))
-    else:
-        c, s = rule.angles_cos_sin(t, inv)
-    c, s = c * scaling, s * scaling
-    keep = ~band_mask.to(t.device)
-    oc, os_ = orig_cos[..., :half].float(), orig_sin[..., :half].float()
-    c = torch.where(keep, oc, c)
-    s = torch.where(keep, os_, s)
-    if exempt_first:
-        first = (t == 0)[..., None]
-        c = torch.where(first, oc, c)
-        s = torch.where(first, os_, s)
-    rot = orig_cos.shape[-1]
-    c_full = torch.cat([c, c], dim=-1)[..., :rot].to(orig_cos.dtype)
-    s_full = torch.cat([s, s], dim=-1)[..., :rot].to(orig_sin.dtype)
-    return c_full, s_full
+    oc, os_ = band_columns(orig_cos, half, tables), band_columns(orig_sin, half, tables)
+    c, s = mixed_bands(rule, t, inv, scaling, oc, os_, band_mask, exempt_first)
+    width = orig_cos.shape[-1]
+    return assemble(c, tables, width).to(orig_cos.dtype), assemble(s, tables, width).to(orig_sin.dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+def pair_parts(x: torch.Tensor, half: int, pairs: str = "half") -> tuple[torch.Tensor, torch.Tensor]:
+    """The two components ``(x1, x2)`` ``[..., half]`` of each rotated band of ``x``
+    (``pairs="half"``: dims ``k`` and ``k + half``; ``"adjacent"``: dims ``2k`` and ``2k + 1``)."""
+    if pairs == "adjacent":
+        return x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+    return x[..., :half], x[..., half : 2 * half]
 
 
-def apply_rotation(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot_dim: int) -> torch.Tensor:
-    """HF ``x * cos + rotate_half(x) * sin`` on the first ``rot_dim`` dims; ``cos``/``sin`` are
-    ``[b, s, rot_dim]`` and broadcast over heads (``x`` is ``[b, s, h, d]``)."""
-    xr, xp = x[..., :rot_dim], x[..., rot_dim:]
-    c, s = cos[:, :, None, :], sin[:, :, None, :]
-    out = xr * c + rotate_half(xr) * s
-    return torch.cat([out, xp], dim=-1)
+def rotate_bands(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, pairs: str = "half") -> torch.Tensor:
+    """``x`` ``[b, s, h, d]`` with each band ``k`` of its first ``2 * half`` dims rotated by
+    ``(c, s)[..., k]`` (``[b, s, half]``, broadcast over heads); the other dims pass through."""
+    half = c.shape[-1]
+    x1, x2 = pair_parts(x, half, pairs)
+    cc, ss = c[:, :, None, :], s[:, :, None, :]
+    y1, y2 = x1 * cc - x2 * ss, x2 * cc + x1 * ss
+    rotated = torch.stack([y1, y2], dim=-1).flatten(-2) if pairs == "adjacent" else torch.cat([y1, y2], dim=-1)
+    return torch.cat([rotated, x[..., 2 * half :]], dim=-1)

@@ -119,3 +119,106 @@ def build_tiny(name: str, vocab_size: int, special_ids: dict[str, int], seed: in
         torch.manual_seed(seed)
         model = spec.model_class(config)
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# any TransformerLens 4.3 architecture name: a tiny random-init instance from its transformers config
+
+#: the shape every tiny architecture gets (where its config has the field): 4 layers (so every-4th
+#: NoPE and sliding patterns have one of each), 4 query heads sharing 2 key heads (GQA, not the
+#: default of most configs), head size 16, small MoE/MLA/linear-attention parts.
+ARCH_SHAPE: dict[str, int | float | bool] = {
+    "hidden_size": TINY_D, "n_embd": TINY_D, "d_model": TINY_D,
+    "num_hidden_layers": 4, "n_layer": 4, "num_layers": 4,
+    "num_attention_heads": TINY_HEADS, "n_head": TINY_HEADS,
+    "num_key_value_heads": 2, "num_kv_heads": 2, "head_dim": 16,
+    "intermediate_size": 128, "ffn_hidden_size": 128, "n_inner": 128, "intermediate_size_mlp": 128,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
+    "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+    "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
+    "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
+    "num_mtp_layers": 0, "rotary_dim": 8,
+}
+
+#: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
+ROPE_VARIANTS: dict[str, dict[str, object]] = {
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    "linear": {"rope_type": "linear", "factor": 2.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 2.0},
+}
+
+
+class ArchBuildError(RuntimeError):
+    """A TransformerLens architecture name has no tiny offline build here (the reason is the message)."""
+
+
+def _model_class(name: str) -> type[PreTrainedModel]:
+    import transformers
+
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise ArchBuildError(f"no class {name} in transformers {transformers.__version__} (remote code or TL-native)")
+    return cls  # type: ignore[no-any-return]
+
+
+def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | None = None) -> PretrainedConfig:
+    """A tiny config of TransformerLens architecture ``name`` (``NAME`` or ``NAME+VARIANT`` with a
+    ``ROPE_VARIANTS`` key): ``ARCH_SHAPE`` where the config class has the field, and a partial
+    rotary factor that is not the class's default (0.5, or 0.25 where the default is 0.5)."""
+    import inspect as _inspect
+
+    base, _, variant = name.partition("+")
+    cls = _model_class(base)
+    cfg_cls = cls.config_class
+    if cfg_cls is None:
+        raise ArchBuildError(f"{base} has no config class")
+    default = cfg_cls()
+    if hasattr(default, "text_config") and not hasattr(default, "hidden_size"):
+        raise ArchBuildError(f"{base} is a multimodal wrapper (text_config): no tiny text-only build")
+    fields = set(_inspect.signature(cfg_cls.__init__).parameters) | set(default.to_dict())
+    kw: dict[str, object] = {k: v for k, v in ARCH_SHAPE.items() if k in fields}
+    if "qk_rope_head_dim" in kw and "head_dim" in kw:  # multi-head latent attention: head_dim is the rotary part
+        kw["head_dim"] = kw["qk_rope_head_dim"]
+    if "kv_lora_rank" in kw and "num_key_value_heads" in kw:  # MLA: every head has its own latent keys
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", TINY_HEADS)
+    kw["vocab_size"] = vocab_size
+    kw.update(special_ids or {})
+    rope = dict(getattr(default, "rope_parameters", None) or {})
+    if rope and all(isinstance(v, dict) for v in rope.values()):
+        rope = {}  # per-layer-type parameters (Gemma-3 style): keep the class's own
+    if rope:
+        if "partial_rotary_factor" in rope:
+            rope["partial_rotary_factor"] = 0.25 if float(rope["partial_rotary_factor"]) == 0.5 else 0.5
+        if variant:
+            rope = {"rope_theta": rope.get("rope_theta", 10000.0), **ROPE_VARIANTS[variant],
+                    **({"partial_rotary_factor": rope["partial_rotary_factor"]} if "partial_rotary_factor" in rope else {})}
+        if rope.get("original_max_position_embeddings"):
+            rope["original_max_position_embeddings"] = min(int(rope["original_max_position_embeddings"]), 64)  # type: ignore[call-overload]
+        kw["rope_parameters"] = rope
+    elif variant:
+        raise ArchBuildError(f"{base} has no rope_parameters: no '{variant}' variant")
+    try:
+        config = cfg_cls(**kw)
+    except Exception as exc:  # a config class with constraints the generic shape breaks
+        raise ArchBuildError(f"config failed: {type(exc).__name__}: {exc}"[:200]) from exc
+    config.architectures = [base]
+    return config
+
+
+def build_arch(name: str, vocab_size: int = 320, special_ids: dict[str, int] | None = None, seed: int = 0) -> PreTrainedModel:
+    """The seeded random-init HF model of ``arch_config(name)`` (eval mode, eager attention)."""
+    config = arch_config(name, vocab_size, special_ids)
+    cls = _model_class(name.partition("+")[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = cls(config)
+        except Exception as exc:
+            raise ArchBuildError(f"HF build failed: {type(exc).__name__}: {exc}"[:200]) from exc
+    model.set_attn_implementation("eager")
+    return model.eval()

@@ -12,33 +12,54 @@ import torch
 
 from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
-from pe_hooks.sites.registry import FamilySpec, Scheme, family_for, supported_architectures
+from pe_hooks.sites.facts import RotaryFacts, model_facts, rotary_facts
+from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 
 
 def _architecture(model: Model) -> tuple[str, str]:
     if is_bridge(model):
         return type(model.original_model).__name__, "bridge"
-    # TL 3.x HookedTransformer: key on the original HF architecture
+    # TL 3.x HookedTransformer: the original HF architecture, for messages only
     return str(getattr(model.cfg, "original_architecture", None) or "unknown"), "hooked"
 
 
+_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL}
+
+
+def scheme_of(model: Model) -> Scheme:
+    """The positional scheme: a bridge with a rotary module is rotary; otherwise TransformerLens's
+    ``cfg.positional_embedding_type`` (``standard`` = learned absolute)."""
+    if is_bridge(model) and getattr(getattr(model, "rotary_emb", None), "original_component", None) is not None:
+        return Scheme.ROTARY
+    return _POS_TYPES.get(str(getattr(model.cfg, "positional_embedding_type", "") or ""), Scheme.NONE)
+
+
+def _n_bands(model: Model, scheme: Scheme, rot: RotaryFacts | None) -> int | None:
+    if scheme is not Scheme.ROTARY or rot is None or not rot.has_inv_freq:
+        return None
+    try:
+        return int(rotary_frequencies(model, 0)[0].numel())
+    except SchemeError:
+        return None
+
+
 def family_of(model: Model) -> FamilySpec:
-    """The registry entry for ``model``; a clear error if the architecture is unknown."""
+    """The registry's description of ``model`` (from its measured facts); a ``SchemeError``
+    naming the architecture, the reason and what still works if it fits none."""
     if not is_model(model):
         raise ArgumentError(
             f"expected a TransformerBridge or HookedTransformer, got {type(model).__name__}; "
             "load one with pe_hooks.load_model(name)"
         )
     arch, backend = _architecture(model)
-    spec = family_for(arch, backend)
-    if spec is None and backend == "hooked":  # unknown TL 3 architecture: fall back on the pos type
-        spec = family_for(str(getattr(model.cfg, "positional_embedding_type", "")), backend)
+    scheme = scheme_of(model)
+    rot = rotary_facts(model) if scheme is Scheme.ROTARY else None
+    spec, reason = describe(backend, scheme, model_facts(model), rot, _n_bands(model, scheme, rot))
     if spec is None:
         raise SchemeError(
-            f"pe-hooks has no positional-site entry for architecture '{arch}' ({backend}). "
-            f"Known: {', '.join(supported_architectures(backend))}. Add a FamilySpec to "
-            "pe_hooks/sites/registry.py (and a firing test) to support it."
+            f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): "
+            f"{reason}. {STILL_WORKS}."
         )
     return spec
 
@@ -93,6 +114,15 @@ def rotary_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
     return inv, 1.0
 
 
+def _rotating_layers(model: Model, spec: FamilySpec, n_layers: int) -> tuple[int, ...]:
+    """Layers whose q/k rotate: where the per-layer tables fire (bridge) or every layer (TL 3),
+    minus the layers the HF config marks as NoPE."""
+    facts = model_facts(model)
+    fired = facts.layers("blocks.{i}.attn.hook_cos") if spec.rotary_cos_sin else facts.layers("blocks.{i}.attn.hook_rot_q")
+    nope = set(rotary_facts(model).no_rope_layers)
+    return tuple(i for i in (fired or range(n_layers)) if i >= 0 and i not in nope)
+
+
 def _resid_names(spec: FamilySpec, n_layers: int) -> dict[str, tuple[str, ...]]:
     return {
         site: tuple(f"blocks.{i}.hook_{site}" for i in range(n_layers))
@@ -110,11 +140,6 @@ def inspect(model: Model) -> PositionalScheme:
     """
     spec = family_of(model)
     cfg = model.cfg
-    if spec.scheme is Scheme.ROTARY and bool(getattr(cfg, "rotary_adjacent_pairs", False)):
-        raise SchemeError(
-            "this HookedTransformer pairs rotary dimensions as (2i, 2i+1) (rotary_adjacent_pairs=True); "
-            "pe-hooks implements the rotate-half layout only (HF Llama/NeoX/Gemma and TL 3's default)"
-        )
     n_layers = int(cfg.n_layers)
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
@@ -135,7 +160,13 @@ def inspect(model: Model) -> PositionalScheme:
         if spec.rot_qk_fire:
             kw["rot_q"] = tuple(f"blocks.{i}.attn.hook_rot_q" for i in L)
             kw["rot_k"] = tuple(f"blocks.{i}.attn.hook_rot_k" for i in L)
-        inv0, _ = rotary_frequencies(model, 0)
+            facts = model_facts(model)
+            for w in ("q", "k"):  # q/k normed before the rotation (Qwen3, Gemma-3, OLMo-2...): rotate the normed ones
+                normed = facts.before(f"blocks.{{i}}.attn.hook_{w}_normed", f"blocks.{{i}}.attn.hook_rot_{w}")
+                kw[f"pre_rot_{w}"] = tuple(f"blocks.{i}.attn.hook_{w}" + ("_normed" if normed else "") for i in L)
+        kw["rotary_layers"] = _rotating_layers(model, spec, n_layers)
+        kw["rope_type"] = rotary_facts(model).rope_type
+        inv0, _ = rotary_frequencies(model, kw["rotary_layers"][0] if kw["rotary_layers"] else 0)
         kw["rotary_dim"] = 2 * int(inv0.numel())
         if is_bridge(model):
             hf_cfg = _hf_config(model)

@@ -52,7 +52,8 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
     """The best position source for ``model`` (see the module docstring)."""
     src = PositionSource(scheme)
     if scheme.scheme is Scheme.ROTARY and scheme.rotary_cos is not None:
-        tracker = PositionTracker(candidate_freqs(model, scheme))
+        layout = scheme.rotary_layout
+        tracker = PositionTracker(candidate_freqs(model, scheme), interleaved=layout is not None and layout.tables == "repeated")
 
         def after(sin: torch.Tensor, hook: Any) -> None:
             src.positions = tracker.get()

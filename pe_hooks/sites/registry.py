@@ -1,23 +1,34 @@
-"""The one place where model families differ, and where each scheme's site is named.
+"""The one place where model families differ: families described by what they are, as data.
 
-Each ``FamilySpec`` records, for one family, which positional scheme it uses and which
-TransformerLens hooks *really fire and are editable* (measured on TL 4.3 and TL 3.9, see
-``shared/REFERENCE.md``). Everything else in pe-hooks reads these facts through
-``pe_hooks.inspect``; no other module branches on the model family.
+A family is a ``Description``: its positional scheme, and which sites must fire and take edits
+(measured on the model itself by ``pe_hooks.sites.facts``), plus what the site hooks see (ALiBi's
+form inside the scores, whether attention is causal). ``describe(facts)`` returns the first
+description a model's facts fit, as a ``FamilySpec``; the rotary specifics of one model (layout,
+width, which layers rotate, scaling) are read from its HF config and rotary module by
+``pe_hooks.inspect``. ``REFUSALS`` lists, as data, what pe-hooks cannot edit correctly yet, each
+with the reason and what still works. No architecture class name appears here: a new architecture
+whose config and hooks fit a description works without a code change; one that fits none is
+refused by name with the reason.
 
-Traps recorded here:
+To add a scheme or family: append a ``Description`` (and, for a new scheme, its site in
+``SCHEME_SITE``), then a reference test. Traps that the measured facts encode:
 
 - rotary models (Llama, NeoX, Gemma) expose ``hook_pos_embed`` but it never fires;
-- GPT-NeoX exposes ``attn.hook_rot_q/k`` but they never fire (Llama's do);
+- GPT-NeoX / Phi-3 expose ``attn.hook_rot_q/k`` but they never fire (Llama's do);
 - BERT's ``attn.hook_attn_scores`` is post-softmax and read-only: edits are discarded;
 - BLOOM has no bias-only ALiBi hook: ``hook_attn_scores`` already holds ``slope_h * key_pos``
-  (TL 4) or ``slope_h * (j - i)`` (TL 3).
+  (TL 4) or ``slope_h * (j - i)`` (TL 3);
+- Gemma-4 / JetMoe and others fire only the top-level tables; GPT-J and CodeGen wrap HF attention
+  whole (no editable positional hook).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
+
+from pe_hooks.sites.facts import HookFacts, RotaryFacts
 
 
 class Scheme(str, Enum):
@@ -38,28 +49,42 @@ class AlibiForm(str, Enum):
 
 
 class RotaryLayout(str, Enum):
-    """How rotary pairs the dimensions of q/k.
+    """How rotary pairs the dimensions of q/k and lays out its cos/sin tables.
 
-    Only rotate-half is implemented (HF Llama/NeoX/Gemma, and TL 3 by default); TL 3's
-    ``rotary_adjacent_pairs=True`` layout (dims ``2i, 2i+1``) is not supported.
+    ``pairs``: ``"half"`` (dims ``i`` and ``i + r/2`` of the rotated width ``r`` form band ``i``) or
+    ``"adjacent"`` (dims ``2i, 2i+1``). ``tables``: ``"halves"`` (``cat(c, c)``), ``"repeated"``
+    (``repeat_interleave(c, 2)``) or ``"single"`` (``c`` only, half width).
     """
 
-    HALF = "rotate_half"  # dims i and i + d/2 form a pair
+    HALF = "rotate_half"  # Llama, NeoX, Phi...: pairs (i, i + r/2), tables cat(c, c)
+    HALF_SINGLE = "rotate_half, half-width tables"  # GPT-OSS: tables c only
+    ADJACENT = "interleaved pairs"  # GLM, ERNIE, DeepSeek-V3 (rope_interleave), TL 3 rotary_adjacent_pairs
+    INTERLEAVED = "interleaved pairs, interleaved tables"  # Cohere: tables repeat_interleave(c, 2)
+
+    @property
+    def pairs(self) -> str:
+        return "half" if self in (RotaryLayout.HALF, RotaryLayout.HALF_SINGLE) else "adjacent"
+
+    @property
+    def tables(self) -> str:
+        return {RotaryLayout.HALF_SINGLE: "single", RotaryLayout.INTERLEAVED: "repeated"}.get(self, "halves")
 
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """Facts about one model family's positional sites.
+    """What one model's family is: its scheme and which sites really fire and take edits.
+
+    Built by ``describe`` from a ``Description`` and the model's measured facts.
 
     Attributes:
-        name: short family name (``"gpt2"``, ``"llama"``...).
-        architectures: HF model class names (TL 4 bridge) or TL 3 ``original_architecture`` names.
+        name: the description's name (``"rotary tables"``, ``"learned"``...).
         backend: ``"bridge"`` (TL 4 TransformerBridge) or ``"hooked"`` (TL 3 HookedTransformer).
         scheme: the positional scheme.
         pos_embed_fires: ``hook_pos_embed`` fires (and is editable).
         pos_ids_hook: a hook that receives the integer position ids, if any.
-        rotary_cos_sin: the top-level and per-layer ``hook_cos``/``hook_sin`` fire.
-        rot_qk_fire: ``attn.hook_rot_q``/``hook_rot_k`` fire (post-rotation q and k).
+        rotary_cos_sin: the top-level and per-layer ``hook_cos``/``hook_sin`` fire and take edits.
+        rot_qk_fire: ``attn.hook_rot_q``/``hook_rot_k`` fire, take edits and carry whole heads.
+        rotary_layout: how rotary pairs dims and lays out its tables.
         attn_scores_editable: edits in ``attn.hook_attn_scores`` reach the output.
         attn_scores_pre_softmax: the scores hook sees pre-softmax logits.
         alibi_form: what ALiBi looks like inside the scores hook.
@@ -70,7 +95,6 @@ class FamilySpec:
     """
 
     name: str
-    architectures: tuple[str, ...]
     backend: str
     scheme: Scheme
     pos_embed_fires: bool = False
@@ -87,134 +111,154 @@ class FamilySpec:
     notes: tuple[str, ...] = ()
 
 
-_ROTARY_NEVER = ("hook_pos_embed",)
+@dataclass(frozen=True)
+class Description:
+    """One family, described by what it is (a registry entry: data, matched against facts).
 
-FAMILIES: tuple[FamilySpec, ...] = (
-    # ---- TransformerLens 4.x TransformerBridge over HF models ----
-    FamilySpec(
-        name="gpt2",
-        architectures=("GPT2LMHeadModel", "GPT2Model"),
-        backend="bridge",
-        scheme=Scheme.LEARNED,
-        pos_embed_fires=True,
-        pos_ids_hook="pos_embed.hook_in",
-    ),
-    FamilySpec(
-        name="bert",
-        architectures=("BertForMaskedLM", "BertModel", "BertForNextSentencePrediction"),
-        backend="bridge",
-        scheme=Scheme.LEARNED,
-        pos_embed_fires=True,
-        pos_ids_hook="pos_embed.hook_in",
-        attn_scores_editable=False,
-        attn_scores_pre_softmax=False,
-        causal=False,
-        notes=(
-            "attn.hook_attn_scores is post-softmax and read-only on BERT: edits are discarded",
-            "W_pos is added before the embedding LayerNorm (embed_ln)",
-        ),
-    ),
-    FamilySpec(
-        name="llama",
-        architectures=(
-            "LlamaForCausalLM",
-            "MistralForCausalLM",
-            "Qwen2ForCausalLM",
-            "Qwen3ForCausalLM",
-        ),
-        backend="bridge",
-        scheme=Scheme.ROTARY,
-        rotary_cos_sin=True,
-        rot_qk_fire=True,
-        rotary_layout=RotaryLayout.HALF,
-        never_fire=_ROTARY_NEVER,
-    ),
-    FamilySpec(
-        name="gemma",
-        architectures=("Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM"),
-        backend="bridge",
-        scheme=Scheme.ROTARY,
-        rotary_cos_sin=True,
-        rot_qk_fire=True,
-        rotary_layout=RotaryLayout.HALF,
-        never_fire=_ROTARY_NEVER,
-        notes=(
-            "Gemma 3 mixes local and global layers with different rotary bases: per-layer "
-            "blocks.i.attn.hook_cos/sin carry each layer's base, the top-level one only the global",
-        ),
-    ),
-    FamilySpec(
-        name="neox",
-        architectures=("GPTNeoXForCausalLM",),
-        backend="bridge",
-        scheme=Scheme.ROTARY,
-        rotary_cos_sin=True,
-        rot_qk_fire=False,
-        rotary_layout=RotaryLayout.HALF,
-        resid_sites=("resid_pre", "resid_post"),
-        never_fire=_ROTARY_NEVER + ("blocks.{i}.attn.hook_rot_q", "blocks.{i}.attn.hook_rot_k"),
-        notes=("parallel attention+MLP: there is no resid_mid", "partial rotary (rotary_pct)"),
-    ),
-    FamilySpec(
-        name="bloom",
-        architectures=("BloomForCausalLM",),
-        backend="bridge",
-        scheme=Scheme.ALIBI,
-        alibi_form=AlibiForm.KEY_POSITION,
-        notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",),
-    ),
-    # ---- TransformerLens 3.x HookedTransformer (keyed on cfg.original_architecture, then on
-    # cfg.positional_embedding_type as a fallback) ----
-    FamilySpec(
-        name="hooked-learned",
-        architectures=("GPT2LMHeadModel", "OPTForCausalLM", "standard"),
-        backend="hooked",
-        scheme=Scheme.LEARNED,
-        pos_embed_fires=True,
-        notes=("no hook receives the position ids on TL 3: positions are recovered from W_pos rows",),
-    ),
-    FamilySpec(
-        name="hooked-neox",
-        architectures=("GPTNeoXForCausalLM",),
-        backend="hooked",
-        scheme=Scheme.ROTARY,
-        rot_qk_fire=True,
-        rotary_layout=RotaryLayout.HALF,
-        resid_sites=("resid_pre", "resid_post"),
-        notes=("TL 3 has no cos/sin hooks: rotary edits go through attn.hook_rot_q/k", "parallel attention+MLP: no resid_mid"),
-    ),
-    FamilySpec(
-        name="hooked-rotary",
-        architectures=("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "rotary"),
-        backend="hooked",
-        scheme=Scheme.ROTARY,
-        rot_qk_fire=True,
-        rotary_layout=RotaryLayout.HALF,
-        notes=("TL 3 has no cos/sin hooks: rotary edits go through attn.hook_rot_q/k",),
-    ),
-    FamilySpec(
-        name="hooked-alibi",
-        architectures=("BloomForCausalLM", "alibi"),
-        backend="hooked",
-        scheme=Scheme.ALIBI,
-        alibi_form=AlibiForm.RELATIVE,
-        never_fire=("hook_pos_embed",),
-        notes=("ALiBi is inside attn.hook_attn_scores as slope*(j-i), cached at blocks[i].attn.alibi",),
-    ),
+    Attributes:
+        name: what the family is called in ``inspect`` and the coverage table.
+        backend: ``"bridge"`` or ``"hooked"``.
+        scheme: the positional scheme (from ``cfg.positional_embedding_type`` and the rotary module).
+        needs: sites (``pe_hooks.sites.facts.EDITS`` keys) that must fire and take edits.
+        alibi_form: the form of ALiBi inside the scores hook (ALiBi families).
+        pos_ids_hook: the hook that carries integer position ids, when it fires.
+        notes: caveats shown by ``pe-hooks inspect``.
+    """
+
+    name: str
+    backend: str
+    scheme: Scheme
+    needs: tuple[str, ...] = ()
+    alibi_form: AlibiForm | None = None
+    pos_ids_hook: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+#: The families pe-hooks edits, first match wins. Extension point: append a Description.
+DESCRIPTIONS: tuple[Description, ...] = (
+    Description("learned", "bridge", Scheme.LEARNED, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
+    Description("rotary tables", "bridge", Scheme.ROTARY, needs=("rotary_top", "rotary_layer")),
+    Description("alibi", "bridge", Scheme.ALIBI, needs=("attn_scores",), alibi_form=AlibiForm.KEY_POSITION,
+                notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",)),
+    Description("hooked-learned", "hooked", Scheme.LEARNED, needs=("pos_embed",),
+                notes=("no hook receives the position ids on TL 3: positions are recovered from W_pos rows",)),
+    Description("hooked-rotary", "hooked", Scheme.ROTARY, needs=("rot_qk",),
+                notes=("TL 3 has no cos/sin hooks: rotary edits go through attn.hook_rot_q/k",)),
+    Description("hooked-alibi", "hooked", Scheme.ALIBI, needs=("attn_scores",), alibi_form=AlibiForm.RELATIVE,
+                notes=("ALiBi is inside attn.hook_attn_scores as slope*(j-i), cached at blocks[i].attn.alibi",)),
 )
 
-
-def family_for(architecture: str, backend: str) -> FamilySpec | None:
-    """The spec whose ``architectures`` lists ``architecture`` for ``backend``, if any."""
-    for spec in FAMILIES:
-        if spec.backend == backend and architecture in spec.architectures:
-            return spec
-    return None
+#: What every model with residual hooks still supports when its positional site is refused.
+STILL_WORKS = "residual-stream erasers and probes (pe_hooks.fit_eraser, site='resid_pre') still work"
 
 
-def supported_architectures(backend: str = "bridge") -> list[str]:
-    """All architecture names the registry knows for a backend."""
-    return [a for spec in FAMILIES if spec.backend == backend for a in spec.architectures]
+@dataclass(frozen=True)
+class Refusal:
+    """A known case pe-hooks does not edit correctly (yet): when it applies and why."""
+
+    reason: str
+    applies: Callable[[Scheme, HookFacts, RotaryFacts | None], bool] = field(repr=False)
+
+
+#: Rotary models pe-hooks refuses, checked before the descriptions (data: a predicate and a reason).
+REFUSALS: tuple[Refusal, ...] = (
+    Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
+            lambda s, h, r: r is not None and r.complex_tables),
+    Refusal("its rotary module has no inv_freq buffer to read the frequencies from",
+            lambda s, h, r: r is not None and not r.has_inv_freq),
+    Refusal("its rope_type changes inv_freq with the sequence length (dynamic NTK / LongRoPE), so decoded "
+            "positions and edited tables would use stale frequencies",
+            lambda s, h, r: r is not None and (r.rope_type in ("dynamic", "longrope") or "dynamic" in r.rope_type)),
+    Refusal("hook_rot_q/k carry q/k in another shape than hook_q/k (a rotary sub-head, as in multi-head latent "
+            "attention), and per-layer cos/sin do not take edits",
+            lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
+            and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
+)
+# REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
+
+
+def _missing(desc: Description, facts: HookFacts) -> list[str]:
+    return [n for n in desc.needs if n not in facts.takes_edits]
+
+
+_SITE_WORDS = {
+    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos/sin", "rotary_layer": "per-layer attn.hook_cos/sin",
+    "rot_qk": "attn.hook_rot_q/k", "attn_scores": "attn.hook_attn_scores",
+}
+
+
+def why_not(desc: Description, facts: HookFacts) -> str:
+    """Why ``facts`` do not fit ``desc`` (which needed sites never fire or discard edits)."""
+    parts = []
+    for n in _missing(desc, facts):
+        tpl = EDIT_TEMPLATE[n]
+        parts.append(f"{_SITE_WORDS[n]} " + ("discards edits" if facts.fire(tpl) else
+                                              "never fires" if tpl in facts.exists else "does not exist"))
+    return ", ".join(parts)
+
+
+EDIT_TEMPLATE = {
+    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos", "rotary_layer": "blocks.{i}.attn.hook_cos",
+    "rot_qk": "blocks.{i}.attn.hook_rot_q", "attn_scores": "blocks.{i}.attn.hook_attn_scores",
+}
+
+
+def describe(
+    backend: str, scheme: Scheme, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None = None
+) -> tuple[FamilySpec | None, str]:
+    """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``."""
+    if facts.error:
+        return None, f"its forward failed on six tokens ({facts.error})"
+    candidates = [d for d in DESCRIPTIONS if d.backend == backend and d.scheme is scheme]
+    for desc in candidates:
+        if not _missing(desc, facts):
+            for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
+                if refusal.applies(scheme, facts, rotary):
+                    return None, refusal.reason
+            return _spec(desc, backend, facts, rotary, n_bands), ""
+    if not candidates:
+        return None, f"no description of {scheme.value} positions on the {backend} backend"
+    return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)
+
+
+def _layout(rotary: RotaryFacts | None, facts: HookFacts, n_bands: int | None) -> RotaryLayout:
+    if rotary is not None and rotary.repeated_tables:
+        return RotaryLayout.INTERLEAVED
+    if rotary is not None and rotary.adjacent_pairs:
+        return RotaryLayout.ADJACENT
+    width = facts.shapes.get("rotary_emb.hook_cos", (0,))[-1]
+    if n_bands is not None and width == n_bands:
+        return RotaryLayout.HALF_SINGLE
+    return RotaryLayout.HALF
+
+
+def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None) -> FamilySpec:
+    rot_q, q = facts.shapes.get("blocks.{i}.attn.hook_rot_q"), facts.shapes.get("blocks.{i}.attn.hook_q")
+    rot_qk = "rot_qk" in facts.takes_edits and rot_q is not None and (backend == "hooked" or rot_q == q)
+    never = [t for t in sorted(facts.exists - set(facts.fires)) if "resid" not in t and not t.endswith(("hook_q", "hook_k"))]
+    if "rot_qk" in facts.takes_edits and not rot_qk:
+        never.append("blocks.{i}.attn.hook_rot_q/k (not whole heads: another shape than hook_q/k)")
+    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"blocks.{{i}}.hook_{s}"))
+    notes = list(desc.notes)
+    if not facts.causal:
+        notes.append("bidirectional attention (an encoder)")
+    if "attn_scores" not in facts.takes_edits and facts.fire("blocks.{i}.attn.hook_attn_scores"):
+        notes.append("attn.hook_attn_scores " + ("is post-softmax and " if facts.scores_post_softmax else "")
+                     + "discards edits on this model")
+    if "blocks.{i}.hook_resid_mid" in facts.exists and "resid_mid" not in resid:
+        notes.append("parallel attention+MLP: there is no resid_mid")
+    return FamilySpec(
+        name=desc.name, backend=backend, scheme=desc.scheme,
+        pos_embed_fires="pos_embed" in facts.takes_edits,
+        pos_ids_hook=desc.pos_ids_hook if desc.pos_ids_hook and facts.fire(desc.pos_ids_hook) else None,
+        rotary_cos_sin="rotary_layer" in facts.takes_edits and facts.fire("rotary_emb.hook_cos"),
+        rot_qk_fire=rot_qk and desc.scheme is Scheme.ROTARY,
+        rotary_layout=_layout(rotary, facts, n_bands) if desc.scheme is Scheme.ROTARY else None,
+        attn_scores_editable="attn_scores" in facts.takes_edits,
+        attn_scores_pre_softmax=not facts.scores_post_softmax,
+        alibi_form=desc.alibi_form, resid_sites=resid or ("resid_pre", "resid_post"), causal=facts.causal,
+        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes),
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,21 +55,25 @@ def decode_positions(
 
     The lowest frequency ``w_min`` gives ``t`` modulo its period ``P = 2 pi / w_min`` (positions are
     >= 0, so the first candidate lies in ``[0, P)``); the higher frequencies refine each candidate
-    ``t0 + k P`` (``k = 0, 1, ...`` while ``<= limit``) to an integer, and each token keeps the
+    ``t0 + k P`` (``k = 0, -1, 1, 2, ...`` while ``<= limit``) to an integer, and each token keeps the
     candidate whose angles ``t w`` reproduce its own (``residual``). Check the result with
     ``residual`` where the angles could be other than a rotary table's. ``tol``: a candidate this close
     (radians) is taken without trying the further ones.
     """
-    order = torch.argsort(inv_freq).tolist()  # lowest frequency first
     freqs = inv_freq.double().tolist()
+    order = [k for k in torch.argsort(inv_freq).tolist() if freqs[k] > 0]  # lowest frequency first (0: no rotation)
+    if not order:
+        return torch.zeros(angles.shape[:-1], dtype=torch.float32, device=angles.device)
     a = angles.double()
     w0 = freqs[order[0]]
     base = torch.remainder(a[..., order[0]], 2 * math.pi) / w0
     period = 2 * math.pi / w0 if w0 > 0 else math.inf
     best_t: torch.Tensor | None = None
     best_err: torch.Tensor | None = None
-    k = 0
-    while True:
+    # candidates base + k P for k = 0, -1, 1, 2, ...: k = -1 catches an angle just below 0 (e.g.
+    # -1e-7 at t = 0, which puts base near P)
+    ks = [0, -1] + list(range(1, int(limit / period) + 1 if math.isfinite(period) else 1))
+    for k in ks:
         t = _refine(base + k * period, a, order, freqs).round().clamp_min(0)
         err = residual(t, angles, inv_freq)
         if best_t is None or best_err is None:
@@ -77,9 +81,9 @@ def decode_positions(
         else:
             better = err < best_err
             best_t, best_err = torch.where(better, t, best_t), torch.where(better, err, best_err)
-        k += 1
-        if k * period > limit or bool((best_err <= tol).all()):
+        if bool((best_err <= tol).all()):
             break
+    assert best_t is not None
     return best_t.to(angles.dtype if angles.is_floating_point() else torch.float32)
 
 

@@ -42,8 +42,12 @@ class PositionalScheme:
     layer_sin: tuple[str, ...] = ()
     rot_q: tuple[str, ...] = ()
     rot_k: tuple[str, ...] = ()
+    pre_rot_q: tuple[str, ...] = ()  # what hook_rot_q rotates: hook_q, or hook_q_normed where q/k are normed first
+    pre_rot_k: tuple[str, ...] = ()
     rotary_dim: int | None = None
     rotary_base: tuple[float, ...] = ()  # one per layer
+    rotary_layers: tuple[int, ...] = ()  # layers whose q/k rotate (NoPE layers are left out)
+    rope_type: str = "default"
     attn_scores: tuple[str, ...] = ()
     resid: dict[str, tuple[str, ...]] = field(default_factory=dict)
     never_fire: tuple[str, ...] = ()
@@ -100,8 +104,10 @@ class PositionalScheme:
         for n in (self.pos_embed, self.pos_ids_hook, self.rotary_cos, self.rotary_sin):
             if n:
                 names.append(n)
-        for group in (self.layer_cos, self.layer_sin, self.rot_q, self.rot_k, self.attn_scores):
-            names.extend(group)
+        rotating = set(self.rotary_layers)
+        for group in (self.layer_cos, self.layer_sin, self.rot_q, self.rot_k):
+            names.extend(n for i, n in enumerate(group) if i in rotating)
+        names.extend(self.attn_scores)
         for group in self.resid.values():
             names.extend(group)
         return names
@@ -137,8 +143,10 @@ class PositionalScheme:
             lines.append(
                 f"rotary       dim {self.rotary_dim} of {self.d_head}, base "
                 + ", ".join(f"{b:g}" for b in bases)
-                + f", layout {self.rotary_layout.value if self.rotary_layout else '?'}"
+                + f", layout {self.rotary_layout.value if self.rotary_layout else '?'}, rope_type {self.rope_type}"
             )
+            if len(self.rotary_layers) != self.n_layers:
+                lines.append(f"rotating     layers {list(self.rotary_layers)} (the others are NoPE: left alone)")
             if self.rotary_cos:
                 lines.append(f"cos/sin      {self.rotary_cos}, {self.rotary_sin}")
             lines.append(f"layer cos    {span(self.layer_cos)}")

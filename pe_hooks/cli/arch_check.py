@@ -1,0 +1,198 @@
+"""Each rotary verb on a tiny instance of one architecture vs the HF model edited by hand.
+
+``reference_check(name)`` builds two identical seeded instances of ``name`` (``models.tiny.build_arch``):
+one booted into a ``TransformerBridge``, one kept as plain HF (eager attention) and edited by hand
+as the independent reference of each verb:
+
+- ``bare``: no hooks at all (the bridge must reproduce HF before any verb can be checked);
+- ``zero``: every ``*inv_freq`` buffer of the HF rotary modules set to 0 (no rotation, the tables
+  become the attention scaling);
+- ``bands``: only the highest half of the bands zeroed (``inv_freq[bands] = 0``);
+- ``remove``: the HF rotary modules patched to return the mean of their own tables over the
+  sequence's positions ``0..n-1``, for every token;
+- ``replace``: ``position_ids = n - 1 - arange`` (``reverse(n)``: a shift would change nothing, RoPE
+  being relative);
+- ``rot_qk``: ``reverse(n)`` at ``site="rot_qk"`` (where the model's ``hook_rot_q/k`` carry whole heads);
+- ``kv_cache``: greedy cached decoding under ``replace(reverse(64))`` vs one full forward under the same hooks.
+
+Each value is the largest absolute logit difference (float32). Used by ``tests/test_architectures.py``
+and by ``pe-hooks architectures`` (the coverage table).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+import pe_hooks as p
+from pe_hooks.core.types import Model
+from pe_hooks.models.kv_check import check_kv_cache
+from pe_hooks.models.load import bridge_from_hf, tiny_tokenizer
+from pe_hooks.models.tiny import build_arch
+from pe_hooks.sites import rotary_frequencies
+
+IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12, 9, 15, 71, 5]])
+TOL = 1e-5  # on logits, every verb
+KV_TOL = 1e-4  # cached steps vs a full forward (SDPA vs eager accumulation order)
+
+
+def build_pair(name: str, seed: int = 0) -> tuple[Model, Any]:
+    """``(bridge, hf_reference)``: two identical seeded tiny instances of architecture ``name``."""
+    tok = tiny_tokenizer()
+    special = {k: int(v) for k, v in (("bos_token_id", tok.bos_token_id), ("eos_token_id", tok.eos_token_id),
+                                       ("pad_token_id", tok.pad_token_id)) if v is not None}
+    hf = build_arch(name, len(tok), special, seed)
+    ref = build_arch(name, len(tok), special, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = bridge_from_hf(hf, tok, name=name)
+    return bridge, ref
+
+
+def _rotary_modules(hf: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in hf.modules() if any(n.endswith("inv_freq") for n, _ in m.named_buffers(recurse=False))]
+
+
+@contextmanager
+def inv_freq_edited(hf: torch.nn.Module, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Every ``*inv_freq`` buffer of ``hf``'s rotary modules replaced by ``edit(buffer)``, then restored."""
+    saved: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+    for m in _rotary_modules(hf):
+        for n, b in list(m.named_buffers(recurse=False)):
+            if n.endswith("inv_freq"):
+                saved.append((m, n, b.clone()))
+                b.copy_(edit(b))
+    try:
+        yield
+    finally:
+        for m, n, b in saved:
+            getattr(m, n).copy_(b)
+
+
+@contextmanager
+def mean_tables(hf: torch.nn.Module, n: int) -> Iterator[None]:
+    """HF rotary modules patched to return, for every token, the mean of their tables over 0..n-1."""
+    mods = _rotary_modules(hf)
+    for m in mods:
+        orig = m.forward
+
+        def forward(x: torch.Tensor, position_ids: torch.Tensor, *a: Any, orig: Any = orig, **k: Any) -> Any:
+            full = orig(x, position_ids, *a, **k)[0]  # the shape HF wants (position_ids may be [3, b, s]: M-RoPE)
+            pos = torch.arange(n, device=position_ids.device).expand(*position_ids.shape[:-1], n)
+            c, s = orig(x, pos, *a, **k)
+            return c.mean(-2, keepdim=True).expand_as(full), s.mean(-2, keepdim=True).expand_as(full)
+
+        m.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for m in mods:
+            del m.forward
+
+
+def _hf(ref: Any, ids: torch.Tensor, **kw: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return ref(ids, **kw).logits.float()  # type: ignore[no-any-return]
+
+
+def _bridge(g: Model, hooks: p.HookList, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), hooks.applied(g):
+        return g(ids).float()  # type: ignore[no-any-return, operator]
+
+
+def _d(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max())
+
+
+def learned_check(g: Model, ref: Any) -> dict[str, float]:
+    """Learned absolute positions: ``zero`` vs the HF position table zeroed by hand."""
+    base = _hf(ref, IDS)
+    out = {"bare": _d(g(IDS).float(), base)}  # type: ignore[operator]
+    table = g.pos_embed.original_component.weight  # type: ignore[union-attr]
+    pname = next(n for n, q in g.original_model.named_parameters() if q is table)  # type: ignore[union-attr]
+    pname = pname.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
+    w = dict(ref.named_parameters())[pname]
+    saved = w.detach().clone()
+    with torch.no_grad():
+        w.zero_()
+    try:
+        want = _hf(ref, IDS)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    out["zero"] = _d(_bridge(g, p.zero(g), IDS), want)
+    out["zero:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
+    return out
+
+
+def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
+
+    Raises ``SchemeError`` when pe-hooks refuses the architecture (``inspect``).
+    """
+    g, ref = build_pair(name)
+    scheme = p.inspect(g)
+    if scheme.scheme is p.Scheme.LEARNED:
+        return learned_check(g, ref)
+    if scheme.scheme is not p.Scheme.ROTARY:
+        return {}
+    ids = IDS
+    pos = torch.arange(ids.shape[1])[None]
+    out: dict[str, float] = {}
+    base = _hf(ref, ids)
+    with torch.no_grad():
+        out["bare"] = _d(g(ids).float(), base)  # type: ignore[operator]
+    want = verbs or ("zero", "bands", "remove", "replace", "rot_qk", "kv_cache")
+
+    def record(verb: str, got: torch.Tensor, expected: torch.Tensor) -> None:
+        out[verb] = _d(got, expected)
+        out[f"{verb}:effect"] = _d(expected, base) / (float(base.abs().max()) or 1.0)  # the check could fail
+
+    if "zero" in want:
+        with inv_freq_edited(ref, torch.zeros_like):
+            record("zero", _bridge(g, p.zero(g), ids), _hf(ref, ids))
+    if "bands" in want:
+        first = scheme.rotary_layers[0]
+        n_bands = rotary_frequencies(g, first)[0].numel()
+        bands = p.frequency_bands(g, "high", max(1, n_bands // 2), layer=first)
+
+        def masked(b: torch.Tensor) -> torch.Tensor:
+            b = b.clone()
+            b[..., bands] = 0
+            return b
+
+        with inv_freq_edited(ref, masked):
+            record("bands", _bridge(g, p.zero(g, bands=bands), ids), _hf(ref, ids))
+    if "remove" in want:
+        with mean_tables(ref, ids.shape[1]):
+            record("remove", _bridge(g, p.remove(g), ids), _hf(ref, ids))
+    if "replace" in want:
+        rev = p.reverse(ids.shape[1])
+        record("replace", _bridge(g, p.replace(g, rev), ids), _hf(ref, ids, position_ids=pos.flip(-1)))
+    if "rot_qk" in want and scheme.rot_q:
+        rev = p.reverse(ids.shape[1])
+        record("rot_qk", _bridge(g, p.replace(g, rev, site="rot_qk"), ids), _hf(ref, ids, position_ids=pos.flip(-1)))
+    if "kv_cache" in want:
+        with p.replace(g, p.reverse(64)).applied(g):
+            out["kv_cache"] = check_kv_cache(g, refresh=True).max_abs_error
+    return out
+
+
+#: an edit must move the reference's logits by at least this (relative to their largest value)
+MIN_EFFECT = 1e-4
+
+
+def passed(result: dict[str, float]) -> dict[str, bool]:
+    """Which verbs of a ``reference_check`` result are within tolerance, with an edit whose effect
+    on the reference is large enough that the check could fail."""
+    ok: dict[str, bool] = {}
+    for k, v in result.items():
+        if ":" in k:
+            continue
+        effect = result.get(f"{k}:effect", 1.0)
+        ok[k] = v <= (KV_TOL if k == "kv_cache" else TOL) and effect >= MIN_EFFECT
+    return ok
