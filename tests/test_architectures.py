@@ -15,6 +15,7 @@ layers Cohere-2/SmolLM3, half-width GPT-OSS, MLA DeepSeek-V3). ``-m slow``: ever
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ EXPECTED: dict[str, tuple[RotaryLayout, int, tuple[int, ...], bool]] = {
     "SmolLM3ForCausalLM": (RotaryLayout.HALF, 16, (0, 1, 2), True),
     "GptOssForCausalLM": (RotaryLayout.HALF_SINGLE, 16, (0, 1, 2, 3), True),
     "DeepseekV3ForCausalLM": (RotaryLayout.ADJACENT, 8, (0, 1, 2, 3), False),
-    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 4, (3,), False),
+    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 8, (3,), False),
 }
 
 
@@ -71,15 +72,25 @@ REFUSED_NAMES = {
 
 @pytest.mark.parametrize("name", list(REFUSED_NAMES))
 def test_refused_names_say_why_and_what_still_works(name: str) -> None:
+    """A refused architecture: ``inspect`` names it and the reason, every positional verb raises
+    that message, and what the message says still works does (residual erasers, project_out)."""
     g, _ = build_pair(name)
     arch = name.partition("+")[0]
-    with pytest.raises(p.SchemeError, match=f"architecture '{arch}'.*{REFUSED_NAMES[name]}.*erasers and probes.*still work"):
-        p.inspect(g)
-    with pytest.raises(p.SchemeError, match="cannot edit the positions"):
-        p.zero(g)
-    erase = p.project_out(g, torch.randn(2, int(g.cfg.d_model)), site="resid_pre", layers=[1])  # still works
-    with torch.no_grad(), erase.applied(g):
-        assert torch.isfinite(g(torch.tensor([[1, 40, 52, 61]]))).all()  # type: ignore[operator]
+    why = f"cannot edit the positions of architecture '{arch}'.*{REFUSED_NAMES[name]}.*erasers and probes.*still work"
+    s = p.inspect(g)
+    assert re.search(why, s.refused) and "REFUSED" in str(s) and not s.rotary_cos and not s.attn_scores, str(s)
+    for verb in (p.zero, p.remove, lambda m: p.replace(m, p.reverse(4)), lambda m: p.zero(m, site="rot_qk"), p.frequency_bands):
+        with pytest.raises(p.SchemeError, match=why):
+            verb(g)
+    ids = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12]])
+    with torch.no_grad():
+        base = g(ids)  # type: ignore[operator]
+        with p.project_out(g, torch.randn(2, int(g.cfg.d_model)), site="resid_pre", layers=[1]).applied(g):
+            assert float((g(ids) - base).abs().max()) > 1e-4  # type: ignore[operator]
+    data = torch.randint(3, 200, (6, 12), generator=torch.Generator().manual_seed(0))
+    eraser = p.fit_eraser(g, data, method="mean", layers=[1], seq_len=12, n_seqs=6, progress=False)
+    with torch.no_grad(), eraser.hooks(g).applied(g):
+        assert torch.isfinite(g(ids)).all()  # type: ignore[operator]
 
 
 def test_inspect_changes_nothing_on_the_model() -> None:
@@ -111,12 +122,18 @@ def test_left_padded_interleaved_row_equals_the_row_alone() -> None:
 
 
 def test_coverage_command_writes_the_table(tmp_path: object) -> None:
+    """The command measures each name in its own process: supported (with each verb's reference
+    difference), refused (with the reason), not buildable (with why); rows and counts rendered."""
     out = tmp_path / "architectures.md"  # type: ignore[operator]
-    rows = architectures(out, names=["PhiForCausalLM", "GPTJForCausalLM", "NoSuchForCausalLM"], jobs=2, timeout=240)
-    assert [r.status for r in rows] == [SUPPORTED, REFUSED, NOT_BUILT]
+    rows = architectures(out, names=["GPT2LMHeadModel", "GPTJForCausalLM"], jobs=2, timeout=240)
+    assert [r.status for r in rows] == [SUPPORTED, REFUSED]
+    assert rows[0].passed == ("zero",) and rows[0].verbs["zero"] <= 1e-5, rows[0]
     text = out.read_text()
-    assert "3 names: 1 supported (1 reference-tested), 1 refused, 1 not buildable offline, 0 failed" in text
-    assert "| PhiForCausalLM | supported | rotary |" in text and "test_every_architecture (slow)[PhiForCausalLM]" in text
+    assert "2 names: 1 supported (1 reference-tested), 1 refused, 0 not buildable offline, 0 failed" in text
+    assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
+    assert "| GPTJForCausalLM | refused | rotary | residual only |" in text and "rotary_emb.hook_cos/sin does not exist" in text
+    missing = measure("NoSuchForCausalLM")  # in this process: nothing to build
+    assert missing.status == NOT_BUILT and "no class NoSuchForCausalLM in transformers" in missing.reason
 
 
 @pytest.mark.slow
