@@ -101,7 +101,7 @@ class PosEmbed:
         """``(facts, hook, rows of positions 0..n-1)`` of each table the verb acts on."""
         if not scheme.family.tables:  # TL 3.x or a table not measured: hook_pos_embed over W_pos
             return [(None, scheme.pos_embed or "hook_pos_embed", model.W_pos)]
-        out = []
+        out: list[tuple[TableFacts | None, str, torch.Tensor]] = []
         for t in scheme.family.tables:
             if target.stacks is None or STACKS[t.hook] in target.stacks:
                 full = position_table(model, t.hook)

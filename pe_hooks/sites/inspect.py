@@ -155,7 +155,8 @@ def inspect(model: Model) -> PositionalScheme:
     if spec.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and spec.pos_embed_fires:
         kw["pos_embed"] = "hook_pos_embed"
         kw["pos_ids_hook"] = spec.pos_ids_hook
-        w_pos = position_table(model) if spec.tables else model.W_pos
+        w_pos = (position_table(model) if spec.tables else None)
+        w_pos = model.W_pos if w_pos is None else w_pos
         off = spec.tables[0].offset if spec.tables else 0
         kw["w_pos_shape"] = (int(w_pos.shape[0]) - off, int(w_pos.shape[1]))
     if spec.scheme is Scheme.ROTARY:
