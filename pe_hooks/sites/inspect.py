@@ -15,7 +15,7 @@ from pe_hooks.core.types import Model, is_bridge, is_model
 from pe_hooks.sites.facts import RotaryFacts, model_facts, rotary_facts
 from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
-from pe_hooks.sites.tables import position_table
+from pe_hooks.sites.tables import hidden_fixed_table, position_table
 
 
 def _architecture(model: Model) -> tuple[str, str]:
@@ -38,6 +38,8 @@ def scheme_of(model: Model) -> Scheme:
         table = position_table(model)
         if table is not None and not (isinstance(table, torch.nn.Parameter) and table.requires_grad):
             return Scheme.SINUSOIDAL  # a fixed table (a buffer, or a frozen parameter): sinusoidal
+        if table is None and hidden_fixed_table(model) is not None:
+            return Scheme.SINUSOIDAL  # a fixed table inside the HF model that no hook wraps (XGLM)
     return scheme
 
 

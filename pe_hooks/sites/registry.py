@@ -167,6 +167,7 @@ class Refusal:
 
     reason: str
     applies: Callable[[Scheme, HookFacts, RotaryFacts | None], bool] = field(repr=False)
+    when_unfit: bool = False  # explains why no description fits (checked after the descriptions)
 
 
 #: Rotary models pe-hooks refuses, checked before the descriptions (data: a predicate and a reason).
@@ -182,6 +183,9 @@ REFUSALS: tuple[Refusal, ...] = (
             "attention), and per-layer cos/sin do not take edits",
             lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
             and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
+    Refusal("its sinusoidal table is a fixed buffer added inside the HF model with no hook on it (hook_pos_embed "
+            "does not exist), so no hook reaches the table",
+            lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
 )
 # REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
 
@@ -222,9 +226,12 @@ def describe(
     for desc in candidates:
         if not _missing(desc, facts):
             for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
-                if refusal.applies(scheme, facts, rotary):
+                if not refusal.when_unfit and refusal.applies(scheme, facts, rotary):
                     return None, refusal.reason
             return _spec(desc, backend, facts, rotary, n_bands), ""
+    for refusal in REFUSALS:  # a known reason why none fits
+        if refusal.when_unfit and refusal.applies(scheme, facts, rotary):
+            return None, refusal.reason
     if not candidates:
         return None, f"no description of {scheme.value} positions on the {backend} backend"
     return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)

@@ -70,6 +70,19 @@ def position_table(model: Model, hook: str = "hook_pos_embed") -> torch.Tensor |
     return None
 
 
+def hidden_fixed_table(model: Model) -> str | None:
+    """The HF module path of a fixed (buffer) position table that no bridge hook wraps (XGLM adds
+    its sinusoidal table inside the HF model, where no hook sees it), or ``None``."""
+    if not is_bridge(model) or position_table(model) is not None:
+        return None
+    d = int(model.cfg.d_model)
+    for path, module in model.original_model.named_modules():
+        for _, buf in module.named_buffers(recurse=False):
+            if buf.ndim == 2 and buf.shape[1] == d and buf.shape[0] >= 2 and buf.is_floating_point():
+                return path
+    return None
+
+
 def match_rows(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Index of the row of ``table`` ``[n, d]`` nearest to each vector of ``x`` ``[..., d]``."""
     flat = x.reshape(-1, x.shape[-1]).to(table.dtype)
