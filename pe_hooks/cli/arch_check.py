@@ -111,7 +111,7 @@ def _d(a: torch.Tensor, b: torch.Tensor) -> float:
 
 #: decoder input ids given to both the bridge and HF on encoder-decoder models (HF's own default
 #: differs per model: mBART wraps the last token, Blenderbot/Pegasus/M2M100 refuse no decoder ids)
-DEC_IDS = torch.tensor([[2, 7, 40, 52, 61, 77, 90, 33]])
+DEC_IDS = torch.tensor([[1, 7, 40, 52, 61, 77, 90, 33]])  # no pad token (2): M2M100 numbers pads -1
 
 
 def ref_tables(g: Model, ref: Any) -> list[tuple[TableFacts, torch.Tensor, int]]:
