@@ -16,7 +16,16 @@ import pytest
 import torch
 
 import pe_hooks as p
-from pe_hooks.cli.arch_check import DEC_IDS, IDS, TOL, build_pair, learned_check, passed, ref_tables, tables_edited
+from pe_hooks.cli.arch_check import (
+    DEC_IDS,
+    IDS,
+    TOL,
+    build_pair,
+    learned_check,
+    passed,
+    ref_tables,
+    tables_edited,
+)
 
 #: name -> (scheme, offset of position 0 in the encoder and the decoder table, batched output)
 EXPECTED = {
