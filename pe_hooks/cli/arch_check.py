@@ -34,6 +34,7 @@ from pe_hooks.models.kv_check import check_kv_cache
 from pe_hooks.models.load import bridge_from_hf, tiny_tokenizer
 from pe_hooks.models.tiny import build_arch
 from pe_hooks.sites import rotary_frequencies
+from pe_hooks.sites.tables import STACKS, TableFacts, position_table
 
 IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12, 9, 15, 71, 5]])
 TOL = 1e-5  # on logits, every verb
@@ -99,33 +100,79 @@ def _hf(ref: Any, ids: torch.Tensor, **kw: Any) -> torch.Tensor:
         return ref(ids, **kw).logits.float()  # type: ignore[no-any-return]
 
 
-def _bridge(g: Model, hooks: p.HookList, ids: torch.Tensor) -> torch.Tensor:
+def _bridge(g: Model, hooks: p.HookList, ids: torch.Tensor, **kw: Any) -> torch.Tensor:
     with torch.no_grad(), hooks.applied(g):
-        return g(ids).float()  # type: ignore[no-any-return, operator]
+        return g(ids, **kw).float()  # type: ignore[no-any-return, operator]
 
 
 def _d(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def learned_check(g: Model, ref: Any) -> dict[str, float]:
-    """Learned absolute positions: ``zero`` vs the HF position table zeroed by hand."""
-    base = _hf(ref, IDS)
-    out = {"bare": _d(g(IDS).float(), base)}  # type: ignore[operator]
-    table = g.pos_embed.original_component.weight  # type: ignore[union-attr]
-    pname = next(n for n, q in g.original_model.named_parameters() if q is table)  # type: ignore[union-attr]
-    pname = pname.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
-    w = dict(ref.named_parameters())[pname]
-    saved = w.detach().clone()
+#: decoder input ids given to both the bridge and HF on encoder-decoder models (HF's own default
+#: differs per model: mBART wraps the last token, Blenderbot/Pegasus/M2M100 refuse no decoder ids)
+DEC_IDS = torch.tensor([[1, 7, 40, 52, 61, 77, 90, 33]])  # no pad token (2): M2M100 numbers pads -1
+
+
+def ref_tables(g: Model, ref: Any) -> list[tuple[TableFacts, torch.Tensor, int]]:
+    """``(facts, the reference's copy of that table, positions used)`` of each table the bridge edits."""
+    named = {**dict(ref.named_parameters()), **dict(ref.named_buffers())}
+    own = {**dict(g.original_model.named_parameters()), **dict(g.original_model.named_buffers())}  # type: ignore[union-attr]
+    out = []
+    for t in p.inspect(g).family.tables:
+        table = position_table(g, t.hook)
+        name = next(n for n, q in own.items() if q is table)
+        name = name.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
+        n = (DEC_IDS if STACKS[t.hook] == "decoder" else IDS).shape[1]
+        out.append((t, named[name], n))
+    return out
+
+
+@contextmanager
+def tables_edited(tables: list[tuple[TableFacts, torch.Tensor, int]], edit: Callable[[torch.Tensor, int], torch.Tensor]) -> Iterator[None]:
+    """Each reference table's rows of positions ``0..n-1`` (rows ``offset..offset+n-1``) replaced
+    by ``edit(rows of every position, n)``, then restored."""
+    saved = [w.detach().clone() for _, w, _ in tables]
     with torch.no_grad():
-        w.zero_()
+        for t, w, n in tables:
+            w[t.offset : t.offset + n] = edit(w[t.offset :].detach().clone(), n).to(w.dtype)
     try:
-        want = _hf(ref, IDS)
+        yield
     finally:
         with torch.no_grad():
-            w.copy_(saved)
-    out["zero"] = _d(_bridge(g, p.zero(g), IDS), want)
-    out["zero:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
+            for (_, w, _), old in zip(tables, saved, strict=True):
+                w.copy_(old)
+
+
+def _pcs(rows: torch.Tensor, k: int) -> torch.Tensor:
+    centred = rows[1:].float() - rows[1:].float().mean(0)
+    return torch.linalg.svd(centred, full_matrices=False)[2][:k]
+
+
+#: each table verb and the hand edit of the reference's rows it must equal
+TABLE_EDITS: dict[str, tuple[Callable[[Model], p.HookList], Callable[[torch.Tensor, int], torch.Tensor]]] = {
+    "zero": (lambda g: p.zero(g), lambda w, n: torch.zeros_like(w[:n])),
+    "remove": (lambda g: p.remove(g), lambda w, n: w[:n].mean(0, keepdim=True).expand(n, -1)),
+    "replace": (lambda g: p.replace(g, p.shift(3)), lambda w, n: w[3 : n + 3]),  # moves the position, not the row
+    "reverse": (lambda g: p.replace(g, p.reverse(12)), lambda w, n: w[:n].flip(0) if n == 12 else w[12 - n : 12].flip(0)),
+    "project_out": (lambda g: p.project_out(g, k=3),
+                    lambda w, n: w[:n] - (w[:n].float() @ _pcs(w, 3).T @ _pcs(w, 3)).to(w.dtype)),
+}
+
+
+def learned_check(g: Model, ref: Any) -> dict[str, float]:
+    """Absolute position tables (learned or sinusoidal, any offset, every stack): each verb vs the
+    reference's table rows edited by hand (zeroed, averaged, re-indexed, projected)."""
+    kw = {"decoder_input_ids": DEC_IDS} if len(p.inspect(g).family.tables) > 1 else {}
+    base = _hf(ref, IDS, **kw)
+    with torch.no_grad():
+        out = {"bare": _d(g(IDS, **kw).float(), base)}  # type: ignore[operator]
+    tables = ref_tables(g, ref)
+    for verb, (hooks, edit) in TABLE_EDITS.items():
+        with tables_edited(tables, edit):
+            want = _hf(ref, IDS, **kw)
+        out[verb] = _d(_bridge(g, hooks(g), IDS, **kw), want)
+        out[f"{verb}:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
     return out
 
 
@@ -137,7 +184,7 @@ def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str
     g, ref = build_pair(name)
     scheme = p.inspect(g)
     scheme.require_positions()
-    if scheme.scheme is p.Scheme.LEARNED:
+    if scheme.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):
         return learned_check(g, ref)
     if scheme.scheme is not p.Scheme.ROTARY:
         return {}

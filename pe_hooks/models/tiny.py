@@ -141,6 +141,18 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
     "num_mtp_layers": 0, "rotary_dim": 8,
+    # encoder-decoder models: 2 layers per stack (TL 4.3 adapters need equal stacks), 4 heads of 16
+    "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 2, "encoder_attention_heads": TINY_HEADS,
+    "decoder_attention_heads": TINY_HEADS, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
+    "num_heads": TINY_HEADS, "d_kv": 16, "d_ff": 128, "attention_window": 4,
+}
+
+#: per-name fixes a generic tiny config needs (data: config fields by architecture name)
+ARCH_OVERRIDES: dict[str, dict[str, object]] = {
+    # 4 layers: global, local, global, local; a local window shorter than the 12-token checks
+    "GPTNeoForCausalLM": {"attention_types": [[["global", "local"], 2]], "window_size": 5},
+    # the default decoder start id (58100) is outside a tiny vocabulary
+    "MarianMTModel": {"decoder_start_token_id": 2},
 }
 
 #: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
@@ -188,6 +200,9 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
         kw["num_key_value_heads"] = kw.get("num_attention_heads", TINY_HEADS)
     kw["vocab_size"] = vocab_size
     kw.update(special_ids or {})
+    if "pad_token_id" in kw and getattr(default, "decoder_start_token_id", None) == kw["pad_token_id"] and "eos_token_id" in kw:
+        kw["decoder_start_token_id"] = kw["eos_token_id"]  # a decoder starting on a pad token (M2M100 numbers it -1)
+    kw.update(ARCH_OVERRIDES.get(base, {}))
     rope = dict(getattr(default, "rope_parameters", None) or {})
     if rope and all(isinstance(v, dict) for v in rope.values()):
         rope = {}  # per-layer-type parameters (Gemma-3 style): keep the class's own

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pe_hooks.sites.facts import HookFacts, RotaryFacts
+from pe_hooks.sites.tables import STACKS, TableFacts
 
 
 class Scheme(str, Enum):
@@ -94,6 +95,8 @@ class FamilySpec:
         notes: free-text caveats shown by ``pe-hooks inspect``.
         refused: why pe-hooks cannot edit this model's positions (the whole refusal message), or
             ``""``; a refused model keeps only its residual sites (``residual_only``).
+        tables: the absolute position tables that take edits, one per stack (encoder first), each
+            with the row offset position 0 reads and how positions are read (``sites.tables``).
     """
 
     name: str
@@ -112,6 +115,7 @@ class FamilySpec:
     never_fire: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     refused: str = ""
+    tables: tuple[TableFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,12 @@ class Description:
 
 #: The families pe-hooks edits, first match wins. Extension point: append a Description.
 DESCRIPTIONS: tuple[Description, ...] = (
+    Description("learned, encoder-decoder", "bridge", Scheme.LEARNED, needs=("pos_embed", "decoder_pos_embed"),
+                pos_ids_hook="pos_embed.hook_in", notes=("one learned table per stack (encoder, decoder)",)),
     Description("learned", "bridge", Scheme.LEARNED, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
+    Description("sinusoidal, encoder-decoder", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed", "decoder_pos_embed"),
+                pos_ids_hook="pos_embed.hook_in", notes=("one fixed sinusoidal table per stack (encoder, decoder)",)),
+    Description("sinusoidal", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
     Description("rotary tables", "bridge", Scheme.ROTARY, needs=("rotary_top", "rotary_layer")),
     Description("alibi", "bridge", Scheme.ALIBI, needs=("attn_scores",), alibi_form=AlibiForm.KEY_POSITION,
                 notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",)),
@@ -161,6 +170,7 @@ class Refusal:
 
     reason: str
     applies: Callable[[Scheme, HookFacts, RotaryFacts | None], bool] = field(repr=False)
+    when_unfit: bool = False  # explains why no description fits (checked after the descriptions)
 
 
 #: Rotary models pe-hooks refuses, checked before the descriptions (data: a predicate and a reason).
@@ -176,6 +186,9 @@ REFUSALS: tuple[Refusal, ...] = (
             "attention), and per-layer cos/sin do not take edits",
             lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
             and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
+    Refusal("its sinusoidal table is a fixed buffer added inside the HF model with no hook on it (hook_pos_embed "
+            "does not exist), so no hook reaches the table",
+            lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
 )
 # REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
 
@@ -185,7 +198,7 @@ def _missing(desc: Description, facts: HookFacts) -> list[str]:
 
 
 _SITE_WORDS = {
-    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos/sin", "rotary_layer": "per-layer attn.hook_cos/sin",
+    "pos_embed": "hook_pos_embed", "decoder_pos_embed": "decoder_pos_embed.hook_out", "rotary_top": "rotary_emb.hook_cos/sin", "rotary_layer": "per-layer attn.hook_cos/sin",
     "rot_qk": "attn.hook_rot_q/k", "attn_scores": "attn.hook_attn_scores",
 }
 
@@ -201,7 +214,7 @@ def why_not(desc: Description, facts: HookFacts) -> str:
 
 
 EDIT_TEMPLATE = {
-    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos", "rotary_layer": "blocks.{i}.attn.hook_cos",
+    "pos_embed": "hook_pos_embed", "decoder_pos_embed": "decoder_pos_embed.hook_out", "rotary_top": "rotary_emb.hook_cos", "rotary_layer": "blocks.{i}.attn.hook_cos",
     "rot_qk": "blocks.{i}.attn.hook_rot_q", "attn_scores": "blocks.{i}.attn.hook_attn_scores",
 }
 
@@ -216,9 +229,12 @@ def describe(
     for desc in candidates:
         if not _missing(desc, facts):
             for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
-                if refusal.applies(scheme, facts, rotary):
+                if not refusal.when_unfit and refusal.applies(scheme, facts, rotary):
                     return None, refusal.reason
             return _spec(desc, backend, facts, rotary, n_bands), ""
+    for refusal in REFUSALS:  # a known reason why none fits
+        if refusal.when_unfit and refusal.applies(scheme, facts, rotary):
+            return None, refusal.reason
     if not candidates:
         return None, f"no description of {scheme.value} positions on the {backend} backend"
     return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)
@@ -260,18 +276,32 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
                      + "discards edits on this model")
     if "blocks.{i}.hook_resid_mid" in facts.exists and "resid_mid" not in resid:
         notes.append("parallel attention+MLP: there is no resid_mid")
+    tables = _tables(desc, facts)
+    ids_hook = desc.pos_ids_hook if desc.pos_ids_hook and facts.fire(desc.pos_ids_hook) else None
+    if tables and not tables[0].ids_index:
+        ids_hook = None  # its input is not the row ids (OPT's attention mask, BART's embeddings): rows are matched
     return FamilySpec(
         name=desc.name, backend=backend, scheme=desc.scheme,
         pos_embed_fires="pos_embed" in facts.takes_edits,
-        pos_ids_hook=desc.pos_ids_hook if desc.pos_ids_hook and facts.fire(desc.pos_ids_hook) else None,
+        pos_ids_hook=ids_hook,
         rotary_cos_sin="rotary_layer" in facts.takes_edits and facts.fire("rotary_emb.hook_cos"),
         rot_qk_fire=rot_qk and desc.scheme is Scheme.ROTARY,
         rotary_layout=_layout(rotary, facts, n_bands) if desc.scheme is Scheme.ROTARY else None,
         attn_scores_editable="attn_scores" in facts.takes_edits,
         attn_scores_pre_softmax=not facts.scores_post_softmax,
         alibi_form=desc.alibi_form, resid_sites=resid or ("resid_pre", "resid_post"), causal=facts.causal,
-        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes),
+        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes), tables=tables,
     )
+
+
+def _tables(desc: Description, facts: HookFacts) -> tuple[TableFacts, ...]:
+    """The position tables a table family edits: the measured ones whose edit sites it needs."""
+    if desc.scheme not in (Scheme.LEARNED, Scheme.SINUSOIDAL):
+        return ()
+    return tuple(facts.tables[h] for h in STACKS if h in facts.tables and EDIT_KEY[h] in desc.needs)
+
+
+EDIT_KEY = {"hook_pos_embed": "pos_embed", "decoder_pos_embed.hook_out": "decoder_pos_embed"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,6 +310,7 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
 #: The intervention site of each scheme: what ``site="auto"`` picks (see ``default_site``).
 SCHEME_SITE: dict[Scheme, str] = {
     Scheme.LEARNED: "pos_embed",
+    Scheme.SINUSOIDAL: "pos_embed",
     Scheme.ROTARY: "rotary",
     Scheme.ALIBI: "alibi",
 }
@@ -288,6 +319,7 @@ ERASER_ADVICE = "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).
 
 _SCHEME_ADVICE: dict[Scheme, str] = {
     Scheme.LEARNED: "Use site='pos_embed' (learned absolute positions).",
+    Scheme.SINUSOIDAL: "Use site='pos_embed' (the sinusoidal position table).",
     Scheme.ROTARY: "Use site='rotary' (the rotary cos/sin tables).",
     Scheme.ALIBI: "Use site='alibi' (ALiBi biases in the attention scores).",
 }
