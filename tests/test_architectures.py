@@ -127,7 +127,8 @@ def test_coverage_command_writes_the_table(tmp_path: object) -> None:
     out = tmp_path / "architectures.md"  # type: ignore[operator]
     rows = architectures(out, names=["GPT2LMHeadModel", "GPTJForCausalLM"], jobs=2, timeout=240)
     assert [r.status for r in rows] == [SUPPORTED, REFUSED]
-    assert rows[0].passed == ("zero",) and rows[0].verbs["zero"] <= 1e-5, rows[0]
+    table_verbs = {"zero", "remove", "replace", "project_out"}  # learned: each vs the HF table edited by hand
+    assert table_verbs <= set(rows[0].passed) and all(rows[0].verbs[v] <= 1e-5 for v in table_verbs), rows[0]
     text = out.read_text()
     assert "2 names: 1 supported (1 reference-tested), 1 refused, 0 not buildable offline, 0 failed" in text
     assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
