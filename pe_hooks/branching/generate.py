@@ -24,13 +24,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents, flag_massive
-from pe_hooks.branching.layer_choice import choose_layers, layer_scores
+from pe_hooks.branching.collect import collect_latents, layers_to_collect
+from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents
 from pe_hooks.core.errors import ArgumentError, DataError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_int, check_number
-from pe_hooks.data import TokenData, stream_activations
+from pe_hooks.data import TokenData
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
 from pe_hooks.sites.inspect import inspect
@@ -97,8 +97,9 @@ def branches(
     scheme = inspect(model)
     if not scheme.causal:
         raise DataError(
-            f"{scheme.model_name} is not a causal language model: it cannot generate branches; use a causal model "
-            "(e.g. smollm2-135m, tiny-llama)"
+            f"{scheme.model_name} is not a causal language model: it cannot generate branches. Read given texts "
+            "with it instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
+            "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
     check_int(n_branches, "n_branches", minimum=2, fix="branches are compared with each other (8 by default)")
     check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (128 by default)")
@@ -111,11 +112,8 @@ def branches(
         check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
     if kv_cache is not None:
         check_bool(kv_cache, "kv_cache")
-    explicit, auto = _parse_layers(layers)
-    lay = list(range(scheme.n_layers)) if auto else list(dict.fromkeys(scheme.check_layers(explicit)))
-    if auto and explicit:
-        scheme.check_layers(explicit)
-    names = [scheme.resid_hook(layer, site) for layer in lay]
+    lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before sampling
+    scheme.resid_hook(lay[0], site)
     tok = model.tokenizer
     rows = [model.to_tokens(p)[0].cpu() for p in prompt_list]
     plens = [int(r.shape[0]) for r in rows]
@@ -144,25 +142,16 @@ def branches(
     n_seq, n_new = seqs.shape[0], seqs.shape[1] - prompt_len
     full_mask = torch.cat([mask, torch.ones(n_seq, n_new, dtype=torch.long)], 1).bool()
     td = TokenData(seqs, full_mask, positions_from_mask(full_mask))
-    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for b in stream_activations(model, td, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
-        for n in names:
-            acts[n].append(b.acts[n][:, prompt_len:])
-    latents = {layer: torch.cat(acts.pop(n)).reshape(n_seq * n_new, -1).numpy() for layer, n in zip(lay, names)}
-    flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
     branch = np.repeat(np.arange(n_seq), n_new)
     position = td.positions[:, prompt_len:].reshape(-1).numpy()
     prompt = np.repeat(np.arange(len(prompt_list)), n_branches * n_new)
-    scores, chosen = None, []
-    if auto:
-        keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
-        scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
-        chosen = choose_layers(scores, n=auto_layers)
-        final = sorted(set(chosen) | set(scheme.check_layers(explicit) if explicit else []))
-        latents = {layer: latents[layer] for layer in final}
-        flagged = {layer: flagged[layer] for layer in final}
+    select = torch.zeros_like(full_mask)
+    select[:, prompt_len:] = True
+    got = collect_latents(model, td, select, layers, site=site, hooks=hooks, branch=branch, position=position,
+                          prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
+                          progress=progress)
     return BranchLatents(
-        latents=latents,
+        latents=got.latents,
         branch=branch,
         position=position,
         token=[tok.decode([int(t)]) for s in seqs for t in s[prompt_len:]],
@@ -170,27 +159,11 @@ def branches(
         texts=[tok.decode(s[prompt_len:]) for s in seqs],
         sequences=seqs,
         prompt_len=prompt_len,
-        flagged=flagged,
+        flagged=got.flagged,
         prompts=prompt_list,
-        layer_scores=scores,
-        auto_layers=chosen,
+        layer_scores=got.layer_scores,
+        auto_layers=got.auto_layers,
     )
-
-
-def _parse_layers(layers: str | Sequence[int | str] | None) -> tuple[list[int], bool]:
-    """``(explicit layers, whether "auto" was asked for)``."""
-    if layers is None or (isinstance(layers, str) and layers.strip().lower() == "auto"):
-        return [], True
-    if isinstance(layers, str):
-        raise ArgumentError(f'layers must be "auto" or a list of layer indices, got {layers!r}')
-    items = list(layers)
-    auto = any(isinstance(v, str) and v.strip().lower() == "auto" for v in items)
-    rest = [v for v in items if not (isinstance(v, str) and v.strip().lower() == "auto")]
-    if any(isinstance(v, str) for v in rest):
-        raise ArgumentError(f'layers may hold layer indices and "auto" only, got {items!r}; pass integers, e.g. [0, 5], or "auto"')
-    if not auto and not rest:
-        raise ArgumentError('layers=[] names no layer; give at least one layer, or layers="auto"')
-    return [int(v) for v in rest], auto
 
 
 def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:
