@@ -106,9 +106,12 @@ def _groups(data: Any, where: str) -> dict[str, list[str]]:
         return {str(k): _strings(v, f"{where}[{k!r}]") for k, v in data.items()}
     if isinstance(data, (list, tuple)) and data and all(isinstance(v, (list, tuple)) for v in data):
         return {f"group {i}": _strings(v, f"{where}[{i}]") for i, v in enumerate(data)}
+    if isinstance(data, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in data):
+        raise DataError(f"{where} mixes texts and lists of texts; give a list of texts (one group) or a list of "
+                        "lists of texts (one group each)")
     if isinstance(data, (list, tuple)):
         return {"texts": _strings(data, where)}
-    raise DataError(f"{where} holds a {type(data).__name__}; it should hold {FORMAT}")
+    raise DataError(f"{where}: got {type(data).__name__}; it should hold {FORMAT}")
 
 
 def _strings(values: Any, where: str) -> list[str]:
