@@ -25,7 +25,7 @@ from pe_hooks.branching.views import make_views
 from pe_hooks.models.load import bridge_from_hf, load_hf
 from tests.conftest import get_model
 
-WORDS = "the cat sat on a mat and then ran far away from home into the old dark wood".split()
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "ran", "far", "away", "from", "home", "into", "the", "old", "dark", "wood"]
 
 
 def _texts(n: int, n_words: int = 12, seed: int = 0) -> list[str]:
