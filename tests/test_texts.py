@@ -225,3 +225,34 @@ def test_cli_texts_end_to_end(tmp_path: Path) -> None:
     md = (out / "metrics.md").read_text()
     assert "Trajectories of given texts" in md and "path ratio by group" in md and "## Texts read" not in md
     assert "intervened (remove)" in md and "## Texts read" in (out / "branches.md").read_text()
+
+
+def _readme_command(start: str) -> list[str]:
+    """The README's command line that starts with ``start`` (a ```bash block), split like a shell."""
+    import shlex
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, f"the README should show one command starting {start!r}"
+    return shlex.split(lines[0])
+
+
+def test_gpt2_recipe_runs_as_written_on_the_gpt2_architecture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's recipe for GPT-2 small (hub), run as written with ``gpt2`` bound to the random-init
+    GPT-2 architecture (``tiny-gpt2``), kept lean (16 tokens per text, 10 permutations, 8 fit sequences)."""
+    from pe_hooks.cli.main import main
+
+    argv = _readme_command("pe-hooks branches --model gpt2 ")
+    assert "--texts" in argv and argv.count("--intervention") >= 2
+    out = argv.index("--out")
+    argv[out + 1] = str(tmp_path)
+    monkeypatch.setattr("pe_hooks.load_model", lambda name, **kw: get_model("tiny-gpt2" if name == "gpt2" else name))
+    monkeypatch.setattr("pe_hooks.branching.analysis.umap_embed", lambda x, **k: np.asarray(x)[:, :2])
+    monkeypatch.chdir(Path(__file__).parents[1])
+    assert main(argv[1:] + ["--n-perm", "10", "--fit-seqs", "8", "--max-tokens", "16"]) == 0  # lean: 32 x 16 tokens
+    folder = tmp_path / "branches-gpt2"
+    saved = json.loads((folder / "texts.json").read_text())
+    assert saved["source"] == "texts" and len(saved["groups"]) == 4
+    df = __import__("pandas").read_csv(folder / "metrics.csv")
+    assert {"intervened (zero)", "intervened (remove)", "erased (leace, reference)",
+            "erased (branches, out-of-sample)"} <= set(df["view"])
