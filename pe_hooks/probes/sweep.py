@@ -43,15 +43,17 @@ from pe_hooks.conditions import InterventionSpec, Resolved, parse_intervention, 
 from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
 from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.threads import limited_threads
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_indices, check_int, check_model, check_number
 from pe_hooks.data import load_data, stream_activations
+from pe_hooks.data.labels import position_bins, sequence_permutation, shuffle_within_sequences
 from pe_hooks.models.precision import dtype_name
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridges, ridge_heldout
 from pe_hooks.probes.nonlinear import SWEEP_PROBES, knn_predictions, mlp_predictions
 from pe_hooks.probes.reservoir import Reservoir
-from pe_hooks.probes.stacked import one_thread, stacked_predictions
+from pe_hooks.probes.stacked import stacked_predictions
 from pe_hooks.probes.stats import LayerStats, label_index
 from pe_hooks.sites.inspect import inspect
 
@@ -59,25 +61,6 @@ TOKENS = "W_E[tokens]"  # pseudo-site of the token floor
 RAW_MOMENTS = "\0raw"  # key of raw moments streamed only to derive the offline erasers' ones (LayerStats.erased)
 SWEEP_FORMAT = 1
 SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.md", "sweep.png")  # what `pe-hooks sweep` writes
-
-
-def _bins(t: torch.Tensor, n_bins: int, lo: int, hi: int) -> torch.Tensor:
-    return ((t - lo) * n_bins // (hi - lo + 1)).clamp(0, n_bins - 1).long()
-
-
-def _permutation(n: int, seq_index: int, seed: int) -> torch.Tensor:
-    """The shuffled-label control's permutation of a sequence's ``n`` probed tokens (deterministic per
-    sequence index): the stream's moments and the sample's scores use the same one."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(seq_index)))
-
-
-def _shuffled_positions(pos: torch.Tensor, keep: torch.Tensor, seq_index: torch.Tensor, seed: int) -> torch.Tensor:
-    """Positions permuted within each sequence (deterministic per sequence index)."""
-    out = pos.clone()
-    for r in range(pos.shape[0]):
-        idx = torch.nonzero(keep[r]).squeeze(-1)
-        out[r, idx] = pos[r, idx[_permutation(len(idx), int(seq_index[r]), seed)]]
-    return out
 
 
 @dataclass
@@ -175,7 +158,7 @@ def _sample(rows: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]], name:
     ys, shuffled, ids = [], [], []
     for i, pos, _ in rows:
         ys.append(pos)
-        shuffled.append(pos[_permutation(len(pos), i, seed)])
+        shuffled.append(pos[sequence_permutation(len(pos), i, seed)])
         ids.append(torch.full((len(pos),), int(i)))
     x = torch.cat([acts[name].float() for _, _, acts in rows])
     return Sample(x, torch.cat(ys), torch.cat(shuffled), torch.cat(ids))
@@ -347,7 +330,7 @@ def sweep(
         for batch in stream_activations(model, mine, hook_names, batch_size=batch_size, hooks=hooks, progress=progress, desc=desc):
             seq_index = batch.index * world + rank
             keep = batch.mask.bool() & (batch.positions >= t_min)
-            shuffled = _shuffled_positions(batch.positions, keep, seq_index, seed)
+            shuffled = shuffle_within_sequences(batch.positions, keep, seq_index, seed)
             fold = (seq_index % folds)[:, None].expand_as(batch.positions)
             tok_emb = w_e[batch.tokens] if w_e is not None else None  # once per batch, shared by all conditions
             yield batch, tok_emb, keep, batch.positions[keep], shuffled[keep], fold[keep]
@@ -420,7 +403,7 @@ def sweep(
         with_floor = w_e is not None and group is groups[0]
         sample = Reservoir(sample_seqs, seed=seed, dtype=torch.float16) if evaluate else None
         for batch, tok_emb, keep, y, y_shuffled, fold in token_batches(label, hooks):
-            c, c_shuffled = _bins(y, n_bins, t_min, t_max), _bins(y_shuffled, n_bins, t_min, t_max)
+            c, c_shuffled = position_bins(y, n_bins, t_min, t_max), position_bins(y_shuffled, n_bins, t_min, t_max)
             for cond, resolved in streamed:
                 cacts = condition_acts(batch, tok_emb, resolved)
                 for n in site_sets[cond]:
@@ -439,7 +422,7 @@ def sweep(
         stats.pop(RAW_MOMENTS, None)
         for cond, resolved in group:
             rows_of[cond] = []
-            with one_thread(), ThreadPoolExecutor(max_workers=n_workers) as pool:  # sites are independent
+            with limited_threads(1), ThreadPoolExecutor(max_workers=n_workers) as pool:  # sites are independent
                 jobs = [pool.submit(score_site, cond, resolved, stats[cond][n], layer, n, rows_sampled)
                         for layer, n in zip(lay, names) if n in stats[cond]]
                 for job in jobs:  # in layer order
@@ -479,7 +462,7 @@ def _score_sample(
 ) -> FoldScores:
     """Score the sampled tokens of every fold with that fold's held-out models."""
     fold = s.ids % folds
-    c, c_shuffled = _bins(s.y, n_bins, t_min, t_max), _bins(s.y_shuffled, n_bins, t_min, t_max)
+    c, c_shuffled = position_bins(s.y, n_bins, t_min, t_max), position_bins(s.y_shuffled, n_bins, t_min, t_max)
     pred = stacked_predictions(st, s.x, fold, torch.stack([c, c_shuffled]), shrinkage=shrinkage)
     out = FoldScores.zeros(folds)
     for f in range(folds):
@@ -506,7 +489,8 @@ def _score_nonlinear(
     keep = torch.isin(s.ids, torch.unique(s.ids)[:n_seqs])
     x, ids = s.x[keep], s.ids[keep]
     fold = ids % folds
-    labels = torch.stack([_bins(s.y[keep], n_bins, t_min, t_max), _bins(s.y_shuffled[keep], n_bins, t_min, t_max)])
+    labels = torch.stack([position_bins(s.y[keep], n_bins, t_min, t_max),
+                          position_bins(s.y_shuffled[keep], n_bins, t_min, t_max)])
     out: dict[str, torch.Tensor] = {}
     knn = [p.removeprefix("knn_") for p in probes if p.startswith("knn_")]
     preds = {f"knn_{m}": v for m, v in knn_predictions(x, fold, labels, metrics=knn).items()} if knn else {}
