@@ -8,8 +8,10 @@ decoding vs a full forward). Tolerance 1e-5 on logits (1e-4 for cached steps), a
 move the reference's logits by >= 1e-4 of their largest value (so each check can fail).
 
 Fast: a representative subset (Llama-like with llama3/YaRN scaling, q/k-normed Qwen3/Gemma-3,
-NeoX-like Phi-3, partial Phi/StableLM/Qwen3.5, interleaved Cohere, interleaved pairs GLM, NoPE
-layers Cohere-2/SmolLM3, half-width GPT-OSS, MLA DeepSeek-V3). ``-m slow``: every TL name.
+NeoX-like Phi-3, partial Phi/StableLM, interleaved Cohere, interleaved pairs GLM, NoPE layers
+Cohere-2/SmolLM3, half-width GPT-OSS, MLA DeepSeek-V3 (rotary sub-head), Qwen3.5 (linear attention
+with full attention every 4th layer, partial, q/k normed, gated q; text positions make its M-RoPE
+sections equal, so its tables are plain rotate-half)). ``-m slow``: every TL name.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ EXPECTED: dict[str, tuple[RotaryLayout, int, tuple[int, ...], bool]] = {
     "SmolLM3ForCausalLM": (RotaryLayout.HALF, 16, (0, 1, 2), True),
     "GptOssForCausalLM": (RotaryLayout.HALF_SINGLE, 16, (0, 1, 2, 3), True),
     "DeepseekV3ForCausalLM": (RotaryLayout.ADJACENT, 8, (0, 1, 2, 3), False),
-    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 8, (3,), False),
+    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 8, (3,), True),  # full attention every 4th layer; q normed, gated,
 }
 
 
@@ -60,6 +62,20 @@ def test_verbs_vs_hf(name: str) -> None:
     want = {"bare", "zero", "bands", "remove", "replace", "kv_cache"} | ({"rot_qk"} if rot_qk else set())
     assert set(ok) == want
     assert all(ok.values()), {k: f"{result[k]:.2g} (effect {result.get(k + ':effect', 1):.2g})" for k in ok if not ok[k]}
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("DeepseekV3ForCausalLM", r"Here attn.hook_rot_q/k carry only a rotary sub-head .*multi-head latent attention.*site='rotary'"),
+    ("Phi3ForCausalLM", r"attn.hook_rot_q/k never fire.*site='rotary'"),
+])
+def test_rot_qk_refused_where_it_cannot_rebuild_heads(name: str, why: str) -> None:
+    """DeepSeek-V3's hook_rot_q/k hold only the rope part of each head (the table verbs above are
+    checked against HF's rope part edited by hand); Phi-3's never fire: rot_qk says so and names
+    the site that works."""
+    g, _ = build_pair(name)
+    for verb in (p.zero, p.remove, lambda m, site: p.replace(m, p.reverse(4), site=site)):
+        with pytest.raises(p.SchemeError, match=why):
+            verb(g, site="rot_qk")
 
 
 REFUSED_NAMES = {

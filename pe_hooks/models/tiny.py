@@ -140,7 +140,7 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
-    "num_mtp_layers": 0, "rotary_dim": 8,
+    "num_mtp_layers": 0, "rotary_dim": 8, "hidden_size_per_layer_input": 16,
 }
 
 #: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
@@ -187,6 +187,8 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
     if "kv_lora_rank" in kw and "num_key_value_heads" in kw:  # MLA: every head has its own latent keys
         kw["num_key_value_heads"] = kw.get("num_attention_heads", TINY_HEADS)
     kw["vocab_size"] = vocab_size
+    if "vocab_size_per_layer_input" in fields:  # Gemma-4's per-layer token embeddings (262144 rows by default)
+        kw["vocab_size_per_layer_input"] = vocab_size
     kw.update(special_ids or {})
     rope = dict(getattr(default, "rope_parameters", None) or {})
     if rope and all(isinstance(v, dict) for v in rope.values()):
