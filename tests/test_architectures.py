@@ -25,7 +25,7 @@ import torch
 import pe_hooks as p
 from pe_hooks.cli.arch_check import build_pair, passed, reference_check
 from pe_hooks.cli.architectures_cmd import FAST_TESTED, VARIANTS, architectures, measure, tl_names
-from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED
+from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED, render
 from pe_hooks.sites.registry import RotaryLayout
 
 # what each fast name is, as inspect must describe it: (layout, rotated width, rotating layers, rot_qk works)
@@ -136,18 +136,18 @@ def test_left_padded_interleaved_row_equals_the_row_alone() -> None:
 
 
 def test_coverage_command_writes_the_table(tmp_path: object) -> None:
-    """The command measures each name in its own process: supported (with each verb's reference
-    difference), refused (with the reason), not buildable (with why); rows and counts rendered."""
+    """The command measures each name in its own process and writes the table; rows say supported
+    (with each verb's reference difference), refused (with the reason), not buildable (with why)."""
     out = tmp_path / "architectures.md"  # type: ignore[operator]
-    rows = architectures(out, names=["GPT2LMHeadModel", "GPTJForCausalLM"], jobs=2, timeout=240)
-    assert [r.status for r in rows] == [SUPPORTED, REFUSED]
-    assert rows[0].passed == ("zero",) and rows[0].verbs["zero"] <= 1e-5, rows[0]
-    text = out.read_text()
-    assert "2 names: 1 supported (1 reference-tested), 1 refused, 0 not buildable offline, 0 failed" in text
-    assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
-    assert "| GPTJForCausalLM | refused | rotary | residual only |" in text and "rotary_emb.hook_cos/sin does not exist" in text
-    missing = measure("NoSuchForCausalLM")  # in this process: nothing to build
+    (refused,) = architectures(out, names=["GPTJForCausalLM"], jobs=1, timeout=240)  # one subprocess
+    assert refused.status == REFUSED and "rotary_emb.hook_cos/sin does not exist" in refused.reason, refused
+    assert "| GPTJForCausalLM | refused | rotary | residual only |" in out.read_text()
+    supported, missing = measure("GPT2LMHeadModel"), measure("NoSuchForCausalLM")  # in this process
+    assert supported.status == SUPPORTED and supported.passed == ("zero",) and supported.verbs["zero"] <= 1e-5, supported
     assert missing.status == NOT_BUILT and "no class NoSuchForCausalLM in transformers" in missing.reason
+    text = render([supported, refused, missing])
+    assert "3 names: 1 supported (1 reference-tested), 1 refused, 1 not buildable offline, 0 failed" in text
+    assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
 
 
 @pytest.mark.slow
