@@ -21,6 +21,7 @@ and by ``pe-hooks architectures`` (the coverage table).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,10 +35,11 @@ from pe_hooks.models.kv_check import check_kv_cache
 from pe_hooks.models.load import bridge_from_hf, tiny_tokenizer
 from pe_hooks.models.tiny import build_arch
 from pe_hooks.sites import rotary_frequencies
+from pe_hooks.sites.relative import bucket_fn
 from pe_hooks.sites.tables import STACKS, TableFacts, position_table
 
 IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12, 9, 15, 71, 5]])
-TOL = 1e-5  # on logits, every verb
+TOL = 1e-5  # on logits, every verb (times the largest reference logit where that exceeds 1: T5 reaches ~40)
 KV_TOL = 1e-4  # cached steps vs a full forward (SDPA vs eager accumulation order)
 
 
@@ -114,12 +116,14 @@ def _d(a: torch.Tensor, b: torch.Tensor) -> float:
 DEC_IDS = torch.tensor([[1, 7, 40, 52, 61, 77, 90, 33]])  # no pad token (2): M2M100 numbers pads -1
 
 
-def ref_tables(g: Model, ref: Any) -> list[tuple[TableFacts, torch.Tensor, int]]:
-    """``(facts, the reference's copy of that table, positions used)`` of each table the bridge edits."""
+def ref_tables(g: Model, ref: Any) -> list[tuple[Any, torch.Tensor, int]]:
+    """``(facts, the reference's copy of that table, positions used)`` of each table the bridge edits
+    (absolute tables, or the bucket tables of a relative bias)."""
     named = {**dict(ref.named_parameters()), **dict(ref.named_buffers())}
     own = {**dict(g.original_model.named_parameters()), **dict(g.original_model.named_buffers())}  # type: ignore[union-attr]
     out = []
-    for t in p.inspect(g).family.tables:
+    family = p.inspect(g).family
+    for t in (*family.tables, *family.relative):
         table = position_table(g, t.hook)
         name = next(n for n, q in own.items() if q is table)
         name = name.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
@@ -129,13 +133,14 @@ def ref_tables(g: Model, ref: Any) -> list[tuple[TableFacts, torch.Tensor, int]]
 
 
 @contextmanager
-def tables_edited(tables: list[tuple[TableFacts, torch.Tensor, int]], edit: Callable[[torch.Tensor, int], torch.Tensor]) -> Iterator[None]:
+def tables_edited(tables: list[tuple[Any, torch.Tensor, int]], edit: Callable[[torch.Tensor, int], torch.Tensor]) -> Iterator[None]:
     """Each reference table's rows of positions ``0..n-1`` (rows ``offset..offset+n-1``) replaced
     by ``edit(rows of every position, n)``, then restored."""
     saved = [w.detach().clone() for _, w, _ in tables]
     with torch.no_grad():
         for t, w, n in tables:
-            w[t.offset : t.offset + n] = edit(w[t.offset :].detach().clone(), n).to(w.dtype)
+            off = getattr(t, "offset", 0)
+            w[off : off + n] = edit(w[off:].detach().clone(), n).to(w.dtype)
     try:
         yield
     finally:
@@ -176,6 +181,83 @@ def learned_check(g: Model, ref: Any) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def buckets_mapped(ref: Any, f: Callable[[torch.Tensor], torch.Tensor], decoder_only: bool = False) -> Iterator[None]:
+    """The reference's relative-bias modules bucket ``f(t_k) - f(t_q)`` instead of ``t_k - t_q``
+    (their own ``_relative_position_bucket`` on the mapped distances), then restored."""
+    owners = [m for m in ref.modules() if getattr(m, "relative_attention_bias", None) is not None
+              and hasattr(m, "_relative_position_bucket") and (m.is_decoder or not decoder_only)]
+    for m in owners:
+        orig = m._relative_position_bucket
+
+        def mapped(rel: torch.Tensor, *a: Any, orig: Any = orig, **k: Any) -> Any:
+            q, n = rel.shape[-2:]
+            tq, tk = torch.arange(n - q, n, device=rel.device), torch.arange(n, device=rel.device)
+            return orig((f(tk)[None, :] - f(tq)[:, None]).round().long(), *a, **k)
+
+        m._relative_position_bucket = mapped
+    try:
+        yield
+    finally:
+        for m in owners:
+            del m._relative_position_bucket
+
+
+def _mean_edited(g: Model, tables: list[tuple[Any, torch.Tensor, int]]) -> Any:
+    """Each reference bias table set, per head, to its mean over the (query, key) pairs its stack
+    attends to (the decoder: past keys only), with the model's own bucketing: one constant per head."""
+    edited = []
+    for rel, w, n in tables:
+        d = torch.arange(n)[None, :] - torch.arange(n)[:, None]
+        used = torch.ones(n, n, dtype=torch.bool) if rel.bidirectional else d <= 0
+        if rel.windowed:  # a block window of the whole table: every pair of the window
+            used = torch.ones(n, n, dtype=torch.bool)
+            d = torch.arange(3 * 4)[None, :] - torch.arange(4, 8)[:, None]  # block 4 (local_radius 3)
+            used = torch.ones_like(d, dtype=torch.bool)
+        rows = w.detach()[bucket_fn(g, rel.hook)(d)][used]  # type: ignore[misc]
+        edited.append(((rel, w, n), rows.mean(0)))
+    stack = contextlib.ExitStack()
+    for entry, mean in edited:
+        stack.enter_context(tables_edited([entry], lambda w, n, mean=mean: mean.expand_as(w)))
+    return stack
+
+
+def relative_check(g: Model, ref: Any) -> dict[str, float]:
+    """Relative position bias (T5): each verb vs the reference's ``relative_attention_bias`` tables
+    edited by hand (zeroed, per head, per stack, set to each head's mean) or its bucketing fed the
+    mapped distances."""
+    kw = {"decoder_input_ids": DEC_IDS}
+    base = _hf(ref, IDS, **kw)
+    with torch.no_grad():
+        out = {"bare": _d(g(IDS, **kw).float(), base)}  # type: ignore[operator]
+    out["bare:scale"] = float(base.abs().max())  # T5's logits reach ~40: the tolerance is relative to them
+    tables = ref_tables(g, ref)
+    windowed = any(r.windowed for r in p.inspect(g).family.relative)
+
+    def zero_heads(w: torch.Tensor, n: int) -> torch.Tensor:
+        w = w.clone()
+        w[:, [1, 3]] = 0
+        return w
+
+    cases: dict[str, tuple[p.HookList, Any]] = {
+        "zero": (p.zero(g), lambda: tables_edited(tables, lambda w, n: torch.zeros_like(w))),
+        "zero_heads": (p.zero(g, heads=[1, 3]), lambda: tables_edited(tables, zero_heads)),
+        "zero_decoder": (p.zero(g, stacks="decoder"),
+                         lambda: tables_edited([t for t in tables if t[0].hook != "hook_pos_embed"], lambda w, n: torch.zeros_like(w))),
+        "remove": (p.remove(g), lambda: _mean_edited(g, tables)),
+        "replace": (p.replace(g, p.reverse(12), stacks="decoder" if windowed else None),
+                    lambda: buckets_mapped(ref, lambda t: 11 - t.float(), decoder_only=windowed)),
+        "scale": (p.replace(g, p.scale(2.0), stacks="decoder" if windowed else None),
+                  lambda: buckets_mapped(ref, lambda t: 2 * t.float(), decoder_only=windowed)),
+    }
+    for verb, (hooks, edited) in cases.items():
+        with edited():
+            want = _hf(ref, IDS, **kw)
+        out[verb] = _d(_bridge(g, hooks, IDS, **kw), want)
+        out[f"{verb}:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
+    return out
+
+
 def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
     """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
 
@@ -185,6 +267,8 @@ def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str
     scheme = p.inspect(g)
     if scheme.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):
         return learned_check(g, ref)
+    if scheme.scheme is p.Scheme.RELATIVE:
+        return relative_check(g, ref)
     if scheme.scheme is not p.Scheme.ROTARY:
         return {}
     ids = IDS
@@ -237,9 +321,10 @@ def passed(result: dict[str, float]) -> dict[str, bool]:
     """Which verbs of a ``reference_check`` result are within tolerance, with an edit whose effect
     on the reference is large enough that the check could fail."""
     ok: dict[str, bool] = {}
+    scale = max(1.0, result.get("bare:scale", 1.0))  # logits larger than 1 (T5): a relative tolerance
     for k, v in result.items():
         if ":" in k:
             continue
         effect = result.get(f"{k}:effect", 1.0)
-        ok[k] = v <= (KV_TOL if k == "kv_cache" else TOL) and effect >= MIN_EFFECT
+        ok[k] = v <= (KV_TOL if k == "kv_cache" else TOL) * scale and effect >= MIN_EFFECT
     return ok

@@ -25,7 +25,8 @@ def _architecture(model: Model) -> tuple[str, str]:
     return str(getattr(model.cfg, "original_architecture", None) or "unknown"), "hooked"
 
 
-_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL}
+_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL,
+              "relative_positional_bias": Scheme.RELATIVE}
 
 
 def scheme_of(model: Model) -> Scheme:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pe_hooks.sites.facts import HookFacts, RotaryFacts
+from pe_hooks.sites.relative import RelativeFacts
 from pe_hooks.sites.tables import STACKS, TableFacts
 
 
@@ -39,6 +40,7 @@ class Scheme(str, Enum):
     ROTARY = "rotary"  # q/k rotated by position-dependent angles (Llama, NeoX, Gemma)
     ALIBI = "alibi"  # a per-head linear bias on attention scores (BLOOM)
     SINUSOIDAL = "sinusoidal"  # fixed sin/cos table added to embeddings
+    RELATIVE = "relative"  # a learned bias per (bucketed) key-query distance on the scores (T5)
     NONE = "none"  # no explicit position signal (NoPE)
 
 
@@ -95,6 +97,7 @@ class FamilySpec:
         notes: free-text caveats shown by ``pe-hooks inspect``.
         tables: the absolute position tables that take edits, one per stack (encoder first), each
             with the row offset position 0 reads and how positions are read (``sites.tables``).
+        relative: the relative position biases that take edits, one per stack (``sites.relative``).
     """
 
     name: str
@@ -113,6 +116,7 @@ class FamilySpec:
     never_fire: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     tables: tuple[TableFacts, ...] = ()
+    relative: tuple[RelativeFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,9 @@ DESCRIPTIONS: tuple[Description, ...] = (
     Description("sinusoidal, encoder-decoder", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed", "decoder_pos_embed"),
                 pos_ids_hook="pos_embed.hook_in", notes=("one fixed sinusoidal table per stack (encoder, decoder)",)),
     Description("sinusoidal", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
+    Description("relative bias, encoder-decoder", "bridge", Scheme.RELATIVE, needs=("pos_embed", "decoder_pos_embed"),
+                notes=("hook_pos_embed / decoder_pos_embed.hook_out carry each stack's bias [query, key, heads], "
+                       "computed in the first layer and shared by every layer",)),
     Description("rotary tables", "bridge", Scheme.ROTARY, needs=("rotary_top", "rotary_layer")),
     Description("alibi", "bridge", Scheme.ALIBI, needs=("attn_scores",), alibi_form=AlibiForm.KEY_POSITION,
                 notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",)),
@@ -183,6 +190,9 @@ REFUSALS: tuple[Refusal, ...] = (
             "attention), and per-layer cos/sin do not take edits",
             lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
             and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
+    Refusal("its relative-position buckets could not be reproduced from the key-query distances (the model's own "
+            "buckets differ), so edited positions would read the wrong rows",
+            lambda s, h, r: s is Scheme.RELATIVE and any(not f.buckets_match and not f.windowed for f in h.relative.values())),
     Refusal("its sinusoidal table is a fixed buffer added inside the HF model with no hook on it (hook_pos_embed "
             "does not exist), so no hook reaches the table",
             lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
@@ -278,6 +288,8 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
         attn_scores_pre_softmax=not facts.scores_post_softmax,
         alibi_form=desc.alibi_form, resid_sites=resid or ("resid_pre", "resid_post"), causal=facts.causal,
         never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes), tables=tables,
+        relative=tuple(facts.relative[h] for h in STACKS if h in facts.relative and EDIT_KEY[h] in desc.needs)
+        if desc.scheme is Scheme.RELATIVE else (),
     )
 
 
@@ -298,6 +310,7 @@ EDIT_KEY = {"hook_pos_embed": "pos_embed", "decoder_pos_embed.hook_out": "decode
 SCHEME_SITE: dict[Scheme, str] = {
     Scheme.LEARNED: "pos_embed",
     Scheme.SINUSOIDAL: "pos_embed",
+    Scheme.RELATIVE: "relative",
     Scheme.ROTARY: "rotary",
     Scheme.ALIBI: "alibi",
 }
@@ -307,6 +320,7 @@ ERASER_ADVICE = "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).
 _SCHEME_ADVICE: dict[Scheme, str] = {
     Scheme.LEARNED: "Use site='pos_embed' (learned absolute positions).",
     Scheme.SINUSOIDAL: "Use site='pos_embed' (the sinusoidal position table).",
+    Scheme.RELATIVE: "Use site='relative' (the relative position bias, per stack and head).",
     Scheme.ROTARY: "Use site='rotary' (the rotary cos/sin tables).",
     Scheme.ALIBI: "Use site='alibi' (ALiBi biases in the attention scores).",
 }
@@ -347,4 +361,6 @@ def per_head_advice(site: str, family: FamilySpec) -> str:
         )
     if family.scheme is Scheme.ALIBI:
         return "per-head edits are available at site='alibi'"
+    if family.scheme is Scheme.RELATIVE:
+        return "per-head edits are available at site='relative'"
     return f"site '{site}' has no per-head form on this model"

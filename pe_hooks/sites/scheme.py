@@ -82,7 +82,7 @@ class PositionalScheme:
     def stacks(self) -> tuple[str, ...]:
         """The stacks with their own positional signal (``("encoder", "decoder")`` on encoder-decoder
         models; ``()`` when the model has one stack)."""
-        found = tuple(STACKS[t.hook] for t in self.family.tables)
+        found = tuple(STACKS[t.hook] for t in (*self.family.tables, *self.family.relative))
         return found if len(found) > 1 else ()
 
     def resid_hook(self, layer: int, site: str = "resid_pre") -> str:
@@ -168,6 +168,12 @@ class PositionalScheme:
             lines.append(f"layer sin    {span(self.layer_sin)}")
             lines.append(f"rot_q        {span(self.rot_q)}")
             lines.append(f"rot_k        {span(self.rot_k)}")
+        for r in self.family.relative:
+            lines.append(
+                f"relative     {r.hook}: bias [q, k, {r.n_heads} heads] from {r.num_buckets} buckets up to distance "
+                f"{r.max_distance}, " + ("both directions" if r.bidirectional else "past keys only (causal)")
+                + ("; over a local block window (positions inside the window)" if r.windowed else "")
+            )
         if self.scheme is Scheme.ALIBI and self.alibi_form:
             lines.append(f"alibi        inside attn_scores as {self.alibi_form.value}")
         editable = "editable" if self.attn_scores_editable else "READ-ONLY"
