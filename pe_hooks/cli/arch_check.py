@@ -36,7 +36,7 @@ from pe_hooks.models.load import bridge_from_hf, tiny_tokenizer
 from pe_hooks.models.tiny import build_arch
 from pe_hooks.sites import rotary_frequencies
 from pe_hooks.sites.relative import bucket_fn
-from pe_hooks.sites.tables import STACKS, TableFacts, position_table
+from pe_hooks.sites.tables import STACKS, position_table
 
 IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12, 9, 15, 71, 5]])
 TOL = 1e-5  # on logits, every verb (times the largest reference logit where that exceeds 1: T5 reaches ~40)
@@ -123,7 +123,8 @@ def ref_tables(g: Model, ref: Any) -> list[tuple[Any, torch.Tensor, int]]:
     own = {**dict(g.original_model.named_parameters()), **dict(g.original_model.named_buffers())}  # type: ignore[union-attr]
     out = []
     family = p.inspect(g).family
-    for t in (*family.tables, *family.relative):
+    entries: list[Any] = [*family.tables, *family.relative]
+    for t in entries:
         table = position_table(g, t.hook)
         name = next(n for n, q in own.items() if q is table)
         name = name.replace("_original_component.", "").replace("original_component.", "")  # the bridge's wrapping
@@ -210,15 +211,16 @@ def _mean_edited(g: Model, tables: list[tuple[Any, torch.Tensor, int]]) -> Any:
     for rel, w, n in tables:
         d = torch.arange(n)[None, :] - torch.arange(n)[:, None]
         used = torch.ones(n, n, dtype=torch.bool) if rel.bidirectional else d <= 0
-        if rel.windowed:  # a block window of the whole table: every pair of the window
-            used = torch.ones(n, n, dtype=torch.bool)
-            d = torch.arange(3 * 4)[None, :] - torch.arange(4, 8)[:, None]  # block 4 (local_radius 3)
-            used = torch.ones_like(d, dtype=torch.bool)
         rows = w.detach()[bucket_fn(g, rel.hook)(d)][used]  # type: ignore[misc]
+        if rel.windowed:  # a block window, not the sequence: any constant per head (softmax-equivalent)
+            rows = w.detach()
         edited.append(((rel, w, n), rows.mean(0)))
     stack = contextlib.ExitStack()
     for entry, mean in edited:
-        stack.enter_context(tables_edited([entry], lambda w, n, mean=mean: mean.expand_as(w)))
+        def const(w: torch.Tensor, n: int, mean: torch.Tensor = mean) -> torch.Tensor:
+            return mean.expand_as(w)
+
+        stack.enter_context(tables_edited([entry], const))
     return stack
 
 

@@ -32,8 +32,8 @@ from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.interventions.alibi import AlibiScores
 from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Stacks, Target
 from pe_hooks.interventions.learned import PosEmbed
-from pe_hooks.interventions.relative import RelativeBias
 from pe_hooks.interventions.positions import PositionMap, as_position_map
+from pe_hooks.interventions.relative import RelativeBias
 from pe_hooks.interventions.residual import Residual
 from pe_hooks.interventions.rot_qk import RotaryQK
 from pe_hooks.interventions.rotary import RotaryTables

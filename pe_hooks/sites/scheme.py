@@ -82,7 +82,8 @@ class PositionalScheme:
     def stacks(self) -> tuple[str, ...]:
         """The stacks with their own positional signal (``("encoder", "decoder")`` on encoder-decoder
         models; ``()`` when the model has one stack)."""
-        found = tuple(STACKS[t.hook] for t in (*self.family.tables, *self.family.relative))
+        hooks = [t.hook for t in self.family.tables] + [r.hook for r in self.family.relative]
+        found = tuple(STACKS[h] for h in hooks)
         return found if len(found) > 1 else ()
 
     def resid_hook(self, layer: int, site: str = "resid_pre") -> str:
