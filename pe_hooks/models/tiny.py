@@ -141,8 +141,8 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
     "num_mtp_layers": 0, "rotary_dim": 8,
-    # encoder-decoder models: 2 layers per stack (TL 4.3 adapters need equal stacks), 4 heads of 16
-    "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": TINY_HEADS,
+    # encoder-decoder models: equal stacks (TL 4.3 adapters need them): 2 + 2 layers (BART-like), 4 + 4 (T5-like)
+    "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 4, "encoder_attention_heads": TINY_HEADS,
     "decoder_attention_heads": TINY_HEADS, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
     "num_heads": TINY_HEADS, "d_kv": 16, "d_ff": 128, "attention_window": 4,
     # relative position bias (T5): 8 buckets up to distance 20 (exact and log buckets within 12 tokens)
