@@ -35,13 +35,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from pe_hooks.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.data import load_data, stream_activations
-from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.linear import LDAModel, RidgeModel, Shrinkage, fit_lda, fit_ridge, ridge_heldout
 from pe_hooks.probes.stats import LayerStats, label_index

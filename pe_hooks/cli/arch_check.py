@@ -263,10 +263,11 @@ def relative_check(g: Model, ref: Any) -> dict[str, float]:
 def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
     """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
 
-    Raises ``SchemeError`` when pe-hooks refuses the architecture (``inspect``).
+    Raises ``SchemeError`` when pe-hooks refuses the architecture (``PositionalScheme.refused``).
     """
     g, ref = build_pair(name)
     scheme = p.inspect(g)
+    scheme.require_positions()
     if scheme.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):
         return learned_check(g, ref)
     if scheme.scheme is p.Scheme.RELATIVE:

@@ -52,6 +52,7 @@ def measure(name: str) -> CoverageRow:
     from pe_hooks.core.errors import SchemeError
     from pe_hooks.models.tiny import ArchBuildError
     from pe_hooks.sites import inspect
+    from pe_hooks.sites.facts import model_facts
     from pe_hooks.sites.inspect import scheme_of
 
     warnings.simplefilter("ignore")
@@ -63,8 +64,11 @@ def measure(name: str) -> CoverageRow:
         return CoverageRow(name, NOT_BUILT, reason=f"bridge boot failed: {type(exc).__name__}: {exc}"[:200])
     try:
         s = inspect(g)
-    except SchemeError as exc:
-        return CoverageRow(name, REFUSED, scheme=scheme_of(g).value, reason=str(exc).split(": ", 1)[-1])
+    except SchemeError as exc:  # not even its residual hooks fire: the tiny build does not run
+        why = model_facts(g).error or str(exc)
+        return CoverageRow(name, NOT_BUILT, scheme=scheme_of(g).value, reason=f"the tiny build's forward fails: {why}"[:240])
+    if s.refused:
+        return CoverageRow(name, REFUSED, scheme=s.scheme.value, family=s.family.name, reason=s.refused.split(": ", 1)[-1])
     layout = "-"
     if s.rotary_layout is not None:
         rot = "all layers" if len(s.rotary_layers) == s.n_layers else f"layers {list(s.rotary_layers)}"

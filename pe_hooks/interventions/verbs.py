@@ -39,7 +39,7 @@ from pe_hooks.interventions.rot_qk import RotaryQK
 from pe_hooks.interventions.rotary import RotaryTables
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.registry import ERASER_ADVICE, default_site
-from pe_hooks.sites.scheme import PositionalScheme
+from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 
 #: Every site the verbs dispatch on, by name (what users pass as ``site=``).
 SITES: dict[str, SiteOps] = {
@@ -58,6 +58,8 @@ def _site(model: Model, site: str, verb: str = "this verb") -> tuple[PositionalS
     if not isinstance(site, str):
         raise SchemeError(f"site must be a string such as 'auto', got {site!r}; known sites: {', '.join(sorted(SITES))}")
     scheme = inspect(model)
+    if site not in RESID_SITES:
+        scheme.require_positions()  # a refused model: only its residual sites
     if site == "auto":
         auto = default_site(scheme.family)
         if auto is None:

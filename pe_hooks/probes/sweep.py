@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from pe_hooks.conditions import InterventionSpec, Resolved, parse_intervention, resolve_intervention
 from pe_hooks.core.atomic import read_artefact, write_artefact
 from pe_hooks.core.errors import ArgumentError, ArtefactError, DataError, PeHooksError
 from pe_hooks.core.hooklist import HookList
@@ -46,7 +47,6 @@ from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_indices, check_int, check_model, check_number
 from pe_hooks.data import load_data, stream_activations
 from pe_hooks.models.precision import dtype_name
-from pe_hooks.probes.conditions import BUILTIN, InterventionSpec, Resolved, resolve_intervention
 from pe_hooks.probes.geometry import geometry
 from pe_hooks.probes.linear import RidgeModel, Shrinkage, fit_ridges, ridge_heldout
 from pe_hooks.probes.nonlinear import SWEEP_PROBES, knn_predictions, mlp_predictions
@@ -212,9 +212,10 @@ def sweep(
     Args:
         data: anything ``pe_hooks.data.load_data`` takes; ``None`` = the embedded corpus. The first
             ``n_fit`` sequences fit erasers, the next ``n_seqs`` are probed.
-        interventions: ``{"name": spec}`` with spec ``None``/``"baseline"``, ``"zero"``,
-            ``"remove"``, ``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, a hook list, or a
-            callable ``(model, fit_data) -> hooks``; a list of built-in names also works.
+        interventions: ``{"name": spec}`` with spec ``None`` or a name of the intervention
+            language (``pe_hooks.conditions``: ``"baseline"``, ``"zero"``, ``"remove"``,
+            ``"replace:shift=3"``, ``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ...), a hook
+            list, or a callable ``(model, fit_data) -> hooks``; a list of names also works.
             Interventions that do not apply to the model are skipped with a warning.
         layers: layers to probe (``n_layers`` = the final residual); all by default.
         evaluate: score the classifier probe (accuracy, its shuffled control, chance), the position
@@ -284,9 +285,9 @@ def sweep(
         interventions = {name: name for name in interventions}
     if not interventions:
         raise DataError("no interventions to run; pass e.g. ['baseline', 'zero'] (or None for the baseline)")
-    typos = [s for s in interventions.values() if isinstance(s, str) and s not in BUILTIN]
-    if typos:
-        raise DataError(f"unknown intervention(s) {typos}; built-in: {', '.join(BUILTIN)}")
+    for spec in interventions.values():
+        if isinstance(spec, str):
+            parse_intervention(spec)  # a bad name or value fails before any work
     lay = list(range(scheme.n_layers + 1)) if layers is None else check_indices(
         layers, "layers", scheme.n_layers + 1, what="probe layers"
     )
@@ -331,7 +332,7 @@ def sweep(
     resolved_all: list[tuple[str, Resolved]] = []
     for name, spec in interventions.items():
         try:
-            resolved_all.append((name, resolve_intervention(name, spec, model, fit_data, hook_names)))
+            resolved_all.append((name, resolve_intervention(name, spec, model, fit_data, hook_names, positions=probe_data.seq_len, seed=seed)))
         except PeHooksError as exc:
             warnings.warn(f"sweep: skipping '{name}': {exc}", stacklevel=2)
             skipped[name] = str(exc)

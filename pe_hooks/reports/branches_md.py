@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pe_hooks.branching.latents import BranchLatents
+from pe_hooks.branching.layer_choice import choice_reason
+from pe_hooks.branching.run import BranchesRun
+from pe_hooks.branching.scores import verdict
+from pe_hooks.branching.separation import METRICS
 from pe_hooks.core.errors import DataError
-from pe_hooks.probes.branch_metrics import verdict
-from pe_hooks.probes.branches import BranchLatents
-from pe_hooks.probes.layer_choice import choice_reason
-from pe_hooks.probes.separation import METRICS
 
 BRANCH_METRIC_NAMES = {
     "knn_branch_purity": "kNN branch purity",
@@ -57,7 +58,7 @@ def branch_metrics_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> st
 
 
 def headline_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, spaces: Sequence[str] = ("original", "umap")) -> str:
-    """The headline scores of each view (``pe_hooks.probes.branch_metrics``) with their
+    """The headline scores of each view (``pe_hooks.branching.scores``) with their
     shuffled-label nulls (mean [2.5%, 97.5%]), what the path ratio reads as, the held-out R^2 of
     position, and the kNN cross-branch position agreement."""
     df = _frame(rows)
@@ -84,7 +85,7 @@ def headline_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, spaces: Seq
 
 
 def layer_scores_table(scores: pd.DataFrame, chosen: Sequence[int] = ()) -> str:
-    """One row per layer: how positional its raw latents are (``pe_hooks.probes.layer_choice``)."""
+    """One row per layer: how positional its raw latents are (``pe_hooks.branching.layer_choice``)."""
     lines = ["| layer | held-out positional share | its null (mean) | measurable | position R² (held out) "
              "| path ratio (raw) |", "|---|---|---|---|---|---|"]
     for r in scores.itertuples():
@@ -118,7 +119,7 @@ def branches_header(
         "analytic kNN chance. Prompt tokens and BOS are excluded; massive-activation tokens "
         f"(norm > {s['massive']} x median) excluded per layer: {dict(n_excluded)}.",
         "",
-        "Headline scores (`pe_hooks.probes.branch_metrics`): **path ratio** = mean squared distance between "
+        "Headline scores (`pe_hooks.branching.scores`): **path ratio** = mean squared distance between "
         "*different* branches at the *same* position / mean squared distance within a branch at *different* "
         "positions (standardised latents, or the UMAP plane): < 1 the branches follow one positional path, "
         "≈ 1 no structure, > 1 the branches separate; reads \"same path\" below 0.9, \"branches separate\" above "
@@ -183,3 +184,9 @@ def write_branches_markdown(
     (out / "metrics.md").write_text("\n".join(head + tables) + "\n")
     (out / "branches.md").write_text("\n".join(head + tables + texts) + "\n")
     return "\n".join(head + tables)
+
+
+def write_branches_report(run: BranchesRun, folder: str | Path) -> str:
+    """``write_branches_markdown`` of a ``pe_hooks.run_branches`` result; returns the ``metrics.md`` text."""
+    return write_branches_markdown(folder, settings=run.settings, raw=run.raw, intervened=run.intervened,
+                                   rows=run.rows, layers=run.layers, timings=run.timings)

@@ -13,7 +13,7 @@ import torch
 from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
 from pe_hooks.sites.facts import RotaryFacts, model_facts, rotary_facts
-from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe
+from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe, residual_only
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 from pe_hooks.sites.tables import hidden_fixed_table, position_table
 
@@ -54,8 +54,10 @@ def _n_bands(model: Model, scheme: Scheme, rot: RotaryFacts | None) -> int | Non
 
 
 def family_of(model: Model) -> FamilySpec:
-    """The registry's description of ``model`` (from its measured facts); a ``SchemeError``
-    naming the architecture, the reason and what still works if it fits none."""
+    """The registry's description of ``model`` (from its measured facts). One that fits none is
+    refused: a ``residual only`` family (``FamilySpec.refused`` holds the message naming the
+    architecture, the reason and what still works), or a ``SchemeError`` with that message when
+    not even its residual hooks fire (its forward failed)."""
     if not is_model(model):
         raise ArgumentError(
             f"expected a TransformerBridge or HookedTransformer, got {type(model).__name__}; "
@@ -64,12 +66,14 @@ def family_of(model: Model) -> FamilySpec:
     arch, backend = _architecture(model)
     scheme = scheme_of(model)
     rot = rotary_facts(model) if scheme is Scheme.ROTARY else None
-    spec, reason = describe(backend, scheme, model_facts(model), rot, _n_bands(model, scheme, rot))
+    facts = model_facts(model)
+    spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot))
     if spec is None:
-        raise SchemeError(
-            f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): "
-            f"{reason}. {STILL_WORKS}."
-        )
+        message = (f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): "
+                   f"{reason}. {STILL_WORKS}.")
+        spec = residual_only(backend, scheme, facts, message)
+        if spec is None:
+            raise SchemeError(message)
     return spec
 
 
@@ -145,7 +149,12 @@ def inspect(model: Model) -> PositionalScheme:
 
     Only hooks that fire during a forward pass *and* whose edits reach the output are listed
     as intervention sites; hooks that exist but never fire are listed in ``never_fire``.
-    Print the result (or run ``pe-hooks inspect MODEL``) for a readable summary.
+    Print the result (or run ``pe-hooks inspect MODEL``) for a readable summary. On a model
+    pe-hooks refuses, ``scheme.refused`` says why and the scheme lists only the residual sites
+    (the positional verbs raise that message; erasers, probes and residual ``project_out`` work).
+
+    Raises:
+        SchemeError: not even the residual hooks fire (the model's forward failed).
     """
     spec = family_of(model)
     cfg = model.cfg
@@ -162,7 +171,7 @@ def inspect(model: Model) -> PositionalScheme:
         w_pos = model.W_pos if w_pos is None else w_pos
         off = spec.tables[0].offset if spec.tables else 0
         kw["w_pos_shape"] = (int(w_pos.shape[0]) - off, int(w_pos.shape[1]))
-    if spec.scheme is Scheme.ROTARY:
+    if spec.scheme is Scheme.ROTARY and not spec.refused:
         if spec.rotary_cos_sin:
             kw["rotary_cos"] = "rotary_emb.hook_cos"
             kw["rotary_sin"] = "rotary_emb.hook_sin"
@@ -198,7 +207,7 @@ def inspect(model: Model) -> PositionalScheme:
         d_head=d_head,
         n_ctx=int(cfg.n_ctx),
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
-        attn_scores=tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
+        attn_scores=() if spec.refused else tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
         resid=_resid_names(spec, n_layers),
         never_fire=never,
         **kw,

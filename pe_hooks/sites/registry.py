@@ -95,6 +95,8 @@ class FamilySpec:
         causal: decoder-only (causal) or encoder (bidirectional).
         never_fire: hook-name templates that exist on the model but never fire.
         notes: free-text caveats shown by ``pe-hooks inspect``.
+        refused: why pe-hooks cannot edit this model's positions (the whole refusal message), or
+            ``""``; a refused model keeps only its residual sites (``residual_only``).
         tables: the absolute position tables that take edits, one per stack (encoder first), each
             with the row offset position 0 reads and how positions are read (``sites.tables``).
         relative: the relative position biases that take edits, one per stack (``sites.relative``).
@@ -115,6 +117,7 @@ class FamilySpec:
     causal: bool = True
     never_fire: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    refused: str = ""
     tables: tuple[TableFacts, ...] = ()
     relative: tuple[RelativeFacts, ...] = ()
 
@@ -247,6 +250,16 @@ def describe(
     return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)
 
 
+def residual_only(backend: str, scheme: Scheme, facts: HookFacts, refusal: str) -> FamilySpec | None:
+    """The family of a refused model whose residual hooks fire: no positional site, only the
+    residual stream (erasers, probes, ``project_out`` there); ``None`` when none fires."""
+    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"blocks.{{i}}.hook_{s}"))
+    if facts.error or not resid:
+        return None
+    return FamilySpec(name="residual only", backend=backend, scheme=scheme, resid_sites=resid, causal=facts.causal,
+                      attn_scores_editable="attn_scores" in facts.takes_edits, refused=refusal)
+
+
 def _layout(rotary: RotaryFacts | None, facts: HookFacts, n_bands: int | None) -> RotaryLayout:
     if rotary is not None and rotary.repeated_tables:
         return RotaryLayout.INTERLEAVED
@@ -328,7 +341,7 @@ _SCHEME_ADVICE: dict[Scheme, str] = {
 
 def default_site(family: FamilySpec) -> str | None:
     """The site ``site="auto"`` resolves to on a family (``None``: no explicit positional site)."""
-    site = SCHEME_SITE.get(family.scheme)
+    site = SCHEME_SITE.get(family.scheme) if not family.refused else None
     if site == "rotary" and not family.rotary_cos_sin and family.rot_qk_fire:
         return "rot_qk"  # TL 3.x: no cos/sin hooks
     return site

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pe_hooks.core.errors import HookPointError
+from pe_hooks.core.errors import HookPointError, SchemeError
 from pe_hooks.core.validate import check_indices
 from pe_hooks.sites.registry import AlibiForm, FamilySpec, RotaryLayout, Scheme
 from pe_hooks.sites.tables import STACKS, TABLE_INPUTS
@@ -57,6 +57,16 @@ class PositionalScheme:
     @property
     def scheme(self) -> Scheme:
         return self.family.scheme
+
+    @property
+    def refused(self) -> str:
+        """Why pe-hooks cannot edit this model's positions (``""``: it can)."""
+        return self.family.refused
+
+    def require_positions(self) -> None:
+        """Raise the refusal (a ``SchemeError``) on a model whose positions pe-hooks cannot edit."""
+        if self.family.refused:
+            raise SchemeError(self.family.refused)
 
     @property
     def backend(self) -> str:
@@ -139,7 +149,9 @@ class PositionalScheme:
             f"prepend BOS  {self.prepend_bos}  (a prepended BOS shifts every position by one)",
             f"causal       {self.causal}",
         ]
-        if self.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL):
+        if self.refused:
+            lines.append(f"REFUSED      {self.refused.split(': ', 1)[-1]}")
+        if self.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and not self.refused:
             lines.append(
                 f"pos embed    {self.pos_embed}  W_pos {self.w_pos_shape[0]}x{self.w_pos_shape[1]}"
                 if self.w_pos_shape
@@ -154,7 +166,7 @@ class PositionalScheme:
                 )
             if self.pos_ids_hook:
                 lines.append(f"position ids {self.pos_ids_hook}")
-        if self.scheme is Scheme.ROTARY:
+        if self.scheme is Scheme.ROTARY and not self.refused:
             bases = sorted(set(self.rotary_base))
             lines.append(
                 f"rotary       dim {self.rotary_dim} of {self.d_head}, base "
@@ -175,7 +187,7 @@ class PositionalScheme:
                 f"{r.max_distance}, " + ("both directions" if r.bidirectional else "past keys only (causal)")
                 + ("; over a local block window (positions inside the window)" if r.windowed else "")
             )
-        if self.scheme is Scheme.ALIBI and self.alibi_form:
+        if self.scheme is Scheme.ALIBI and self.alibi_form and not self.refused:
             lines.append(f"alibi        inside attn_scores as {self.alibi_form.value}")
         editable = "editable" if self.attn_scores_editable else "READ-ONLY"
         softmax = "pre-softmax" if self.family.attn_scores_pre_softmax else "post-softmax"

@@ -27,7 +27,7 @@ It is computed exactly in ``O(n d)`` from group sums: for a group ``G`` of ``n_G
 ``t_i == t_j`` minus pairs with ``(b, t)`` equal give ``A``; pairs with ``b_i == b_j`` minus the
 same give ``W``.
 
-**kNN branch purity** (``knn_branch_purity``, as in ``pe_hooks.probes.separation``): the share of
+**kNN branch purity** (``knn_branch_purity``, as in ``pe_hooks.branching.separation``): the share of
 each point's ``k`` nearest neighbours that come from its own branch.
 
 **Nulls**: each score is recomputed ``n_perm`` times with the labels permuted across points

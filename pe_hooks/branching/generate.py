@@ -8,145 +8,32 @@ against latents captured inside the cached decoding loop).
 
 With ``layers="auto"`` (the default) every layer is collected in that one forward, scored by how
 much of the latents' variance a shared positional path explains on held-out prompts
-(``pe_hooks.probes.layer_choice``), and the most positional layer is kept; the scores of every
+(``pe_hooks.branching.layer_choice``), and the most positional layer is kept; the scores of every
 layer are kept too (``BranchLatents.layer_scores``) to say why.
 
-Views of the latents: ``pe_hooks.probes.branch_views``; UMAP and scores:
-``pe_hooks.probes.branch_analysis`` and ``pe_hooks.probes.branch_metrics``.
+Views of the latents: ``pe_hooks.branching.views``; UMAP and scores:
+``pe_hooks.branching.analysis`` and ``pe_hooks.branching.scores``; the whole pipeline of
+``pe-hooks branches``: ``pe_hooks.branching.run``.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from pe_hooks.core.atomic import write_artefact
-from pe_hooks.core.errors import ArgumentError, DataError, HookPointError, UpstreamWarning
+from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents, flag_massive
+from pe_hooks.branching.layer_choice import choose_layers, layer_scores
+from pe_hooks.core.errors import ArgumentError, DataError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_int, check_number
 from pe_hooks.data import TokenData, stream_activations
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
-from pe_hooks.probes.layer_choice import choose_layers, layer_scores
 from pe_hooks.sites.inspect import inspect
-
-#: Built-in prompts (no download): different topics, so "regardless of content" can be tested.
-DEFAULT_PROMPTS = (
-    "The most surprising thing about the ocean is",
-    "To fix a slow Python program, the first step is",
-    "Once upon a time, in a village at the edge of the forest,",
-    "The recipe for a good chocolate cake starts with",
-)
-
-View = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x [n, d], branch [n], position [n])
-
-
-@dataclass
-class BranchLatents:
-    """Latents of generated tokens, one row per token.
-
-    Attributes:
-        latents: ``latents[layer]`` is ``[n, d]``.
-        branch: ``[n]`` branch id, prompt-major (prompt ``p``, sample ``s`` -> ``p * n_branches + s``).
-        position: ``[n]`` position of the token as the model saw it (BOS = 0; padding not counted).
-        token: ``[n]`` decoded text of each token.
-        prompt: ``[n]`` index of the prompt the branch continues.
-        texts: the generated continuation of each branch.
-        sequences: ``[branches, len]`` full token ids (left-padded prompts + continuation).
-        flagged: per layer, ``[n]`` True for massive-activation tokens (left out of the views).
-        layer_scores: with ``layers="auto"``, one row per layer of the model: how positional its
-            latents are (``pe_hooks.probes.layer_choice.layer_scores``); ``None`` otherwise.
-        auto_layers: the layers ``"auto"`` chose (empty if no layer was chosen automatically).
-    """
-
-    latents: dict[int, np.ndarray]
-    branch: np.ndarray
-    position: np.ndarray
-    token: list[str]
-    prompt: np.ndarray | None = None
-    texts: list[str] = field(default_factory=list)
-    sequences: torch.Tensor | None = None
-    prompt_len: int = 0
-    flagged: dict[int, np.ndarray] = field(default_factory=dict)
-    prompts: list[str] = field(default_factory=list)
-    layer_scores: pd.DataFrame | None = None
-    auto_layers: list[int] = field(default_factory=list)
-
-    @classmethod
-    def from_arrays(
-        cls, x: Any, branch: Any, position: Any, layer: int = 0, *, prompt: Any = None, massive: float | None = None
-    ) -> BranchLatents:
-        """Latents a user already has: ``x`` ``[n, d]``, one branch id and one position per row.
-
-        ``massive``: flag rows whose norm exceeds ``massive`` x the median norm (as ``branches`` does).
-        """
-        xa = np.asarray(x, dtype=np.float32)
-        b, p = np.asarray(branch), np.asarray(position)
-        if xa.ndim != 2 or len(xa) != len(b) or len(b) != len(p):
-            raise DataError("x must be [n, d] with one branch id and one position per row")
-        if not np.isfinite(xa).all():
-            raise DataError("latents contain NaN or inf; drop or fix those rows first")
-        pr = None if prompt is None else np.asarray(prompt)
-        flagged = {layer: _massive(xa, massive)} if massive is not None else {}
-        return cls({layer: xa}, b, p, [""] * len(b), pr, flagged=flagged)
-
-    @property
-    def df(self) -> pd.DataFrame:
-        """One row per collected token: branch, prompt, position, token text."""
-        return pd.DataFrame({
-            "branch": self.branch,
-            "prompt": self.prompt if self.prompt is not None else np.zeros(len(self.branch), dtype=int),
-            "position": self.position,
-            "token": self.token,
-        })
-
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write the data: ``tokens.csv`` (``df``), ``latents.npz`` (one array per layer, and the
-        massive-activation flags) and ``branches.json`` (prompts and generated texts)."""
-        out = Path(folder)
-        arrays = {f"layer{k}": v for k, v in self.latents.items()}
-        arrays.update({f"flagged{k}": v for k, v in self.flagged.items()})
-        names = ("tokens.csv", "latents.npz", "branches.json")
-        with write_artefact(out, "branch latents", 1, replaces=names) as tmp:  # complete or not at all
-            self.df.to_csv(tmp / "tokens.csv", index=False)
-            np.savez(tmp / "latents.npz", **arrays)  # type: ignore[arg-type]
-            (tmp / "branches.json").write_text(json.dumps({
-                "prompts": self.prompts, "texts": self.texts, "prompt_len": self.prompt_len,
-                "auto_layers": self.auto_layers,
-                "layer_scores": None if self.layer_scores is None else self.layer_scores.to_dict(orient="records"),
-            }, indent=1))
-        return {"csv": out / "tokens.csv", "npz": out / "latents.npz", "json": out / "branches.json"}
-
-    def keep(self, layer: int) -> np.ndarray:
-        """Rows used in the views of ``layer``: position > 0 and not flagged as massive."""
-        keep = self.position > 0
-        if layer in self.flagged:
-            keep &= ~self.flagged[layer]
-        return np.asarray(keep)
-
-    def view(self, layer: int) -> View:
-        """``(x, branch, position)`` of ``layer`` with the excluded rows dropped."""
-        if layer not in self.latents:
-            raise HookPointError(f"layer {layer} was not collected; collected: {sorted(self.latents)}")
-        k = self.keep(layer)
-        return self.latents[layer][k], self.branch[k], self.position[k]
-
-
-def _massive(x: np.ndarray, ratio: float | None) -> np.ndarray:
-    """Sun et al. 2024: tokens whose latent norm is ``ratio`` x the median norm or more."""
-    if ratio is None:
-        return np.zeros(len(x), dtype=bool)
-    norms = np.linalg.norm(x, axis=1)
-    return np.asarray(norms > ratio * np.median(norms))
 
 
 def _check_prompts(prompts: str | Sequence[str] | None) -> list[str]:
@@ -185,7 +72,7 @@ def branches(
             ``DEFAULT_PROMPTS``.
         layers: layers whose latents are collected. ``"auto"`` (default; also ``None``): the
             ``auto_layers`` layer(s) where position is measurably strongest in these very latents
-            (held-out positional share, ``pe_hooks.probes.layer_choice``; every layer is scored
+            (held-out positional share, ``pe_hooks.branching.layer_choice``; every layer is scored
             from the one collection forward, and the scores are returned in ``layer_scores``).
             A list of layers (negative ones count from the end) may contain ``"auto"`` as well,
             e.g. ``["auto", 0]``. Until it has chosen, ``"auto"`` holds every layer's latents
@@ -262,7 +149,7 @@ def branches(
         for n in names:
             acts[n].append(b.acts[n][:, prompt_len:])
     latents = {layer: torch.cat(acts.pop(n)).reshape(n_seq * n_new, -1).numpy() for layer, n in zip(lay, names)}
-    flagged = {layer: _massive(v, massive) for layer, v in latents.items()}
+    flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
     branch = np.repeat(np.arange(n_seq), n_new)
     position = td.positions[:, prompt_len:].reshape(-1).numpy()
     prompt = np.repeat(np.arange(len(prompt_list)), n_branches * n_new)

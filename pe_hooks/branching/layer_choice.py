@@ -2,7 +2,7 @@
 
 ``layer_scores`` measures, at every layer, how much of the branch latents' variance a *shared*
 positional path explains on branches that did not estimate it (held-out positional share), and the
-path ratio of ``pe_hooks.probes.branch_metrics``; ``choose_layers`` picks the top layers.
+path ratio of ``pe_hooks.branching.scores``; ``choose_layers`` picks the top layers.
 
 **Held-out positional share.** Standardise the latents of a layer (``z``). Split the tokens into
 folds: by prompt when there are two or more prompts (the path must be shared across *content*, not
@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from pe_hooks.branching.scores import path_ratio
 from pe_hooks.core.errors import DataError
-from pe_hooks.probes.branch_metrics import path_ratio
 
 #: The least held-out share (above its null) that counts as a positional path.
 MIN_SHARE = 0.01
