@@ -260,6 +260,66 @@ def relative_check(g: Model, ref: Any) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def alibi_builder_patched(ref: Any, n_heads: int, n: int, f: Callable[[torch.Tensor], torch.Tensor] | None,
+                          heads: list[int] | None = None) -> Iterator[None]:
+    """Every ALiBi builder function of the reference's modelling module (``build_alibi_tensor``,
+    ``build_mpt_alibi_tensor``...) made to return ``slope * f(t_k)`` (``f=None``: no bias) for the
+    chosen heads: the slopes and key positions read from its own output ``[(b *) h, 1, K]`` (MPT
+    builds ``K = max_seq_len`` keys and keeps the last ``n``)."""
+    import sys
+
+    mod = sys.modules[type(ref).__module__]
+    names = [k for k, v in vars(mod).items() if k.startswith("build_") and "alibi" in k and callable(v) and not isinstance(v, type)]
+    saved = {k: getattr(mod, k) for k in names}
+
+    def wrap(orig: Any) -> Any:
+        def built(*a: Any, **k: Any) -> torch.Tensor:
+            out = orig(*a, **k)
+            o = out.float()
+            m = o[..., 1:2] - o[..., 0:1]
+            t = ((o - o[..., :1]) / m.where(m != 0, torch.ones_like(m))).round() - max(0, o.shape[-1] - n)
+            new = torch.zeros_like(o) if f is None else m * f(t.clamp(min=0))
+            sel = torch.ones(o.shape[0], dtype=torch.bool)
+            if heads is not None:
+                sel = torch.isin(torch.arange(o.shape[0]) % n_heads, torch.tensor(heads))
+            return torch.where(sel.view(-1, *[1] * (o.ndim - 1)), new, o).to(out.dtype)
+
+        return built
+
+    for k in names:
+        setattr(mod, k, wrap(saved[k]))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(mod, k, v)
+
+
+def alibi_check(g: Model, ref: Any) -> dict[str, float]:
+    """ALiBi: each verb vs the reference's ALiBi builder patched (no bias, chosen heads, mapped key
+    positions; ``remove`` is ``zero`` for ALiBi, a per-row constant)."""
+    mask = {"attention_mask": torch.ones_like(IDS)}  # HF BLOOM builds ALiBi only from a given mask
+    base = _hf(ref, IDS, **mask)
+    with torch.no_grad():
+        out = {"bare": _d(g(IDS).float(), base)}  # type: ignore[operator]
+    h, n = int(g.cfg.n_heads), IDS.shape[1]
+    cases: dict[str, tuple[p.HookList, Any]] = {
+        "zero": (p.zero(g), None), "remove": (p.remove(g), None),
+        "zero_heads": (p.zero(g, heads=[1]), ("heads", [1])),
+        "replace": (p.replace(g, p.reverse(n)), lambda t: n - 1 - t),
+        "scale": (p.replace(g, p.scale(3.0)), lambda t: 3 * t),
+    }
+    for verb, (hooks, how) in cases.items():
+        heads = how[1] if isinstance(how, tuple) else None
+        f = how if callable(how) else None
+        with alibi_builder_patched(ref, h, n, f, heads):
+            want = _hf(ref, IDS, **mask)
+        out[verb] = _d(_bridge(g, hooks, IDS), want)
+        out[f"{verb}:effect"] = _d(want, base) / (float(base.abs().max()) or 1.0)
+    return out
+
+
 def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
     """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
 
@@ -272,6 +332,8 @@ def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str
         return learned_check(g, ref)
     if scheme.scheme is p.Scheme.RELATIVE:
         return relative_check(g, ref)
+    if scheme.scheme is p.Scheme.ALIBI:
+        return alibi_check(g, ref)
     if scheme.scheme is not p.Scheme.ROTARY:
         return {}
     ids = IDS

@@ -155,6 +155,13 @@ ARCH_OVERRIDES: dict[str, dict[str, object]] = {
     "GPTNeoForCausalLM": {"attention_types": [[["global", "local"], 2]], "window_size": 5},
     # the default decoder start id (58100) is outside a tiny vocabulary
     "MarianMTModel": {"decoder_start_token_id": 2},
+    # 6 heads (not a power of two: MPT's slopes differ from BLOOM's), 16 wide
+    "MptForCausalLM": {"n_heads": 6, "d_model": 96, "n_layers": 4, "max_seq_len": 256},
+}
+
+#: config variants a name can ask for with ``NAME+VARIANT`` beside the rotary ones (``FalconForCausalLM+alibi``)
+CONFIG_VARIANTS: dict[str, dict[str, object]] = {
+    "alibi": {"alibi": True},
 }
 
 #: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
@@ -211,14 +218,16 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
     if rope:
         if "partial_rotary_factor" in rope:
             rope["partial_rotary_factor"] = 0.25 if float(rope["partial_rotary_factor"]) == 0.5 else 0.5
-        if variant:
+        if variant and variant not in CONFIG_VARIANTS:
             rope = {"rope_theta": rope.get("rope_theta", 10000.0), **ROPE_VARIANTS[variant],
                     **({"partial_rotary_factor": rope["partial_rotary_factor"]} if "partial_rotary_factor" in rope else {})}
         if rope.get("original_max_position_embeddings"):
             rope["original_max_position_embeddings"] = min(int(rope["original_max_position_embeddings"]), 64)  # type: ignore[call-overload]
         kw["rope_parameters"] = rope
-    elif variant:
+    elif variant and variant not in CONFIG_VARIANTS:
         raise ArchBuildError(f"{base} has no rope_parameters: no '{variant}' variant")
+    if variant in CONFIG_VARIANTS:
+        kw.update(CONFIG_VARIANTS[variant])
     try:
         config = cfg_cls(**kw)
     except Exception as exc:  # a config class with constraints the generic shape breaks

@@ -25,9 +25,10 @@ To add a scheme or family: append a ``Description`` (and, for a new scheme, its 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from pe_hooks.sites.alibi_bias import AlibiFacts
 from pe_hooks.sites.facts import HookFacts, RotaryFacts
 from pe_hooks.sites.relative import RelativeFacts
 from pe_hooks.sites.tables import STACKS, TableFacts
@@ -100,6 +101,7 @@ class FamilySpec:
         tables: the absolute position tables that take edits, one per stack (encoder first), each
             with the row offset position 0 reads and how positions are read (``sites.tables``).
         relative: the relative position biases that take edits, one per stack (``sites.relative``).
+        alibi_slopes: each head's ALiBi slope as the scores hook holds it (measured: ``sites.alibi_bias``).
     """
 
     name: str
@@ -120,6 +122,7 @@ class FamilySpec:
     refused: str = ""
     tables: tuple[TableFacts, ...] = ()
     relative: tuple[RelativeFacts, ...] = ()
+    alibi_slopes: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,19 +232,31 @@ EDIT_TEMPLATE = {
 }
 
 
+#: ALiBi whose measured bias is not one slope per head times the key position (``sites.alibi_bias``)
+ALIBI_NOT_LINEAR = ("the bias inside its attention scores (queries zeroed) is not one slope per head times the key "
+                    "position, so pe-hooks cannot subtract it exactly")
+
+
 def describe(
-    backend: str, scheme: Scheme, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None = None
+    backend: str, scheme: Scheme, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None = None,
+    alibi: AlibiFacts | None = None,
 ) -> tuple[FamilySpec | None, str]:
-    """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``."""
+    """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``. ``alibi``:
+    the measured ALiBi bias of an ALiBi model (its slopes go into the spec)."""
     if facts.error:
         return None, f"its forward failed on six tokens ({facts.error})"
+    if scheme is Scheme.ALIBI and alibi is not None and "attn_scores" in facts.takes_edits and not alibi.linear:
+        return None, ALIBI_NOT_LINEAR + (f" ({alibi.error})" if alibi.error else "")
     candidates = [d for d in DESCRIPTIONS if d.backend == backend and d.scheme is scheme]
     for desc in candidates:
         if not _missing(desc, facts):
             for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
                 if not refusal.when_unfit and refusal.applies(scheme, facts, rotary):
                     return None, refusal.reason
-            return _spec(desc, backend, facts, rotary, n_bands), ""
+            spec = _spec(desc, backend, facts, rotary, n_bands)
+            if alibi is not None and desc.scheme is Scheme.ALIBI:
+                spec = replace(spec, alibi_slopes=alibi.slopes)
+            return spec, ""
     for refusal in REFUSALS:  # a known reason why none fits
         if refusal.when_unfit and refusal.applies(scheme, facts, rotary):
             return None, refusal.reason

@@ -189,6 +189,9 @@ class PositionalScheme:
             )
         if self.scheme is Scheme.ALIBI and self.alibi_form and not self.refused:
             lines.append(f"alibi        inside attn_scores as {self.alibi_form.value}")
+            if self.family.alibi_slopes:
+                lines.append("alibi slopes " + ", ".join(f"{m:.4g}" for m in self.family.alibi_slopes)
+                             + "  (measured in layer 0's scores with the queries zeroed)")
         editable = "editable" if self.attn_scores_editable else "READ-ONLY"
         softmax = "pre-softmax" if self.family.attn_scores_pre_softmax else "post-softmax"
         lines.append(f"attn scores  {span(self.attn_scores)}  [{softmax}, {editable}]")
