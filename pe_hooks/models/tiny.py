@@ -157,6 +157,10 @@ ARCH_OVERRIDES: dict[str, dict[str, object]] = {
     "MarianMTModel": {"decoder_start_token_id": 2},
     # 6 heads (not a power of two: MPT's slopes differ from BLOOM's), 16 wide
     "MptForCausalLM": {"n_heads": 6, "d_model": 96, "n_layers": 4, "max_seq_len": 256},
+    # no positional encoding: Mamba-2 needs num_heads * head_dim = expand * hidden_size
+    "Mamba2ForCausalLM": {"num_heads": 8, "head_dim": 16, "n_groups": 1},
+    # Jamba: attention on layers 1 and 3 (the default period 8 leaves 4 layers without any)
+    "JambaForCausalLM": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
 }
 
 #: config variants a name can ask for with ``NAME+VARIANT`` beside the rotary ones (``FalconForCausalLM+alibi``)

@@ -183,7 +183,12 @@ class Refusal:
     when_unfit: bool = False  # explains why no description fits (checked after the descriptions)
 
 
-#: Rotary models pe-hooks refuses, checked before the descriptions (data: a predicate and a reason).
+#: hooks any explicit positional encoding exposes (none of them on a model without one)
+POSITIONAL_HOOKS = ("hook_pos_embed", "decoder_pos_embed.hook_out", "rotary_emb.hook_cos", "blocks.{i}.attn.hook_cos",
+                    "blocks.{i}.attn.hook_rot_q")
+
+#: What pe-hooks refuses (data: a predicate and a reason): checked before the descriptions, or, with
+#: ``when_unfit``, to say why none fits.
 REFUSALS: tuple[Refusal, ...] = (
     Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
             lambda s, h, r: r is not None and r.complex_tables),
@@ -199,6 +204,10 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal("its relative-position buckets could not be reproduced from the key-query distances (the model's own "
             "buckets differ), so edited positions would read the wrong rows",
             lambda s, h, r: s is Scheme.RELATIVE and any(not f.buckets_match and not f.windowed for f in h.relative.values())),
+    Refusal("it has no positional encoding (no position table, rotary tables, ALiBi or relative bias: recurrent or "
+            "state-space mixers, or attention without positions; position is implicit), so there is nothing to zero, "
+            "remove or replace",
+            lambda s, h, r: s is Scheme.NONE and not any(t in h.exists for t in POSITIONAL_HOOKS), when_unfit=True),
     Refusal("its sinusoidal table is a fixed buffer added inside the HF model with no hook on it (hook_pos_embed "
             "does not exist), so no hook reaches the table",
             lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
