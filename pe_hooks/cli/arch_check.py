@@ -1,4 +1,4 @@
-"""Each rotary verb on a tiny instance of one architecture vs the HF model edited by hand.
+"""Each verb on a tiny instance of one architecture vs the HF model edited by hand.
 
 ``reference_check(name)`` builds two identical seeded instances of ``name`` (``models.tiny.build_arch``):
 one booted into a ``TransformerBridge``, one kept as plain HF (eager attention) and edited by hand
@@ -15,8 +15,20 @@ as the independent reference of each verb:
 - ``rot_qk``: ``reverse(n)`` at ``site="rot_qk"`` (where the model's ``hook_rot_q/k`` carry whole heads);
 - ``kv_cache``: greedy cached decoding under ``replace(reverse(64))`` vs one full forward under the same hooks.
 
-Each value is the largest absolute logit difference (float32). Used by ``tests/test_architectures.py``
-and by ``pe-hooks architectures`` (the coverage table).
+The other schemes (issue 25), each with ``bare`` first:
+
+- absolute tables, learned or sinusoidal, any row offset, every stack (``learned_check``): the
+  reference's rows of the positions in use zeroed / averaged / re-indexed by ``shift(3)`` and
+  ``reverse(12)`` / projected off their top-3 principal directions (encoder-decoder models get
+  the same explicit ``decoder_input_ids``);
+- relative bias (``relative_check``): ``relative_attention_bias`` zeroed (all, heads 1 and 3, the
+  decoder only), set to each head's mean, or HF's own bucketing fed ``reverse(12)`` / ``scale(2)``
+  distances;
+- ALiBi (``alibi_check``): the modelling module's ``build_*alibi*`` patched (no bias, none on head
+  1, ``slope * f(t_k)`` for ``reverse(12)`` / ``scale(3)``).
+
+Each value is the largest absolute logit difference (float32). Used by ``tests/test_architectures.py``,
+the per-scheme test files, and ``pe-hooks architectures`` (the coverage table).
 """
 
 from __future__ import annotations
