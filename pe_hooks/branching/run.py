@@ -186,7 +186,7 @@ def run_branches(
     massive: float | None = 8.0,
     kv_cache: bool | None = None,
     device: str = "cpu",
-    dtype: torch.dtype | DTypeName = "float32",
+    dtype: torch.dtype | DTypeName | None = None,
     name: str | None = None,
     progress: bool = True,
 ) -> BranchesRun:
@@ -222,7 +222,8 @@ def run_branches(
         n_neighbors, min_dist: UMAP's; ``k``: neighbours of the kNN metrics; ``n_perm``: label
             permutations of the headline scores' nulls.
         massive: flag tokens with norm > this x median (``None``: flag nothing).
-        device, dtype: of a model loaded by name (``load_model``'s).
+        device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
+            must already have ``dtype`` if it is given).
         name: the model's name in titles and reports (default: the name given, else the model's own).
     """
     options = {k: v for k, v in locals().items() if k not in ("model", "prompts", "texts", "reader")}
@@ -278,11 +279,14 @@ def run_branches(
                        generator=generator, generated=generated)
 
 
-def _loaded(model: str | Model, name: str | None, device: str, dtype: torch.dtype | DTypeName) -> tuple[Model, str]:
-    """``(model, its name in reports)``: a name is loaded with ``load_model``."""
-    if isinstance(model, str):
-        return load_model(model, device=device, dtype=dtype), name or model
-    return model, name or inspect(model).model_name
+def _loaded(
+    model: str | Model, name: str | None, device: str, dtype: torch.dtype | DTypeName | None
+) -> tuple[Model, str]:
+    """``(model, its name in reports)``: a name is loaded with ``load_model``; a built model is
+    returned as it is (its dtype checked against ``dtype`` if given)."""
+    given = model if isinstance(model, str) else None
+    built = load_model(model, device=device, dtype=dtype)
+    return built, name or given or inspect(built).model_name
 
 
 def _specs(intervention: str | Sequence[str]) -> list[str]:

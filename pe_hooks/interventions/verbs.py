@@ -33,6 +33,7 @@ from pe_hooks.interventions.alibi import AlibiScores
 from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Stacks, Target
 from pe_hooks.interventions.learned import PosEmbed
 from pe_hooks.interventions.positions import PositionMap, as_position_map
+from pe_hooks.interventions.relative import RelativeBias
 from pe_hooks.interventions.residual import Residual
 from pe_hooks.interventions.rot_qk import RotaryQK
 from pe_hooks.interventions.rotary import RotaryTables
@@ -44,7 +45,7 @@ from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 SITES: dict[str, SiteOps] = {
     ops.name: ops
     for ops in (
-        PosEmbed(), RotaryTables(), RotaryQK(), AlibiScores(),
+        PosEmbed(), RotaryTables(), RotaryQK(), AlibiScores(), RelativeBias(),
         Residual("resid_pre"), Residual("resid_mid"), Residual("resid_post"),
     )
 }

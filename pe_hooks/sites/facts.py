@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from pe_hooks.core.types import Model, is_bridge
+from pe_hooks.sites.relative import RelativeFacts, measure_relative
 from pe_hooks.sites.tables import TABLE_HOOKS, TABLE_INPUTS, TableFacts, measure_table
 
 #: the positional hook templates watched (``{i}``: a layer index)
@@ -60,6 +61,7 @@ class HookFacts:
         causal: the attention of the first layer is masked above the diagonal.
         tables: table hook -> how the model indexes that absolute position table (learned or
             sinusoidal; ``pe_hooks.sites.tables``), for each table hook whose output is rows of it.
+        relative: table hook -> the relative position bias it carries (T5; ``pe_hooks.sites.relative``).
         error: why the measuring forward failed (then nothing else is known).
     """
 
@@ -71,6 +73,7 @@ class HookFacts:
     scores_post_softmax: bool = False
     causal: bool = True
     tables: Mapping[str, TableFacts] = field(default_factory=dict)
+    relative: Mapping[str, RelativeFacts] = field(default_factory=dict)
     error: str | None = None
 
     def fire(self, template: str) -> bool:
@@ -157,10 +160,13 @@ def _measure(model: Model) -> HookFacts:
         causal = bool((above == 0).all()) if post else bool((above <= torch.finfo(s.dtype).min / 2).all() or torch.isinf(above).all())
     tables = {h: f for h in TABLE_HOOKS if h in seen
               for f in [measure_table(model, h, seen[h], seen.get(TABLE_INPUTS[h]))] if f is not None}
+    relative = {h: f for h in TABLE_HOOKS if h in seen
+                for f in [measure_relative(model, h, seen[h], seen.get(TABLE_INPUTS[h]))] if f is not None}
     return HookFacts(
         fires={t: tuple(sorted(v)) for t, v in fired.items()}, shapes=shapes, order=order,
         exists=frozenset(t for t, _ in names.values()), takes_edits=frozenset(takes),
-        scores_post_softmax=post, causal=causal, tables=tables,
+        scores_post_softmax=post, causal=causal, tables={h: t for h, t in tables.items() if h not in relative},
+        relative=relative,
     )
 
 

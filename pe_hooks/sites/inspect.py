@@ -12,6 +12,7 @@ import torch
 
 from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
+from pe_hooks.sites.alibi_bias import alibi_facts
 from pe_hooks.sites.facts import RotaryFacts, model_facts, rotary_facts
 from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe, residual_only
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
@@ -25,7 +26,8 @@ def _architecture(model: Model) -> tuple[str, str]:
     return str(getattr(model.cfg, "original_architecture", None) or "unknown"), "hooked"
 
 
-_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL}
+_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL,
+              "relative_positional_bias": Scheme.RELATIVE}
 
 
 def scheme_of(model: Model) -> Scheme:
@@ -66,7 +68,8 @@ def family_of(model: Model) -> FamilySpec:
     scheme = scheme_of(model)
     rot = rotary_facts(model) if scheme is Scheme.ROTARY else None
     facts = model_facts(model)
-    spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot))
+    alibi = alibi_facts(model) if scheme is Scheme.ALIBI else None
+    spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot), alibi)
     if spec is None:
         message = (f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): "
                    f"{reason}. {STILL_WORKS}.")

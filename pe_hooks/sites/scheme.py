@@ -92,7 +92,8 @@ class PositionalScheme:
     def stacks(self) -> tuple[str, ...]:
         """The stacks with their own positional signal (``("encoder", "decoder")`` on encoder-decoder
         models; ``()`` when the model has one stack)."""
-        found = tuple(STACKS[t.hook] for t in self.family.tables)
+        hooks = [t.hook for t in self.family.tables] + [r.hook for r in self.family.relative]
+        found = tuple(STACKS[h] for h in hooks)
         return found if len(found) > 1 else ()
 
     def resid_hook(self, layer: int, site: str = "resid_pre") -> str:
@@ -180,8 +181,17 @@ class PositionalScheme:
             lines.append(f"layer sin    {span(self.layer_sin)}")
             lines.append(f"rot_q        {span(self.rot_q)}")
             lines.append(f"rot_k        {span(self.rot_k)}")
+        for r in self.family.relative:
+            lines.append(
+                f"relative     {r.hook}: bias [q, k, {r.n_heads} heads] from {r.num_buckets} buckets up to distance "
+                f"{r.max_distance}, " + ("both directions" if r.bidirectional else "past keys only (causal)")
+                + ("; over a local block window (positions inside the window)" if r.windowed else "")
+            )
         if self.scheme is Scheme.ALIBI and self.alibi_form and not self.refused:
             lines.append(f"alibi        inside attn_scores as {self.alibi_form.value}")
+            if self.family.alibi_slopes:
+                lines.append("alibi slopes " + ", ".join(f"{m:.4g}" for m in self.family.alibi_slopes)
+                             + "  (measured in layer 0's scores with the queries zeroed)")
         editable = "editable" if self.attn_scores_editable else "READ-ONLY"
         softmax = "pre-softmax" if self.family.attn_scores_pre_softmax else "post-softmax"
         lines.append(f"attn scores  {span(self.attn_scores)}  [{softmax}, {editable}]")
