@@ -72,7 +72,8 @@ BRANCH_METRICS = (("path_ratio", "path ratio (pooled)"), ("path_ratio_by_group",
 
 
 def branches_layers_table(folder: str, metric: str, space: str = "original") -> str:
-    """One row per view, one column per layer: ``metric`` with its shuffled-label null interval."""
+    """One row per view, one column per layer: ``metric``; a last row gives its shuffled-label null
+    (2.5-97.5%) over all views (the widest interval of any view)."""
     df = pd.read_csv(RESULTS / folder / "metrics.csv")
     df = df[df.space == space]
     value = {(r.layer, r.view, r.metric): r.value for r in df.itertuples()}
@@ -80,9 +81,10 @@ def branches_layers_table(folder: str, metric: str, space: str = "original") -> 
     views = [v for v in dict.fromkeys(df.view) if v not in ("shuffled", "chance")]
     lines = ["| view | " + " | ".join(f"layer {layer}" for layer in layers) + " |", "|---" * (len(layers) + 1) + "|"]
     for view in views:
-        cells = [f"**{value[(layer, view, metric)]:.2f}** [{value[(layer, view, metric + '_null_lo')]:.2f}, "
-                 f"{value[(layer, view, metric + '_null_hi')]:.2f}]" for layer in layers]
-        lines.append(f"| {view} | " + " | ".join(cells) + " |")
+        lines.append(f"| {view} | " + " | ".join(f"**{value[(layer, view, metric)]:.3f}**" for layer in layers) + " |")
+    nulls = [(min(value[(layer, v, metric + "_null_lo")] for v in views),
+              max(value[(layer, v, metric + "_null_hi")] for v in views)) for layer in layers]
+    lines.append("| its null (any view) | " + " | ".join(f"[{lo:.3f}, {hi:.3f}]" for lo, hi in nulls) + " |")
     return "\n".join(lines)
 
 
@@ -92,5 +94,5 @@ if __name__ == "__main__":
     print(f"## {SMOLLM2_PROBES[0]}: probes side by side\n\n{probes_table(*SMOLLM2_PROBES)}\n")
     if (RESULTS / "branches-minilm-l6" / "metrics.csv").exists():
         for metric, label in BRANCH_METRICS:
-            print(f"## branches-minilm-l6: {label} [its null, 2.5-97.5%]\n\n"
+            print(f"## branches-minilm-l6: {label}\n\n"
                   f"{branches_layers_table('branches-minilm-l6', metric)}\n")
