@@ -64,9 +64,11 @@ def measure(name: str) -> CoverageRow:
         return CoverageRow(name, NOT_BUILT, reason=f"bridge boot failed: {type(exc).__name__}: {exc}"[:200])
     try:
         s = inspect(g)
-    except SchemeError as exc:  # not even its residual hooks fire: the tiny build does not run
-        why = model_facts(g).error or str(exc)
-        return CoverageRow(name, NOT_BUILT, scheme=scheme_of(g).value, reason=f"the tiny build's forward fails: {why}"[:240])
+    except SchemeError as exc:  # not even its residual hooks fire
+        why = model_facts(g).error
+        if why:  # the tiny build does not run
+            return CoverageRow(name, NOT_BUILT, scheme=scheme_of(g).value, reason=f"the tiny build's forward fails: {why}"[:240])
+        return CoverageRow(name, REFUSED, scheme=scheme_of(g).value, reason=str(exc).split(": ", 1)[-1])
     if s.refused:
         return CoverageRow(name, REFUSED, scheme=s.scheme.value, family=s.family.name, reason=s.refused.split(": ", 1)[-1])
     layout = "-"
