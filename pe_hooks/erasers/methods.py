@@ -115,8 +115,12 @@ class SiteMap:
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor], method: str = "leace") -> SiteMap:
-        """The map ``state_dict`` wrote (``KeyError`` naming a missing tensor)."""
-        return cls(method, LeaceEraser(sd["left"], sd["right"].mH, sd["mean"]), sd.get("offsets"))
+        """The map ``state_dict`` wrote (``KeyError`` naming a missing tensor), its tensors laid out
+        as the fitter lays them out (``LeaceFitter``: ``proj_right`` contiguous; PCA: the transpose of
+        its contiguous directions), so it computes bit for bit what the fitted map did."""
+        right = sd["right"]
+        proj_right = right.mH if method == "pca" else right.mH.contiguous()
+        return cls(method, LeaceEraser(sd["left"], proj_right, sd["mean"]), sd.get("offsets"))
 
 
 class SiteFitter:
