@@ -136,14 +136,12 @@ def fit_eraser(
     Args:
         data: anything ``pe_hooks.data.load_data`` takes (``None`` = the embedded corpus). Fit on
             sequences you will NOT evaluate on.
-        method: the method and its options, one object per method (``pe_hooks.erasers.options``):
-            ``Leace(features="fourier", n_freqs=8)`` (the default, ``"leace"``), ``Mean(denoise=True)``,
-            ``Pca(k=None, var=0.9)`` or ``Quadratic(n_bins=8, shrinkage=True, pool=0.0)`` (position
-            bins as classes, equal means and covariances; measured on SmolLM2, it leaks position out
-            of sample unless every bin has several times ``d_model`` tokens: fit on a few hundred
-            sequences); or a method's name with its defaults.
-        features, n_freqs, n_bins, k, var, denoise: the name form of the same options,
-            ``fit_eraser(model, data, method="pca", k=3)`` (a keyword of another method is ignored).
+        method: the method and its options, one object each (``pe_hooks.erasers.options``):
+            ``Leace(features="fourier", n_freqs=8)`` (default), ``Mean(denoise=True)``, ``Pca(k=None,
+            var=0.9)``, ``Quadratic(n_bins=8, pool=0.0)`` (bins as classes; it leaks position out of
+            sample unless every bin has several times ``d_model`` tokens); or a method's name.
+        features, n_freqs, n_bins, k, var, denoise: the name form, ``method="pca", k=3`` (a keyword
+            of another method is ignored).
         n_seqs: sequences of ``data`` to fit on (``None``: all). Default 384: measured on SmolLM2
             with an independent held-out probe (``benchmarks/results/inmodel-erasure.md``), 160 left
             layer 1 more than 0.05 above the token floor in-model.
@@ -186,9 +184,7 @@ def fit_eraser(
     _check_enough_tokens(opts, td, exempt_first)
     sequential = len(names) > 1 if sequential is None else sequential
     if sequential:  # each site is fitted on states erased at every site before it: forward order
-        order = [group[layer] for layer in range(scheme.n_layers) for site_ in RESID_SITES
-                 for group in [scheme.resid.get(site_, ())] if layer < len(group)]
-        names = sorted(dict.fromkeys(names), key=order.index)
+        names = _forward_order(scheme, names)
     fitters = {n: opts.fitter(scheme.d_model, T) for n in names}
     info = EraserInfo(
         model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=opts.name,
@@ -211,6 +207,13 @@ def _max_position(td: TokenData, exempt_first: bool) -> int:
             "use seq_len >= 3 (64 by default)"
         )
     return T
+
+
+def _forward_order(scheme: PositionalScheme, names: list[str]) -> list[str]:
+    """``names`` once each, in the order a forward reaches them."""
+    order = [group[layer] for layer in range(scheme.n_layers) for site_ in RESID_SITES
+             for group in [scheme.resid.get(site_, ())] if layer < len(group)]
+    return sorted(dict.fromkeys(names), key=order.index)
 
 
 def _site_names(scheme: PositionalScheme, site: str, layers: list[int], hook_names: list[str] | None) -> list[str]:
