@@ -22,14 +22,27 @@ from pathlib import Path
 from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED, CoverageRow, counts, render
 
 #: rotary scaling variants measured beside the TL names (``NAME+VARIANT``, see models.tiny.ROPE_VARIANTS)
-VARIANTS = ("LlamaForCausalLM+llama3", "LlamaForCausalLM+yarn", "LlamaForCausalLM+linear", "LlamaForCausalLM+dynamic")
+VARIANTS = ("LlamaForCausalLM+llama3", "LlamaForCausalLM+yarn", "LlamaForCausalLM+linear", "LlamaForCausalLM+dynamic",
+            "FalconForCausalLM+alibi")
 #: names the fast test suite checks (tests/test_architectures.py); every other buildable one: the slow sweep
 FAST_TESTED = (
-    "LlamaForCausalLM+llama3", "LlamaForCausalLM+yarn", "Qwen3ForCausalLM", "Phi3ForCausalLM", "PhiForCausalLM",
+    "LlamaForCausalLM+yarn", "Qwen3ForCausalLM", "Phi3ForCausalLM", "PhiForCausalLM",
     "StableLmForCausalLM", "CohereForCausalLM", "GlmForCausalLM", "Cohere2ForCausalLM", "SmolLM3ForCausalLM",
-    "GptOssForCausalLM", "DeepseekV3ForCausalLM", "Qwen3_5ForCausalLM", "Gemma3ForCausalLM",
+    "GptOssForCausalLM", "DeepseekV3ForCausalLM", "Qwen3_5ForCausalLM",
 )
 TEST_FILE = "tests/test_architectures.py"
+#: names the fast suite checks in the per-scheme files of issue 25: name -> test file::test
+SCHEME_TESTED: dict[str, str] = {
+    **{n: "tests/test_learned_offsets.py::test_table_verbs_vs_hf_rows_edited" for n in (
+        "OPTForCausalLM", "RobertaForMaskedLM", "GPTNeoForCausalLM", "GPTBigCodeForCausalLM", "OpenAIGPTLMHeadModel")},
+    **{n: "tests/test_encoder_decoder_tables.py::test_both_tables_vs_hf_rows_edited" for n in (
+        "BartForConditionalGeneration", "MBartForConditionalGeneration", "BlenderbotForConditionalGeneration",
+        "LEDForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration", "MarianMTModel")},
+    **{n: "tests/test_relative_bias.py::test_relative_verbs_vs_hf_bias_edited" for n in (
+        "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "LongT5ForConditionalGeneration",
+        "SwitchTransformersForConditionalGeneration")},
+    **{n: "tests/test_alibi_families.py::test_alibi_verbs_vs_hf_builder_patched" for n in ("MptForCausalLM", "BloomForCausalLM")},
+}
 
 
 def tl_names() -> list[str]:
@@ -40,6 +53,8 @@ def tl_names() -> list[str]:
 
 
 def _evidence(name: str) -> str:
+    if name in SCHEME_TESTED:
+        return f"{SCHEME_TESTED[name]}[{name}]"
     test = "test_verbs_vs_hf" if name in FAST_TESTED else "test_every_architecture (slow)"
     return f"{TEST_FILE}::{test}[{name}]"
 
@@ -52,26 +67,30 @@ def measure(name: str) -> CoverageRow:
     from pe_hooks.core.errors import SchemeError
     from pe_hooks.models.tiny import ArchBuildError
     from pe_hooks.sites import inspect
+    from pe_hooks.sites.facts import model_facts
     from pe_hooks.sites.inspect import scheme_of
 
     warnings.simplefilter("ignore")
     try:
-        g, _ = build_pair(name)
+        g, ref = build_pair(name)
     except ArchBuildError as exc:
         return CoverageRow(name, NOT_BUILT, reason=str(exc))
     except Exception as exc:  # the bridge would not boot it
         return CoverageRow(name, NOT_BUILT, reason=f"bridge boot failed: {type(exc).__name__}: {exc}"[:200])
     try:
         s = inspect(g)
-    except SchemeError as exc:
-        return CoverageRow(name, REFUSED, scheme=scheme_of(g).value, reason=str(exc).split(": ", 1)[-1])
+    except SchemeError as exc:  # not even its residual hooks fire: the tiny build does not run
+        why = model_facts(g).error or str(exc)
+        return CoverageRow(name, NOT_BUILT, scheme=scheme_of(g).value, reason=f"the tiny build's forward fails: {why}"[:240])
+    if s.refused:
+        return CoverageRow(name, REFUSED, scheme=s.scheme.value, family=s.family.name, reason=s.refused.split(": ", 1)[-1])
     layout = "-"
     if s.rotary_layout is not None:
         rot = "all layers" if len(s.rotary_layers) == s.n_layers else f"layers {list(s.rotary_layers)}"
         layout = f"{s.rotary_layout.value}; width {s.rotary_dim} of {s.d_head}; {rot}; {s.rope_type}"
     base = CoverageRow(name, SUPPORTED, scheme=s.scheme.value, family=s.family.name, layout=layout)
     try:
-        result = reference_check(name)
+        result = reference_check(name, pair=(g, ref))
     except Exception as exc:
         return CoverageRow(**{**base.to_json(), "status": FAILED, "reason": f"check raised {type(exc).__name__}: {exc}"[:200]})
     ok = passed(result)

@@ -24,6 +24,7 @@ def frequency_bands(model: Model, which: Literal["low", "high"] = "low", n: int 
         raise SchemeError(f"which must be 'low' or 'high', got {which!r}; pass which='low' or which='high'")
     n = check_int(n, "n", minimum=1)
     scheme = inspect(model)
+    scheme.require_positions()
     if scheme.scheme is not Scheme.ROTARY:
         raise SchemeError(
             f"frequency_bands applies to rotary models; {scheme.model_name} has {scheme.scheme.value} positions "
