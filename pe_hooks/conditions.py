@@ -7,6 +7,10 @@ of ``shuffle[=SEED]``, ``reverse``, ``shift=K``, ``constant=P``, ``scale=F``; th
 ``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ``"erase-quadratic"`` (offline, per layer) and
 ``"erase-inmodel"`` (LEACE hooks inside the model). Hook lists and callables
 ``(model, fit_data) -> hooks`` are interventions too.
+
+Words: an *intervention* is given as an ``InterventionSpec`` (a name, hooks or a callable); a name
+parses into an ``Intervention``; ``resolve_intervention`` makes any of them ``Resolved`` (hooks and/or
+an offline transform). A sweep's *condition* is one named intervention (``probes.plan.Condition``).
 """
 
 from __future__ import annotations
