@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -9,12 +10,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import DataError
+from pe_hooks.core.errors import DataError, UnderfitWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_bool, check_int, check_model, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.data.labels import check_token_positions
+from pe_hooks.data.stream import check_finite_acts
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser, erase_hook
 from pe_hooks.erasers.methods import ErasureMap, Fitter
 from pe_hooks.erasers.options import EraserMethod, Leace, as_method
@@ -22,12 +24,13 @@ from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 
 
-def _check_enough_tokens(method: EraserMethod, td: TokenData, exempt_first: bool) -> None:
+def _check_enough_tokens(method: EraserMethod, tokens: int, d_model: int) -> None:
     """A LEACE fit needs more tokens than dimensions of its position code, else the eraser is
-    whatever a handful of tokens happen to say (a silent, degenerate eraser)."""
+    whatever a handful of tokens happen to say (a silent, degenerate eraser); any fit on fewer
+    tokens than the model's width is warned about (``UnderfitWarning``)."""
+    _warn_if_underfit(tokens, d_model)
     if not isinstance(method, Leace):
         return
-    tokens = int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum())
     if tokens <= method.z_dim:
         raise DataError(
             f"only {tokens} tokens to fit a {method.z_dim}-dimensional position code: the eraser would be degenerate; "
@@ -35,9 +38,26 @@ def _check_enough_tokens(method: EraserMethod, td: TokenData, exempt_first: bool
         )
 
 
-def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _tokens(
+    x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a fitter sees (every fit path): the real ones, position 0 left out with
+    ``exempt_first``, checked to be finite (a ``DataError`` naming the site ``where``)."""
     keep = mask.bool() & ((pos > 0) if exempt_first else torch.ones_like(mask, dtype=torch.bool))
-    return x[keep], pos[keep]
+    xs = x[keep]
+    check_finite_acts(xs, where)
+    return xs, pos[keep]
+
+
+def _warn_if_underfit(tokens: int, d_model: int) -> None:
+    """``UnderfitWarning`` if an eraser is fitted on fewer tokens than the model's width."""
+    if tokens < d_model:
+        warnings.warn(
+            f"the eraser is fitted on {tokens} tokens, fewer than d_model {d_model}: its maps are mostly estimation "
+            "noise and position stays decodable out of sample; fit on more tokens: more sequences (n_seqs= of "
+            "fit_eraser, n_fit= of sweep) or longer ones (seq_len=)",
+            UnderfitWarning, stacklevel=4,
+        )
 
 
 ONE_PASS_BYTES = 2 * 2**30
@@ -86,7 +106,7 @@ def _fit_sequential_one_pass(
     def fit_then_erase(name: str) -> HookFn:
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
             xs, t = _tokens(x.reshape(-1, d_model), positions.reshape(-1).to(x.device), mask.reshape(-1).to(x.device),
-                            exempt_first)
+                            exempt_first, name)
             fitters[name].update(xs, t)
             maps[name] = fitters[name].finish()
             bar.update(1)
@@ -181,7 +201,7 @@ def fit_eraser(
     td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs, at_most=True)
     T = _max_position(td, exempt_first)
     names = _site_names(scheme, site, lay, hook_names)
-    _check_enough_tokens(opts, td, exempt_first)
+    _check_enough_tokens(opts, int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum()), scheme.d_model)
     sequential = len(names) > 1 if sequential is None else sequential
     if sequential:  # each site is fitted on states erased at every site before it: forward order
         names = _forward_order(scheme, names)
@@ -246,7 +266,7 @@ def _fit(
                                         desc=f"fit {info.method}"):
             for n in names:
                 x, t = _tokens(batch.acts[n].reshape(-1, d), batch.positions.reshape(-1), batch.mask.reshape(-1),
-                               exempt_first)
+                               exempt_first, n)
                 fitters[n].update(x, t)
         return {n: f.finish() for n, f in fitters.items()}
     if _forward_bytes(model, td) <= ONE_PASS_BYTES:
@@ -256,7 +276,7 @@ def _fit(
         upstream = PositionEraser(dict(maps), info).hooks(model) if maps else None
         for batch in stream_activations(model, td, [n], batch_size=batch_size, hooks=upstream, progress=False):
             x, t = _tokens(batch.acts[n].reshape(-1, d), batch.positions.reshape(-1), batch.mask.reshape(-1),
-                           exempt_first)
+                           exempt_first, n)
             fitters[n].update(x, t)
         maps[n] = fitters[n].finish()
     return maps
@@ -296,6 +316,7 @@ def fit_on_arrays(
     T = int(pt.max())
     f = opts.fitter(int(xt.shape[1]), T)
     keep = pt > 0 if exempt_first else torch.ones_like(pt, dtype=torch.bool)
+    _check_enough_tokens(opts, int(keep.sum()), int(xt.shape[1]))
     f.update(xt[keep], pt[keep])
     info = EraserInfo(model_name="(arrays)", d_model=int(xt.shape[1]), n_layers=0, method=opts.name, site=name,
                       features=getattr(opts, "features", "fourier"), max_position=T, exempt_first=exempt_first,
