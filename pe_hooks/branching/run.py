@@ -179,8 +179,7 @@ def run_branches(
         eraser: method of the reference eraser (``leace``, ``mean``, ``pca``, ``quadratic``).
         erase_on: fit the erased view's eraser on the reference corpus (``fit_seqs`` sequences), on
             the branches (cross-fitted), or ``both``.
-        n_neighbors, min_dist: UMAP's; ``k``: neighbours of the kNN metrics; ``n_perm``: label
-            permutations of the headline scores' nulls.
+        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations.
         massive: flag tokens with norm > this x median (``None``: flag nothing).
         device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
             must already have ``dtype`` if it is given).
@@ -197,8 +196,7 @@ def run_branches(
     name = name or scheme.model_name
     asked = [layers] if isinstance(layers, str) else list(layers)
     explicit = [v for v in asked if not isinstance(v, str)]
-    if explicit:
-        scheme.check_layers(explicit)  # fail before any work
+    explicit = scheme.check_layers(explicit) if explicit else []  # fail before any work
     early_layer = None if early is None else scheme.check_layers([early])[0]
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts or DEFAULT_PROMPTS)
     kw: dict[str, Any] = dict(n_branches=n_branches, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -209,7 +207,7 @@ def run_branches(
     raw = branches(model, prompt_list, layers=collect, auto_layers=auto_layers, **kw)
     auto = any(isinstance(v, str) for v in asked)
     timings["generate + collect (+ score every layer)" if auto else "generate + collect"] = time.perf_counter() - t
-    chosen = sorted(set(raw.auto_layers) | set(scheme.check_layers(explicit) if explicit else []))
+    chosen = sorted(set(raw.auto_layers) | set(explicit))
     reference = _reference_eraser(model, raw, chosen, options, timings) if erase_on in ("reference", "both") else None
     inter = None
     hooks = intervention_hooks(model, intervention, raw.prompt_len + max_new_tokens, seed=seed)
