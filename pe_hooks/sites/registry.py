@@ -192,7 +192,8 @@ POSITIONAL_HOOKS = ("hook_pos_embed", "decoder_pos_embed.hook_out", "rotary_emb.
 REFUSALS: tuple[Refusal, ...] = (
     Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
             lambda s, h, r: r is not None and r.complex_tables),
-    Refusal("its rotary module has no inv_freq buffer to read the frequencies from",
+    Refusal("its rotary module has no inv_freq buffer tied to each layer (inv_freq, or one <layer type>_inv_freq "
+            "per layer type of the config) to read the frequencies from",
             lambda s, h, r: r is not None and not r.has_inv_freq),
     Refusal("its rope_type changes inv_freq with the sequence length (dynamic NTK / LongRoPE), so decoded "
             "positions and edited tables would use stale frequencies",
