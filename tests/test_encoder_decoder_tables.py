@@ -93,11 +93,11 @@ def test_xglm_is_refused_with_what_still_works() -> None:
 
 
 def test_residual_erasers_run_on_the_encoder_stack() -> None:
-    """Erasers and residual ``project_out`` act on the encoder's residual stream (``blocks.i`` is the
-    encoder on the bridge) and move the decoder's logits."""
+    """Erasers and residual ``project_out`` act on the encoder's residual stream (the bridge has no
+    ``blocks.i`` alias on encoder-decoder models: ``encoder_blocks.i``) and move the decoder's logits."""
     g, _ = build_pair("BartForConditionalGeneration")
     s = p.inspect(g)
-    assert s.resid["resid_pre"][0] == "blocks.0.hook_resid_pre"
+    assert s.resid["resid_pre"] == ("encoder_blocks.0.hook_resid_pre", "encoder_blocks.1.hook_resid_pre")
     data = torch.randint(3, 250, (12, 16), generator=torch.Generator().manual_seed(0))
     eraser = p.fit_eraser(g, data, method="leace", layers=[1], seq_len=16, n_seqs=12, progress=False)
     base = _logits(g, p.HookList([]))
