@@ -7,9 +7,11 @@ zeroed or masked per band, rotary module patched to mean tables, ``position_ids`
 decoding vs a full forward). Tolerance 1e-5 on logits (1e-4 for cached steps), and every edit must
 move the reference's logits by >= 1e-4 of their largest value (so each check can fail).
 
-Fast: a representative subset (Llama-like with llama3/YaRN scaling, q/k-normed Qwen3/Gemma-3,
-NeoX-like Phi-3, partial Phi/StableLM/Qwen3.5, interleaved Cohere, interleaved pairs GLM, NoPE
-layers Cohere-2/SmolLM3, half-width GPT-OSS, MLA DeepSeek-V3). ``-m slow``: every TL name.
+Fast: a representative subset (Llama-like with YaRN scaling, q/k-normed Qwen3,
+NeoX-like Phi-3, partial Phi/StableLM, interleaved Cohere, interleaved pairs GLM, NoPE layers
+Cohere-2/SmolLM3, half-width GPT-OSS, MLA DeepSeek-V3 (rotary sub-head), Qwen3.5 (linear attention
+with full attention every 4th layer, partial, q/k normed, gated q; text positions make its M-RoPE
+sections equal, so its tables are plain rotate-half)). ``-m slow``: every TL name.
 """
 
 from __future__ import annotations
@@ -23,15 +25,13 @@ import torch
 import pe_hooks as p
 from pe_hooks.cli.arch_check import build_pair, passed, reference_check
 from pe_hooks.cli.architectures_cmd import FAST_TESTED, VARIANTS, architectures, measure, tl_names
-from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED
+from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED, render
 from pe_hooks.sites.registry import RotaryLayout
 
 # what each fast name is, as inspect must describe it: (layout, rotated width, rotating layers, rot_qk works)
 EXPECTED: dict[str, tuple[RotaryLayout, int, tuple[int, ...], bool]] = {
-    "LlamaForCausalLM+llama3": (RotaryLayout.HALF, 16, (0, 1, 2, 3), True),
     "LlamaForCausalLM+yarn": (RotaryLayout.HALF, 16, (0, 1, 2, 3), True),
     "Qwen3ForCausalLM": (RotaryLayout.HALF, 16, (0, 1, 2, 3), True),
-    "Gemma3ForCausalLM": (RotaryLayout.HALF, 16, (0, 1, 2, 3), True),
     "Phi3ForCausalLM": (RotaryLayout.HALF, 8, (0, 1, 2, 3), False),
     "PhiForCausalLM": (RotaryLayout.HALF, 4, (0, 1, 2, 3), True),
     "StableLmForCausalLM": (RotaryLayout.HALF, 8, (0, 1, 2, 3), True),
@@ -41,7 +41,7 @@ EXPECTED: dict[str, tuple[RotaryLayout, int, tuple[int, ...], bool]] = {
     "SmolLM3ForCausalLM": (RotaryLayout.HALF, 16, (0, 1, 2), True),
     "GptOssForCausalLM": (RotaryLayout.HALF_SINGLE, 16, (0, 1, 2, 3), True),
     "DeepseekV3ForCausalLM": (RotaryLayout.ADJACENT, 8, (0, 1, 2, 3), False),
-    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 8, (3,), False),
+    "Qwen3_5ForCausalLM": (RotaryLayout.HALF, 8, (3,), True),  # full attention every 4th layer; q normed, gated,
 }
 
 
@@ -51,15 +51,29 @@ def test_fast_list_is_the_one_the_table_cites() -> None:
 
 @pytest.mark.parametrize("name", FAST_TESTED)
 def test_verbs_vs_hf(name: str) -> None:
-    g, _ = build_pair(name)
-    s = p.inspect(g)
+    pair = build_pair(name)
+    s = p.inspect(pair[0])
     layout, width, layers, rot_qk = EXPECTED[name]
     assert (s.rotary_layout, s.rotary_dim, s.rotary_layers, bool(s.rot_q)) == (layout, width, layers, rot_qk), str(s)
-    result = reference_check(name)
+    result = reference_check(name, pair=pair)
     ok = passed(result)
     want = {"bare", "zero", "bands", "remove", "replace", "kv_cache"} | ({"rot_qk"} if rot_qk else set())
     assert set(ok) == want
     assert all(ok.values()), {k: f"{result[k]:.2g} (effect {result.get(k + ':effect', 1):.2g})" for k in ok if not ok[k]}
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("DeepseekV3ForCausalLM", r"Here attn.hook_rot_q/k carry only a rotary sub-head .*multi-head latent attention.*site='rotary'"),
+    ("Phi3ForCausalLM", r"attn.hook_rot_q/k never fire.*site='rotary'"),
+])
+def test_rot_qk_refused_where_it_cannot_rebuild_heads(name: str, why: str) -> None:
+    """DeepSeek-V3's hook_rot_q/k hold only the rope part of each head (the table verbs above are
+    checked against HF's rope part edited by hand); Phi-3's never fire: rot_qk says so and names
+    the site that works."""
+    g, _ = build_pair(name)
+    for verb in (p.zero, p.remove, lambda m, site: p.replace(m, p.reverse(4), site=site)):
+        with pytest.raises(p.SchemeError, match=why):
+            verb(g, site="rot_qk")
 
 
 REFUSED_NAMES = {
@@ -122,19 +136,18 @@ def test_left_padded_interleaved_row_equals_the_row_alone() -> None:
 
 
 def test_coverage_command_writes_the_table(tmp_path: object) -> None:
-    """The command measures each name in its own process: supported (with each verb's reference
-    difference), refused (with the reason), not buildable (with why); rows and counts rendered."""
+    """The command measures each name in its own process and writes the table; rows say supported
+    (with each verb's reference difference), refused (with the reason), not buildable (with why)."""
     out = tmp_path / "architectures.md"  # type: ignore[operator]
-    rows = architectures(out, names=["GPT2LMHeadModel", "GPTJForCausalLM"], jobs=2, timeout=240)
-    assert [r.status for r in rows] == [SUPPORTED, REFUSED]
-    table_verbs = {"zero", "remove", "replace", "project_out"}  # learned: each vs the HF table edited by hand
-    assert table_verbs <= set(rows[0].passed) and all(rows[0].verbs[v] <= 1e-5 for v in table_verbs), rows[0]
-    text = out.read_text()
-    assert "2 names: 1 supported (1 reference-tested), 1 refused, 0 not buildable offline, 0 failed" in text
-    assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
-    assert "| GPTJForCausalLM | refused | rotary | residual only |" in text and "rotary_emb.hook_cos/sin does not exist" in text
-    missing = measure("NoSuchForCausalLM")  # in this process: nothing to build
+    (refused,) = architectures(out, names=["GPTJForCausalLM"], jobs=1, timeout=240)  # one subprocess
+    assert refused.status == REFUSED and "rotary_emb.hook_cos/sin does not exist" in refused.reason, refused
+    assert "| GPTJForCausalLM | refused | rotary | residual only |" in out.read_text()
+    supported, missing = measure("GPT2LMHeadModel"), measure("NoSuchForCausalLM")  # in this process
+    assert supported.status == SUPPORTED and {"zero", "remove", "replace", "project_out"} <= set(supported.passed) and all(supported.verbs[v] <= 1e-5 for v in supported.passed), supported
     assert missing.status == NOT_BUILT and "no class NoSuchForCausalLM in transformers" in missing.reason
+    text = render([supported, refused, missing])
+    assert "3 names: 1 supported (1 reference-tested), 1 refused, 1 not buildable offline, 0 failed" in text
+    assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
 
 
 @pytest.mark.slow

@@ -160,7 +160,7 @@ def run_branches(
     massive: float | None = 8.0,
     kv_cache: bool | None = None,
     device: str = "cpu",
-    dtype: torch.dtype | DTypeName = "float32",
+    dtype: torch.dtype | DTypeName | None = None,
     name: str | None = None,
     progress: bool = True,
 ) -> BranchesRun:
@@ -182,7 +182,8 @@ def run_branches(
         n_neighbors, min_dist: UMAP's; ``k``: neighbours of the kNN metrics; ``n_perm``: label
             permutations of the headline scores' nulls.
         massive: flag tokens with norm > this x median (``None``: flag nothing).
-        device, dtype: of a model loaded by name (``load_model``'s).
+        device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
+            must already have ``dtype`` if it is given).
         name: the model's name in titles and reports (default: the name given, else the model's own).
     """
     options = {k: v for k, v in locals().items() if k not in ("model", "prompts")}
@@ -191,7 +192,7 @@ def run_branches(
     timings: dict[str, float] = {}
     if isinstance(model, str):
         name = name or model
-        model = load_model(model, device=device, dtype=dtype)
+    model = load_model(model, device=device, dtype=dtype)  # a built model: returned as it is, its dtype checked
     scheme = inspect(model)
     name = name or scheme.model_name
     asked = [layers] if isinstance(layers, str) else list(layers)

@@ -87,7 +87,8 @@ def path_ratio(z: np.ndarray, branch: np.ndarray, position: np.ndarray) -> float
 
 
 def knn_index(z: np.ndarray, k: int) -> np.ndarray:
-    """``[n, k]`` indices of each point's ``k`` nearest other points."""
+    """``[n, k]`` indices of each point's ``k`` nearest other points (Euclidean; each point itself is
+    dropped, normally column 0, elsewhere when duplicates tie with it)."""
     kk = min(k, len(z) - 1)
     idx = NearestNeighbors(n_neighbors=kk + 1).fit(z).kneighbors(z, return_distance=False)
     self_col = idx == np.arange(len(z))[:, None]

@@ -332,12 +332,15 @@ def alibi_check(g: Model, ref: Any) -> dict[str, float]:
     return out
 
 
-def reference_check(name: str, verbs: tuple[str, ...] | None = None) -> dict[str, float]:
+def reference_check(
+    name: str, verbs: tuple[str, ...] | None = None, pair: tuple[Model, Any] | None = None
+) -> dict[str, float]:
     """Max |logit difference| of each verb on ``name`` vs its hand-edited HF reference (see module doc).
 
+    ``pair``: a ``build_pair(name)`` already built (else one is built here).
     Raises ``SchemeError`` when pe-hooks refuses the architecture (``PositionalScheme.refused``).
     """
-    g, ref = build_pair(name)
+    g, ref = pair if pair is not None else build_pair(name)
     scheme = p.inspect(g)
     scheme.require_positions()
     if scheme.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):

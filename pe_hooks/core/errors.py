@@ -40,6 +40,10 @@ class RangeError(PeHooksError, IndexError):
     """An index (layer, head, band, position, token id) lies outside what the model has."""
 
 
+class NegativePositionError(RangeError, DataError):
+    """A given token position is below 0: out of range, and bad data."""
+
+
 class ArtefactError(DataError):
     """A saved artefact (eraser, sweep result, output folder) is missing, incomplete, corrupt, of
     another format version, or cannot be written where asked."""

@@ -25,11 +25,11 @@ from pe_hooks.core.errors import (
     FitMismatchWarning,
     HookPointError,
     ModelMismatchError,
-    RangeError,
 )
 from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_fingerprint, check_model
+from pe_hooks.data.labels import check_token_positions
 from pe_hooks.erasers.methods import METHODS, POSITIONAL_METHODS, ErasureMap, SiteMap
 from pe_hooks.erasers.quadratic import QuadraticMap
 from pe_hooks.sites.inspect import inspect
@@ -127,7 +127,7 @@ class PositionEraser:
             raise DataError(f"activations to erase must be floats, got {xt.dtype}; convert with .float()")
         if not bool(torch.isfinite(xt).all()):
             raise DataError("activations to erase contain NaN or inf; drop or fix those rows first")
-        pt = None if positions is None else _check_positions(positions, tuple(xt.shape[:-1]))
+        pt = None if positions is None else check_token_positions(positions, tuple(xt.shape[:-1]))
         site = self.site_for(hook_name, layer)
         if self.info.sequential and site is not next(iter(self.maps.values())):
             warnings.warn(
@@ -264,23 +264,6 @@ class PositionEraser:
             if name is not None and name != info.model_name and not info.fingerprint:
                 raise ModelMismatchError(f"eraser was fitted on '{info.model_name}', not on '{name}'")
         return cls(maps, info, model)
-
-
-def _check_positions(positions: Any, shape: tuple[int, ...]) -> torch.Tensor:
-    """The position of every row of the activations: integers >= 0, shape ``x.shape[:-1]``."""
-    try:
-        pt = torch.as_tensor(positions)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"cannot use a {type(positions).__name__} as positions; pass integer positions {list(shape)}") from exc
-    if tuple(pt.shape) != shape:
-        raise DataError(
-            f"positions have shape {tuple(pt.shape)} but the activations {shape} (+ d); pass one position per row"
-        )
-    if pt.dtype == torch.bool or pt.is_complex() or (pt.is_floating_point() and not bool((pt == pt.round()).all())):
-        raise DataError(f"positions must be whole numbers (token indices), got {pt.dtype} values; pass integer positions")
-    if pt.numel() and int(pt.min()) < 0:
-        raise RangeError(f"positions contain {int(pt.min())}; positions start at 0: pass positions >= 0")
-    return pt.long()
 
 
 def erase_hook(site: ErasureMap, src: Any, exempt_first: bool, d_model: int) -> HookFn:

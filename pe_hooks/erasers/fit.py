@@ -13,6 +13,7 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_bool, check_int, check_model, check_number, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
+from pe_hooks.data.labels import check_token_positions
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser, erase_hook
 from pe_hooks.erasers.features import FEATURES
 from pe_hooks.erasers.methods import METHODS, ErasureMap, new_fitter
@@ -287,18 +288,12 @@ def fit_on_arrays(
     """Fit an eraser on latents you already have: ``x`` ``[n, d]``, integer ``positions`` ``[n]``."""
     _check_options(method, features)
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
-    pt = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
     if xt.ndim != 2 or xt.shape[0] == 0:
         raise DataError(f"x must be a non-empty [n, d] array, got shape {tuple(xt.shape)}")
-    if pt.shape != (xt.shape[0],):
-        raise DataError(f"positions must have shape [{xt.shape[0]}], got {tuple(pt.shape)}")
-    if pt.is_floating_point() and not bool((pt == pt.round()).all()):
-        raise DataError("positions must be integers (token indices); pass whole-number positions")
+    pt = check_token_positions(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions,
+                               (int(xt.shape[0]),))
     if not bool(torch.isfinite(xt).all()):
         raise DataError("x contains NaN or inf; drop or fix those rows first")
-    pt = pt.long()
-    if int(pt.min()) < 0:
-        raise DataError(f"positions contain {int(pt.min())}; positions start at 0: pass positions >= 0")
     used = pt[pt > 0] if exempt_first else pt
     if int(used.unique().numel()) < 2:
         raise DataError(

@@ -31,6 +31,7 @@ import torch
 from concept_erasure import LeaceFitter
 
 from pe_hooks.core.errors import DataError
+from pe_hooks.data.labels import check_token_positions
 from pe_hooks.erasers.features import check_concept_labels, position_features
 from pe_hooks.erasers.quadratic import QuadraticMap, QuadraticSiteFitter
 
@@ -75,13 +76,8 @@ class SiteMap:
         if self.offsets is not None:
             if positions is None:
                 raise DataError("method 'mean' needs the position of every token: pass positions=")
-            t = positions.to(x.device).long()
-            top = self.offsets.shape[0] - 1
-            if int(t.max()) > top:
-                raise DataError(
-                    f"position {int(t.max())} is beyond the fitted range 0..{top}; refit on longer "
-                    "sequences, or use method='leace' (position-free at apply time)"
-                )
+            t = check_token_positions(positions.to(x.device), upper=self.offsets.shape[0] - 1,
+                                      fix="refit on longer sequences, or use method='leace' (position-free at apply time)")
             out = out - self.offsets.to(x.device)[t]
         return out.to(x.dtype)
 

@@ -70,21 +70,16 @@ import torch
 from concept_erasure import QuadraticFitter
 
 from pe_hooks.core.errors import DataError
+from pe_hooks.data import labels
 
 METHOD = "quadratic"
 
 
 def position_bins(positions: torch.Tensor, *, max_position: int, n_bins: int) -> torch.Tensor:
     """Bin index ``floor((t - 1) * n_bins / max_position)`` of positions ``1..max_position``; -1 at 0."""
-    t = positions.long()
-    if t.numel() and int(t.min()) < 0:
-        raise DataError("positions must be >= 0")
-    if t.numel() and int(t.max()) > max_position:
-        raise DataError(
-            f"position {int(t.max())} is beyond the fitted range 1..{max_position}; refit the quadratic "
-            "eraser on sequences at least that long"
-        )
-    b = torch.div((t - 1).clamp_min(0) * n_bins, max_position, rounding_mode="floor")
+    t = labels.check_token_positions(positions, upper=max_position,
+                              fix="refit the quadratic eraser on sequences at least that long")
+    b = labels.position_bins(t, n_bins, 1, max_position)
     return torch.where(t == 0, torch.full_like(b, -1), b)
 
 
@@ -95,14 +90,10 @@ def _as_tokens(x: Any, t: Any, d: int) -> tuple[torch.Tensor, torch.Tensor]:
             "the quadratic eraser is class-conditional: it needs the position of every token "
             "(pass positions=, same leading shape as x)"
         )
-    tt = torch.as_tensor(t)
     if xt.shape[-1] != d:
         raise DataError(f"activations have d={xt.shape[-1]} but the eraser was fitted on d={d}")
-    if tuple(tt.shape) != tuple(xt.shape[:-1]):
-        raise DataError(f"positions must have shape {tuple(xt.shape[:-1])}, got {tuple(tt.shape)}")
-    if tt.is_floating_point() and not bool((tt == tt.round()).all()):
-        raise DataError("positions must be integers (token indices)")
-    return xt.reshape(-1, d), tt.reshape(-1).long()
+    tt = labels.check_token_positions(t, tuple(xt.shape[:-1]))
+    return xt.reshape(-1, d), tt.reshape(-1)
 
 
 @dataclass

@@ -140,7 +140,7 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
-    "num_mtp_layers": 0, "rotary_dim": 8,
+    "num_mtp_layers": 0, "rotary_dim": 8, "hidden_size_per_layer_input": 16,
     # encoder-decoder models: equal stacks (TL 4.3 adapters need them): 2 + 2 layers (BART-like), 4 + 4 (T5-like)
     "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 4, "encoder_attention_heads": TINY_HEADS,
     "decoder_attention_heads": TINY_HEADS, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
@@ -212,6 +212,8 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
     if "kv_lora_rank" in kw and "num_key_value_heads" in kw:  # MLA: every head has its own latent keys
         kw["num_key_value_heads"] = kw.get("num_attention_heads", TINY_HEADS)
     kw["vocab_size"] = vocab_size
+    if "vocab_size_per_layer_input" in fields:  # Gemma-4's per-layer token embeddings (262144 rows by default)
+        kw["vocab_size_per_layer_input"] = vocab_size
     kw.update(special_ids or {})
     if "pad_token_id" in kw and getattr(default, "decoder_start_token_id", None) == kw["pad_token_id"] and "eos_token_id" in kw:
         kw["decoder_start_token_id"] = kw["eos_token_id"]  # a decoder starting on a pad token (M2M100 numbers it -1)

@@ -3,13 +3,16 @@
 
 from pe_hooks.probes.estimators import StreamingLDA, StreamingRidge
 from pe_hooks.probes.geometry import geometry
+from pe_hooks.probes.options import SweepOptions
+from pe_hooks.probes.result import SweepResult
 from pe_hooks.probes.stats import LayerStats
-from pe_hooks.probes.sweep import SweepResult, sweep
+from pe_hooks.probes.sweep import sweep
 
 __all__ = [
     "LayerStats",
     "StreamingLDA",
     "StreamingRidge",
+    "SweepOptions",
     "SweepResult",
     "geometry",
     "sweep",

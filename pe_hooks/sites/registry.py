@@ -202,8 +202,8 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s, h, r: r is not None and (r.rope_type in ("dynamic", "longrope") or "dynamic" in r.rope_type)),
     Refusal("hook_rot_q/k carry q/k in another shape than hook_q/k (a rotary sub-head, as in multi-head latent "
             "attention), and per-layer cos/sin do not take edits",
-            lambda s, h, r: h.shapes.get("blocks.{i}.attn.hook_rot_q") != h.shapes.get("blocks.{i}.attn.hook_q")
-            and "rotary_layer" not in h.takes_edits and "rot_qk" in h.takes_edits),
+            lambda s, h, r: not _rotated_whole_heads("bridge", h) and "rotary_layer" not in h.takes_edits
+            and "rot_qk" in h.takes_edits),
     Refusal("its relative-position buckets could not be reproduced from the key-query distances (the model's own "
             "buckets differ), so edited positions would read the wrong rows",
             lambda s, h, r: s is Scheme.RELATIVE and any(not f.buckets_match and not f.windowed for f in h.relative.values())),
@@ -298,18 +298,46 @@ def _layout(rotary: RotaryFacts | None, facts: HookFacts, n_bands: int | None) -
     return RotaryLayout.HALF
 
 
+#: the note (and the rot_qk advice) of a model whose hook_rot_q/k carry only part of each head
+SUBHEAD_NOTE = ("attn.hook_rot_q/k carry only a rotary sub-head (another shape than the heads before the rotation, "
+                "as in multi-head latent attention): site='rot_qk' cannot rebuild whole heads; site='rotary' edits the "
+                "rotation")
+
+
+def _same_heads(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> bool:
+    """Shapes ``a`` (post-rotation) and ``b`` (pre-rotation) hold the same heads: equal, ``[b, s, h, d]``
+    vs ``[b, h, s, d]``, or ``[b, s, h, d]`` vs ``[b, s, h * d]`` (what ``site='rot_qk'`` rebuilds)."""
+    if a is None or b is None:
+        return False
+    if a == b or (len(a) == len(b) == 4 and (a[0], a[2], a[1], a[3]) == b):
+        return True
+    return len(a) == 4 and len(b) == 3 and a[:2] == b[:2] and a[2] * a[3] == b[2]
+
+
+def _rotated_whole_heads(backend: str, facts: HookFacts) -> bool:
+    """``hook_rot_q/k`` are the rotation of the hook before them (``hook_q_normed`` where q/k are
+    normed first, else ``hook_q``), same heads: what ``site='rot_qk'`` needs."""
+    if backend == "hooked":
+        return True
+    for w in ("q", "k"):
+        normed = facts.before(f"blocks.{{i}}.attn.hook_{w}_normed", f"blocks.{{i}}.attn.hook_rot_{w}")
+        pre = facts.shapes.get(f"blocks.{{i}}.attn.hook_{w}" + ("_normed" if normed else ""))
+        if not _same_heads(facts.shapes.get(f"blocks.{{i}}.attn.hook_rot_{w}"), pre):
+            return False
+    return True
+
+
 def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None) -> FamilySpec:
-    rot_q, q = facts.shapes.get("blocks.{i}.attn.hook_rot_q"), facts.shapes.get("blocks.{i}.attn.hook_q")
-    rot_qk = "rot_qk" in facts.takes_edits and rot_q is not None and (backend == "hooked" or rot_q == q)
+    rot_qk = "rot_qk" in facts.takes_edits and _rotated_whole_heads(backend, facts)
     never = [t for t in sorted(facts.exists - set(facts.fires)) if "resid" not in t and not t.endswith(("hook_q", "hook_k"))]
-    if "rot_qk" in facts.takes_edits and not rot_qk:
-        never.append("blocks.{i}.attn.hook_rot_q/k (not whole heads: another shape than hook_q/k)")
     prefix = "blocks" if facts.fire("blocks.{i}.hook_resid_pre") or not facts.fire("encoder_blocks.{i}.hook_resid_pre") \
         else "encoder_blocks"  # an encoder-decoder bridge: residual sites of the encoder stack
     resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"{prefix}.{{i}}.hook_{s}"))
     notes = list(desc.notes)
     if prefix != "blocks":
         notes.append(f"residual and attention-score sites are the encoder's ({prefix}.*)")
+    if "rot_qk" in facts.takes_edits and not rot_qk:
+        notes.append(SUBHEAD_NOTE)
     if not facts.causal:
         notes.append("bidirectional attention (an encoder)")
     if "attn_scores" not in facts.takes_edits and facts.fire("blocks.{i}.attn.hook_attn_scores"):
@@ -392,6 +420,8 @@ def site_advice(site: str, family: FamilySpec) -> str:
         )
     if site == "rotary" and scheme is Scheme.ROTARY and not family.rotary_cos_sin:
         return "This model has no cos/sin hooks (TransformerLens 3.x): use site='rot_qk'."
+    if site == "rot_qk" and scheme is Scheme.ROTARY and SUBHEAD_NOTE in family.notes:
+        return f"Here {SUBHEAD_NOTE}."
     if site == "rot_qk" and scheme is Scheme.ROTARY and not family.rot_qk_fire:
         return "attn.hook_rot_q/k never fire on this architecture (GPT-NeoX bridge): use site='rotary'."
     return _SCHEME_ADVICE.get(scheme, ERASER_ADVICE)
