@@ -1,8 +1,11 @@
-"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened.
+"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened; or of
+given texts (``--texts FILE``, any model, encoders included), or of sampled continuations read by
+another model (``--reader NAME``).
 
 By default the layer is chosen where position is measurably strongest in the branch latents
 (``--layer auto``; ``pe_hooks.branching.layer_choice``). The pipeline is ``pe_hooks.run_branches``; this
-command loads the model, calls it and writes the result. Writes to ``OUT/branches-MODEL/``: ``branches-layer{L}.png``
+command loads the model, calls it and writes the result. Writes to ``OUT/branches-MODEL/`` (with ``--reader``:
+``OUT/branches-READER-reading-MODEL/``): ``branches-layer{L}.png``
 per layer, ``metrics.csv`` (tidy), ``layer-scores.csv`` (with ``--layer auto``: every layer's
 score), ``metrics.md`` and ``branches.md`` (layer choice, headline scores with nulls, all metrics,
 + the generated texts), ``texts.json`` (texts, prompts, settings).
@@ -16,14 +19,21 @@ from pathlib import Path
 
 from pe_hooks import conditions
 from pe_hooks.branching.run import BRANCHES_FILES
+from pe_hooks.branching.texts import read_texts
 from pe_hooks.cli.args import int_at_least, number_in
 from pe_hooks.conditions import Intervention
 from pe_hooks.core.atomic import check_writable_target
+from pe_hooks.core.errors import ArgumentError
 from pe_hooks.models.precision import DTYPE_NAMES
 
 INTERVENTION_HELP = (
-    "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
-    "reverse, shift=K, constant=P, scale=F (default: remove)"
+    "verb of the intervened run (repeatable: one view each): zero, remove, none, or replace:MAP with MAP one of "
+    "shuffle, reverse, shift=K, constant=P, scale=F (default: remove)"
+)
+TEXTS_HELP = (
+    "read these texts instead of sampling (any model, encoders included): a .json list / list of lists / "
+    "{group: [texts]} (or the texts.json of a branches report), or a text file with one text per line and groups "
+    "separated by blank lines; each text is one trajectory"
 )
 
 
@@ -34,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt (repeatable); default: the built-in prompt set (pe_hooks.branching.DEFAULT_PROMPTS)")
+    p.add_argument("--texts", type=Path, default=None, help=TEXTS_HELP)
+    p.add_argument("--reader", default=None,
+                   help="model that reads the sampled branches (decoded, re-tokenised): e.g. --model smollm2-135m "
+                   "--reader minilm-l6")
+    p.add_argument("--max-tokens", type=int_at_least(2), default=None,
+                   help="tokens kept per text read (--texts, --reader; default: the shortest text's)")
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
     p.add_argument("--tokens", type=int_at_least(2), default=128, help="new tokens per continuation (default 128)")
     p.add_argument("--layer", type=layer_arg, action="append", default=None,
@@ -43,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--auto-layers", type=int_at_least(1), default=1, help="how many layers 'auto' picks (default 1)")
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
-    p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
+    p.add_argument("--intervention", action="append", default=None, help=INTERVENTION_HELP)
     p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca", "quadratic"], help="method of the erased view")
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
@@ -79,6 +95,11 @@ def layer_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a layer is an integer or 'auto', not {text!r}") from exc
 
 
+def _folder_name(model: str, reader: str | None) -> str:
+    name = model if reader is None else f"{reader}-reading-{model}"
+    return name.replace("/", "_")
+
+
 def parse_intervention(text: str) -> Intervention:
     """``--intervention``'s value in the one intervention language (``pe_hooks.conditions``)."""
     return conditions.parse_intervention(text, what="--intervention")
@@ -90,15 +111,23 @@ def run(args: argparse.Namespace) -> int:
     from pe_hooks.viz import plot_branches_run
 
     t0 = time.perf_counter()
-    parse_intervention(args.intervention)  # fail before any work, naming the option
-    folder = args.out / f"branches-{args.model.replace('/', '_')}"
+    specs = args.intervention or ["remove"]
+    for spec in specs:
+        parse_intervention(spec)  # fail before any work, naming the option
+    if args.texts is not None and (args.prompt or args.reader):
+        raise ArgumentError("--texts are read by --model; give --prompt (sampled, optionally read by --reader) or "
+                            "--texts, not both")
+    texts = read_texts(args.texts) if args.texts is not None else None  # bad files fail before loading
+    folder = args.out / f"branches-{_folder_name(args.model, args.reader)}"
     check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     result = run_branches(
-        model, args.prompt, name=args.model, n_branches=args.branches, max_new_tokens=args.tokens,
+        model, args.prompt, texts=texts, reader=args.reader, max_tokens=args.max_tokens,
+        intervention=specs[0] if len(specs) == 1 else specs,
+        name=args.model, n_branches=args.branches, max_new_tokens=args.tokens,
         layers=args.layer or ["auto"], auto_layers=args.auto_layers, early=args.early, site=args.site,
-        intervention=args.intervention, eraser=args.eraser, erase_on=args.erase_on, fit_seqs=args.fit_seqs,
+        eraser=args.eraser, erase_on=args.erase_on, fit_seqs=args.fit_seqs,
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, n_neighbors=args.neighbors,
         min_dist=args.min_dist, k=args.k, n_perm=args.n_perm, massive=args.massive or None,
         kv_cache={"auto": None, "on": True, "off": False}[args.kv_cache], device=args.device, dtype=args.dtype,
