@@ -33,6 +33,9 @@ WATCHED = (
     "blocks.{i}.attn.hook_q", "blocks.{i}.attn.hook_k", "blocks.{i}.attn.hook_q_normed", "blocks.{i}.attn.hook_k_normed",
     "blocks.{i}.attn.hook_attn_scores",
     "blocks.{i}.hook_resid_pre", "blocks.{i}.hook_resid_mid", "blocks.{i}.hook_resid_post",
+    # encoder-decoder bridges name their stacks (no ``blocks.{i}`` alias): the encoder's residual and scores
+    "encoder_blocks.{i}.hook_resid_pre", "encoder_blocks.{i}.hook_resid_mid", "encoder_blocks.{i}.hook_resid_post",
+    "encoder_blocks.{i}.attn.hook_attn_scores",
 )
 
 #: edits whose effect on the logits says a site takes edits: site -> (templates, edit)

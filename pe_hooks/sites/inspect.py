@@ -145,7 +145,7 @@ def _rotating_layers(model: Model, spec: FamilySpec, n_layers: int) -> tuple[int
 
 def _resid_names(spec: FamilySpec, n_layers: int) -> dict[str, tuple[str, ...]]:
     return {
-        site: tuple(f"blocks.{i}.hook_{site}" for i in range(n_layers))
+        site: tuple(f"{spec.resid_prefix}.{i}.hook_{site}" for i in range(n_layers))
         for site in RESID_SITES
         if site in spec.resid_sites
     }
@@ -214,7 +214,7 @@ def inspect(model: Model) -> PositionalScheme:
         d_head=d_head,
         n_ctx=int(cfg.n_ctx),
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
-        attn_scores=() if spec.refused else tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
+        attn_scores=() if spec.refused else tuple(f"{spec.resid_prefix}.{i}.attn.hook_attn_scores" for i in L),
         resid=_resid_names(spec, n_layers),
         never_fire=never,
         **kw,
