@@ -1,5 +1,5 @@
 """What the phenomenon looks like when it is there: the branches figure of planted latents
-(``pe_hooks.probes.planted_branches``: a shared positional drift hiding 8 branch offsets), raw vs
+(``pe_hooks.branching.planted_branches``: a shared positional drift hiding 8 branch offsets), raw vs
 erased by a LEACE eraser fitted on another draw vs erased by erasers fitted on the branches
 (cross-fitted). The same data as the planted tests.
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pe_hooks.branching import BranchLatents, analyze, make_views, planted_branches
 from pe_hooks.core.atomic import write_artefact
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes import BranchLatents, analyze, make_views, planted_branches
 from pe_hooks.reports import headline_table
 from pe_hooks.viz import plot_branches
 

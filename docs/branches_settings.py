@@ -6,7 +6,7 @@ path? The README's table of settings tried (``layers="auto"`` scores every layer
 
 For each setting: the best layer by held-out positional share (with its shuffled null), the best
 (lowest) raw path ratio, and the best held-out ridge R^2 of position, over all 30 layers
-(``pe_hooks.probes.layer_choice``). The last rows score the reference corpus (stdlib docstrings,
+(``pe_hooks.branching.layer_choice``). The last rows score the reference corpus (stdlib docstrings,
 48 sequences x 256 tokens, folds = sequences) over position ranges, to show where the positional
 variance that ``pe-hooks sweep`` measures over positions 1-63 lives.
 
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from pe_hooks import branches, load_model
+from pe_hooks.branching import DEFAULT_PROMPTS, layer_scores
 from pe_hooks.core.atomic import write_artefact
 from pe_hooks.data import load_data, stream_activations
-from pe_hooks.probes import DEFAULT_PROMPTS, layer_scores
 
 OUT = Path(__file__).parent / "results" / "branches-settings-smollm2-135m"
 

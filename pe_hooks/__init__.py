@@ -10,11 +10,13 @@ The public API, all plain TransformerLens ``(name, fn)`` hooks and data objects:
     eraser = p.fit_eraser(model, data)            # fitted residual-stream erasers
     result = p.sweep(model, None, ["baseline", "zero", "erase"])   # per-layer probes -> SweepResult
     lat = p.branches(model, "Once upon a time")   # latents of sampled continuations
+    run = p.run_branches(model)                   # the whole `pe-hooks branches` pipeline -> BranchesRun
 
 Pictures: ``pe_hooks.viz`` (``plot_sweep``, ``plot_branches``); Markdown reports:
 ``pe_hooks.reports``.
 """
 
+from pe_hooks.branching import BranchesRun, BranchLatents, branches, run_branches
 from pe_hooks.core import (
     ArgumentError,
     ArtefactError,
@@ -47,7 +49,7 @@ from pe_hooks.interventions import (
     zero,
 )
 from pe_hooks.models import DEFAULT_MODEL, load_model
-from pe_hooks.probes import BranchLatents, SweepResult, branches, sweep
+from pe_hooks.probes import SweepResult, sweep
 from pe_hooks.sites import PositionalScheme, Scheme, inspect
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "ArgumentError",
     "ArtefactError",
     "BranchLatents",
+    "BranchesRun",
     "DataError",
     "HookList",
     "HookListError",
@@ -96,6 +99,7 @@ __all__ = [
     "remove",
     "replace",
     "reverse",
+    "run_branches",
     "scale",
     "shift",
     "shuffle",

@@ -1021,6 +1021,16 @@ case("branches layers=[]", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there"
 case("branches batch_size=0", "10", lambda t: p.branches(M("tiny-gpt2"), "hi there", batch_size=0, progress=False),
      raises(ArgumentError, "batch_size must be >= 1"))
 case("branches on BERT", "10", lambda t: p.branches(M("tiny-bert"), "hi there", progress=False), raises(DataError, "not a causal"))
+case("texts: one text", "10", lambda t: p.run_branches(M("tiny-bert"), texts=["just one"]), raises(DataError, "at least two texts"))
+case("texts: a group of one", "10", lambda t: p.run_branches(M("tiny-bert"), texts={"a": ["x y", "y z"], "b": ["z"]}),
+     raises(DataError, "give every group at least two texts"))
+case("texts: a string, not a file", "10", lambda t: p.run_branches(M("tiny-bert"), texts="the cat sat"),
+     raises(DataError, "pass a file or a list of at least two texts"))
+case("texts: lengths far apart", "10",
+     lambda t: p.branching.text_latents(M("tiny-bert"), ["ab", "a much longer text than the first"], progress=False),
+     raises(DataError, "pass max_tokens=2"))
+case("texts and prompts", "10", lambda t: p.run_branches(M("tiny-gpt2"), "hi", texts=["a b", "c d"]),
+     raises(ArgumentError, "not both"))
 case("branches empty prompt", "10", lambda t: p.branches(M("tiny-gpt2"), "  ", progress=False), raises(DataError, "non-empty prompt"))
 case("branches prompt int", "10", lambda t: p.branches(M("tiny-gpt2"), 5), raises(DataError, "list of strings"))
 case("branches with hooks of another model", "1",
@@ -1227,6 +1237,12 @@ for argv, fix in [
     (("branches", "--model", "tiny-gpt2", "--prompt", "  ", "--out", "{tmp}/b"), "non-empty prompt"),
     (("branches", "--model", "tiny-gpt2", "--out", "{file}"), "is a file"),
     (("branches", "--model", "tiny-bert", "--out", "{tmp}/b"), "not a causal"),
+    (("branches", "--model", "tiny-bert", "--texts", "{empty}", "--out", "{tmp}/b"), "is empty"),
+    (("branches", "--model", "tiny-bert", "--texts", "{file}", "--out", "{tmp}/b"), "holds a single text"),
+    (("branches", "--model", "tiny-bert", "--texts", "{binary}", "--out", "{tmp}/b"), "pass a UTF-8 text or JSON file"),
+    (("branches", "--model", "tiny-bert", "--texts", "{tmp}/none.json", "--out", "{tmp}/b"), "cannot read texts"),
+    (("branches", "--model", "tiny-gpt2", "--texts", "{file}", "--prompt", "hi", "--out", "{tmp}/b"), "not both"),
+    (("branches", "--model", "tiny-bert", "--texts", "{file}", "--max-tokens", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--fit-seqs", "0", "--out", "{tmp}/b"), "must be >= 1"),
     (("branches", "--model", "tiny-gpt2", "--neighbors", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--massive", "-1", "--out", "{tmp}/b"), "argument --massive: must be >= 0"),

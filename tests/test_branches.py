@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from pe_hooks import ArgumentError, DataError, HookList, zero
+from pe_hooks.branching import BranchLatents, branches
+from pe_hooks.branching.analysis import analyze
+from pe_hooks.branching.scores import verdict
+from pe_hooks.branching.views import erase_crossfit, make_views
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.branch_analysis import analyze
-from pe_hooks.probes.branch_metrics import verdict
-from pe_hooks.probes.branch_views import erase_crossfit, make_views
-from pe_hooks.probes.branches import BranchLatents, branches
 from tests.conftest import get_model
 from tests.test_separation import planted
 
@@ -266,7 +266,8 @@ def test_branch_errors() -> None:
 
 
 def test_intervention_specs() -> None:
-    from pe_hooks.cli.branches_cmd import intervention_hooks, parse_intervention
+    from pe_hooks.branching.run import intervention_hooks
+    from pe_hooks.cli.branches_cmd import parse_intervention
 
     assert parse_intervention("zero") == ("zero", None, None)
     assert parse_intervention("replace:shift=3") == ("replace", "shift", 3.0)

@@ -111,12 +111,29 @@ def test_remove_equals_mean_row(name: str) -> None:
     ],
     ids=["shift", "constant", "reverse", "shuffle"],
 )
-def test_replace_equals_position_ids(name: str, pmap: object, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+def test_replace_equals_table_rows_mapped(name: str, pmap: object, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """``replace(f)`` = the table's row f(t) added at position t: the HF table's rows rewritten by hand.
+
+    Not ``position_ids=f(t)``: from transformers 5.25, BERT's mask builder also reads ``position_ids``
+    as packed-sequence boundaries (``masking_utils.find_packed_sequence_indices``), so non-contiguous
+    ids there change the attention mask as well as the positions (docs/upstream.md).
+    """
     ref, tok = load_hf(name)
     ids = _ids(tok)
-    pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
-    want = _ref_out(name, ref, ids, position_ids=fn(pos))
+    with torch.no_grad():
+        w = _wpe(ref)
+        w[: ids.shape[1]] = w.clone()[fn(torch.arange(ids.shape[1]))]
+    want = _ref_out(name, ref, ids)
     _close(_bridge_out(name, replace(get_model(name), pmap), ids), want, name)  # type: ignore[arg-type]
+
+
+def test_replace_equals_position_ids_on_gpt2() -> None:
+    """The same edit through HF's own ``position_ids`` argument, where it means positions only."""
+    ref, tok = load_hf("tiny-gpt2")
+    ids = _ids(tok)
+    pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+    want = _ref_out("tiny-gpt2", ref, ids, position_ids=15 - pos)
+    _close(_bridge_out("tiny-gpt2", replace(get_model("tiny-gpt2"), reverse(16)), ids), want)
 
 
 @pytest.mark.parametrize("name", LEARNED)

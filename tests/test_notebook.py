@@ -1,4 +1,4 @@
-"""docs/notebook.ipynb runs in a real Jupyter kernel and shows the sweep figure inline."""
+"""docs/notebook.ipynb runs in a real Jupyter kernel and shows the sweep and branches figures inline."""
 
 from __future__ import annotations
 
@@ -35,3 +35,7 @@ def test_notebook_shows_the_sweep_figure_inline(tmp_path: Path, monkeypatch: pyt
     images = [o for o in plot_cell.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 1, [o.get("data", {}).keys() for o in plot_cell.outputs]
     assert len(images[0]["data"]["image/png"]) > 10_000  # base64 of a real picture, not a blank canvas
+    branches_cell = next(c for c in code if "plot_branches_run(run)" in c.source)  # pe_hooks.run_branches's figure
+    images = [o for o in branches_cell.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1, [o.get("data", {}).keys() for o in branches_cell.outputs]
+    assert len(images[0]["data"]["image/png"]) > 10_000

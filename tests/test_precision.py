@@ -115,3 +115,15 @@ def test_a_built_model_in_another_dtype_is_not_silently_returned() -> None:
     assert load_model(want, dtype="auto") is want
     # the fix the message names works
     assert load_model(load_model("tiny-llama").to(torch.bfloat16), dtype="bfloat16") is not None
+
+
+def test_asking_a_built_model_for_float32_explicitly_is_checked_too() -> None:
+    """``dtype=torch.float32`` given on purpose is a request like any other: a bfloat16 model is not
+    returned as if it were float32 (the default used to double as "not given")."""
+    m16 = load_model("tiny-llama", dtype="bfloat16")
+    with pytest.raises(ModelLoadError, match=r"model\.to\(torch\.float32\)"):
+        load_model(m16, dtype=torch.float32)
+    with pytest.raises(ModelLoadError, match=r"model\.to\(torch\.float32\)"):
+        load_model(m16, dtype="float32")
+    assert load_model(m16) is m16  # not given: the model's own dtype
+    assert next(load_model("tiny-llama").parameters()).dtype is torch.float32  # by name: float32 by default

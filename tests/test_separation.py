@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 
 from pe_hooks import DataError
-from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.branch_analysis import analyze
-from pe_hooks.probes.branch_metrics import headline_scores, path_ratio, verdict
-from pe_hooks.probes.branch_views import erase_crossfit
-from pe_hooks.probes.branches import BranchLatents
-from pe_hooks.probes.layer_choice import (
+from pe_hooks.branching.analysis import analyze
+from pe_hooks.branching.latents import BranchLatents
+from pe_hooks.branching.layer_choice import (
     choice_reason,
     choose_layers,
     heldout_position_share,
     layer_scores,
     position_folds,
 )
-from pe_hooks.probes.planted import planted_branches
-from pe_hooks.probes.separation import chance_levels, separation_metrics, shuffled_control
+from pe_hooks.branching.planted import planted_branches
+from pe_hooks.branching.scores import headline_scores, path_ratio, verdict
+from pe_hooks.branching.separation import chance_levels, separation_metrics, shuffled_control
+from pe_hooks.branching.views import erase_crossfit
+from pe_hooks.erasers import fit_on_arrays
 from pe_hooks.reports import branch_metrics_table
 
 B, T, D = 8, 40, 64
@@ -28,7 +28,7 @@ B, T, D = 8, 40, 64
 
 def planted(seed: int, drift: float = 6.0, branch_scale: float = 1.5):  # type: ignore[no-untyped-def]
     """Each branch = a fixed offset (content) + a strong positional drift shared by all branches
-    (``pe_hooks.probes.planted.planted_branches``, B branches x T positions in D dims)."""
+    (``pe_hooks.branching.planted.planted_branches``, B branches x T positions in D dims)."""
     return planted_branches(seed, drift=drift, branch_scale=branch_scale, n_branches=B, n_positions=T, dim=D)
 
 
@@ -104,7 +104,7 @@ def test_umap_view_agrees_with_original_space() -> None:
 
 
 def test_umap_is_seeded() -> None:
-    from pe_hooks.probes.branch_analysis import umap_embed
+    from pe_hooks.branching.analysis import umap_embed
 
     x, _, _ = planted(seed=5)
     assert np.allclose(umap_embed(x, seed=3), umap_embed(x, seed=3))

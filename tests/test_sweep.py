@@ -142,8 +142,10 @@ def test_conditions_without_hooks_share_one_stream_of_forwards() -> None:
     over the probe data; the classifier probes are scored on the sample, not in a second pass),
     plus one pass of each eraser's own fit data."""
     from pe_hooks import load_model
+    from pe_hooks.sites.facts import model_facts
 
     model = load_model("tiny-gpt2")  # own instance: a counting hook is attached for the whole test
+    model_facts(model)  # the registry's one-time measurement of which hooks fire (cached per model)
     calls: list[int] = []
 
     def count(t: torch.Tensor, hook: object) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from pe_hooks.sites.coverage import FAILED, NOT_BUILT, REFUSED, SUPPORTED, CoverageRow, counts, render
 
 #: rotary scaling variants measured beside the TL names (``NAME+VARIANT``, see models.tiny.ROPE_VARIANTS)
-VARIANTS = ("LlamaForCausalLM+llama3", "LlamaForCausalLM+yarn", "LlamaForCausalLM+linear", "LlamaForCausalLM+dynamic")
+VARIANTS = ("LlamaForCausalLM+llama3", "LlamaForCausalLM+yarn", "LlamaForCausalLM+linear", "LlamaForCausalLM+dynamic",
+            "FalconForCausalLM+alibi")
 #: names the fast test suite checks (tests/test_architectures.py); every other buildable one: the slow sweep
 FAST_TESTED = (
     "LlamaForCausalLM+yarn", "Qwen3ForCausalLM", "Phi3ForCausalLM", "PhiForCausalLM",
@@ -30,6 +31,18 @@ FAST_TESTED = (
     "GptOssForCausalLM", "DeepseekV3ForCausalLM", "Qwen3_5ForCausalLM",
 )
 TEST_FILE = "tests/test_architectures.py"
+#: names the fast suite checks in the per-scheme files of issue 25: name -> test file::test
+SCHEME_TESTED: dict[str, str] = {
+    **{n: "tests/test_learned_offsets.py::test_table_verbs_vs_hf_rows_edited" for n in (
+        "OPTForCausalLM", "RobertaForMaskedLM", "GPTNeoForCausalLM", "GPTBigCodeForCausalLM", "OpenAIGPTLMHeadModel")},
+    **{n: "tests/test_encoder_decoder_tables.py::test_both_tables_vs_hf_rows_edited" for n in (
+        "BartForConditionalGeneration", "MBartForConditionalGeneration", "BlenderbotForConditionalGeneration",
+        "LEDForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration", "MarianMTModel")},
+    **{n: "tests/test_relative_bias.py::test_relative_verbs_vs_hf_bias_edited" for n in (
+        "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "LongT5ForConditionalGeneration",
+        "SwitchTransformersForConditionalGeneration")},
+    **{n: "tests/test_alibi_families.py::test_alibi_verbs_vs_hf_builder_patched" for n in ("MptForCausalLM", "BloomForCausalLM")},
+}
 
 
 def tl_names() -> list[str]:
@@ -40,6 +53,8 @@ def tl_names() -> list[str]:
 
 
 def _evidence(name: str) -> str:
+    if name in SCHEME_TESTED:
+        return f"{SCHEME_TESTED[name]}[{name}]"
     test = "test_verbs_vs_hf" if name in FAST_TESTED else "test_every_architecture (slow)"
     return f"{TEST_FILE}::{test}[{name}]"
 

@@ -1,7 +1,11 @@
-"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened.
+"""``pe-hooks branches``: UMAP of sampled continuations, raw vs position-erased vs intervened; or of
+given texts (``--texts FILE``, any model, encoders included), or of sampled continuations read by
+another model (``--reader NAME``).
 
 By default the layer is chosen where position is measurably strongest in the branch latents
-(``--layer auto``; ``pe_hooks.probes.layer_choice``). Writes to ``OUT/branches-MODEL/``: ``branches-layer{L}.png``
+(``--layer auto``; ``pe_hooks.branching.layer_choice``). The pipeline is ``pe_hooks.run_branches``; this
+command loads the model, calls it and writes the result. Writes to ``OUT/branches-MODEL/`` (with ``--reader``:
+``OUT/branches-READER-reading-MODEL/``): ``branches-layer{L}.png``
 per layer, ``metrics.csv`` (tidy), ``layer-scores.csv`` (with ``--layer auto``: every layer's
 score), ``metrics.md`` and ``branches.md`` (layer choice, headline scores with nulls, all metrics,
 + the generated texts), ``texts.json`` (texts, prompts, settings).
@@ -10,21 +14,26 @@ score), ``metrics.md`` and ``branches.md`` (layer choice, headline scores with n
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
-from typing import Any
 
+from pe_hooks import conditions
+from pe_hooks.branching.run import BRANCHES_FILES
+from pe_hooks.branching.texts import read_texts
 from pe_hooks.cli.args import int_at_least, number_in
-from pe_hooks.core.atomic import check_writable_target, write_artefact
-from pe_hooks.core.errors import DataError
+from pe_hooks.conditions import Intervention
+from pe_hooks.core.atomic import check_writable_target
+from pe_hooks.core.errors import ArgumentError
 from pe_hooks.models.precision import DTYPE_NAMES
 
-BRANCHES_FILES = ("branches-layer*.png", "metrics.csv", "layer-scores.csv", "metrics.md", "branches.md", "texts.json")
-
 INTERVENTION_HELP = (
-    "verb of the intervened run: zero, remove, none, or replace:MAP with MAP one of shuffle, "
-    "reverse, shift=K, constant=P, scale=F (default: remove)"
+    "verb of the intervened run (repeatable: one view each): zero, remove, none, or replace:MAP with MAP one of "
+    "shuffle, reverse, shift=K, constant=P, scale=F (default: remove)"
+)
+TEXTS_HELP = (
+    "read these texts instead of sampling (any model, encoders included): a .json list / list of lists / "
+    "{group: [texts]} (or the texts.json of a branches report), or a text file with one text per line and groups "
+    "separated by blank lines; each text is one trajectory"
 )
 
 
@@ -34,7 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--prompt", action="append", default=None,
-                   help="prompt (repeatable); default: the built-in prompt set (pe_hooks.probes.branches.DEFAULT_PROMPTS)")
+                   help="prompt (repeatable); default: the built-in prompt set (pe_hooks.branching.DEFAULT_PROMPTS)")
+    p.add_argument("--texts", type=Path, default=None, help=TEXTS_HELP)
+    p.add_argument("--reader", default=None,
+                   help="model that reads the sampled branches (decoded, re-tokenised): e.g. --model smollm2-135m "
+                   "--reader minilm-l6")
+    p.add_argument("--max-tokens", type=int_at_least(2), default=None,
+                   help="tokens kept per text read (--texts, --reader; default: the shortest text's)")
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
     p.add_argument("--tokens", type=int_at_least(2), default=128, help="new tokens per continuation (default 128)")
     p.add_argument("--layer", type=layer_arg, action="append", default=None,
@@ -44,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--auto-layers", type=int_at_least(1), default=1, help="how many layers 'auto' picks (default 1)")
     p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
-    p.add_argument("--intervention", default="remove", help=INTERVENTION_HELP)
+    p.add_argument("--intervention", action="append", default=None, help=INTERVENTION_HELP)
     p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca", "quadratic"], help="method of the erased view")
     p.add_argument("--erase-on", default="both", choices=["reference", "branches", "both"],
                    help="fit the eraser on the reference corpus, on the branches (cross-fitted), or both")
@@ -70,9 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-REPLACE_MAPS = ("shuffle", "reverse", "shift", "constant", "scale")
-
-
 def layer_arg(text: str) -> int | str:
     """``--layer`` values: an integer or ``auto``."""
     if text.strip().lower() == "auto":
@@ -83,145 +95,56 @@ def layer_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a layer is an integer or 'auto', not {text!r}") from exc
 
 
-def parse_intervention(spec: str) -> tuple[str, str | None, float | None]:
-    """``"zero"`` -> ("zero", None, None); ``"replace:shift=3"`` -> ("replace", "shift", 3.0)."""
-    s = spec.strip().lower()
-    if s in ("zero", "remove", "none"):
-        return s, None, None
-    if s.startswith("replace:"):
-        name, _, arg = s[len("replace:"):].partition("=")
-        if name in REPLACE_MAPS:
-            if name in ("shift", "scale") and not arg:
-                raise DataError(f"--intervention replace:{name} needs a value, e.g. replace:{name}=2")
-            try:
-                value = float(arg) if arg else None
-            except ValueError as exc:
-                raise DataError(f"bad number in --intervention {spec!r}: {exc}; e.g. replace:{name}=2") from exc
-            if value is not None and name != "scale" and not value.is_integer():
-                raise DataError(f"--intervention {spec!r}: {name} needs a whole number, e.g. replace:{name}=2")
-            if name == "scale":
-                from pe_hooks.interventions import scale
-
-                scale(value if value is not None else 1.0)  # a finite factor > 0, checked before any work
-            if name == "constant" and value is not None and value < 0:
-                raise DataError(f"--intervention {spec!r}: positions start at 0; pass replace:constant=P with P >= 0")
-            return "replace", name, value
-    raise DataError(f"unknown --intervention {spec!r}; {INTERVENTION_HELP}")
+def _folder_name(model: str, reader: str | None) -> str:
+    name = model if reader is None else f"{reader}-reading-{model}"
+    return name.replace("/", "_")
 
 
-def intervention_hooks(model: Any, spec: str, length: int, seed: int = 0) -> Any:
-    """The ``HookList`` of ``spec`` (``None`` for "none"); ``length`` = positions in use."""
-    from pe_hooks import constant, remove, replace, reverse, scale, shift, shuffle, zero
-    from pe_hooks.core.errors import SchemeError
-
-    kind, name, arg = parse_intervention(spec)
-    if kind == "none":
-        return None
-    if kind == "zero":
-        return zero(model)
-    if kind == "remove":
-        # one mean over every position in use, the same table at every cached decoding step
-        try:
-            return remove(model, reference=range(length))
-        except SchemeError:  # a site without reference positions (ALiBi: the mean bias is exact)
-            return remove(model)
-    maps = {
-        "shuffle": lambda: shuffle(length, seed=int(arg) if arg is not None else seed),
-        "reverse": lambda: reverse(length),
-        "shift": lambda: shift(int(arg or 0)),
-        "constant": lambda: constant(int(arg or 0)),
-        "scale": lambda: scale(float(arg or 1.0)),
-    }
-    return replace(model, maps[str(name)]())
+def parse_intervention(text: str) -> Intervention:
+    """``--intervention``'s value in the one intervention language (``pe_hooks.conditions``)."""
+    return conditions.parse_intervention(text, what="--intervention")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_hooks import branches, fit_eraser, inspect, load_model
-    from pe_hooks.data import load_data
-    from pe_hooks.probes import DEFAULT_PROMPTS, analyze, make_views
-    from pe_hooks.probes.separation import metrics_frame
-    from pe_hooks.reports import write_branches_markdown
-    from pe_hooks.viz import plot_branches
+    from pe_hooks import load_model, run_branches
+    from pe_hooks.reports import write_branches_report
+    from pe_hooks.viz import plot_branches_run
 
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    parse_intervention(args.intervention)  # fail before any work
-    folder = args.out / f"branches-{args.model.replace('/', '_')}"
+    specs = args.intervention or ["remove"]
+    for spec in specs:
+        parse_intervention(spec)  # fail before any work, naming the option
+    if args.texts is not None and (args.prompt or args.reader):
+        raise ArgumentError("--texts are read by --model; give --prompt (sampled, optionally read by --reader) or "
+                            "--texts, not both")
+    texts = read_texts(args.texts) if args.texts is not None else None  # bad files fail before loading
+    folder = args.out / f"branches-{_folder_name(args.model, args.reader)}"
     check_writable_target(folder, "branches report", BRANCHES_FILES)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    scheme = inspect(model)
-    asked = args.layer or ["auto"]
-    explicit = [v for v in asked if v != "auto"]
-    if explicit:
-        scheme.check_layers(explicit)  # fail before any work
-    early = None if args.early is None else scheme.check_layers([args.early])[0]
-    prompts = args.prompt or list(DEFAULT_PROMPTS)
-    kw: dict[str, Any] = dict(
-        n_branches=args.branches, max_new_tokens=args.tokens, temperature=args.temperature, top_p=args.top_p,
-        seed=args.seed, site=args.site, massive=args.massive or None,
-        kv_cache={"auto": None, "on": True, "off": False}[args.kv_cache],
+    load_s = time.perf_counter() - t0
+    result = run_branches(
+        model, args.prompt, texts=texts, reader=args.reader, max_tokens=args.max_tokens,
+        intervention=specs[0] if len(specs) == 1 else specs,
+        name=args.model, n_branches=args.branches, max_new_tokens=args.tokens,
+        layers=args.layer or ["auto"], auto_layers=args.auto_layers, early=args.early, site=args.site,
+        eraser=args.eraser, erase_on=args.erase_on, fit_seqs=args.fit_seqs,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, n_neighbors=args.neighbors,
+        min_dist=args.min_dist, k=args.k, n_perm=args.n_perm, massive=args.massive or None,
+        kv_cache={"auto": None, "on": True, "off": False}[args.kv_cache], device=args.device, dtype=args.dtype,
     )
-    timings["load"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    collect: list[int | str] = list(dict.fromkeys(asked + ([early] if early is not None else [])))
-    raw = branches(model, prompts, layers=collect, auto_layers=args.auto_layers, **kw)
-    timings["generate + collect (+ score every layer)" if "auto" in asked else "generate + collect"] = (
-        time.perf_counter() - t)
-    layers = sorted(set(raw.auto_layers) | set(scheme.check_layers(explicit) if explicit else []))
-    eraser = None
-    if args.erase_on in ("reference", "both"):
+    result.timings["load"] += load_s
+    report: list[str] = []
+
+    def figures_and_markdown(tmp: Path) -> None:  # the figures and the report join the same atomic artefact
         t = time.perf_counter()
-        seq_len = min(max(64, raw.prompt_len + args.tokens), scheme.n_ctx)
-        ref = load_data(model, None, seq_len=seq_len, n_seqs=args.fit_seqs, seed=args.seed)
-        eraser = fit_eraser(model, ref, method=args.eraser, site=args.site, layers=layers, seq_len=seq_len,
-                            sequential=False)  # applied offline to each layer's latents
-        timings["fit eraser (reference)"] = time.perf_counter() - t
-    inter = None
-    hooks = intervention_hooks(model, args.intervention, raw.prompt_len + args.tokens, seed=args.seed)
-    if hooks is not None:
-        t = time.perf_counter()
-        inter = branches(model, prompts, hooks=hooks, layers=layers, **kw)
-        timings["generate + collect (intervened)"] = time.perf_counter() - t
-    rows: list[dict[str, Any]] = []
-    pngs = []
-    group = {int(b): int(p) for b, p in zip(raw.branch, raw.prompt if raw.prompt is not None else raw.branch * 0)}
-    t = time.perf_counter()
-    with write_artefact(folder, "branches report", 1, replaces=BRANCHES_FILES) as tmp:  # complete or not at all
-        for layer in layers:
-            views = make_views(
-                raw, layer, eraser=eraser, eraser_name=f"erased ({args.eraser}, reference)",
-                crossfit=args.erase_on in ("branches", "both"), intervened=inter,
-                intervened_name=f"intervened ({args.intervention})", early=early if early != layer else None,
-            )
-            analysis = analyze(views, layer=layer, seed=args.seed, n_neighbors=args.neighbors, min_dist=args.min_dist,
-                               k=args.k, n_perm=args.n_perm)
-            rows += analysis.rows
-            how = " (auto)" if layer in raw.auto_layers else ""
-            plot_branches(analysis, tmp / f"branches-layer{layer}.png", branch_group=group, title=(
-                f"{args.model}, layer {layer}{how} ({args.site}): {len(prompts)} prompt(s) x {args.branches} branches "
-                f"x {args.tokens} tokens, seed {args.seed}"))
-            pngs.append(folder / f"branches-layer{layer}.png")
-        timings["UMAP + metrics + figures"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t0
-        metrics_frame(rows).to_csv(tmp / "metrics.csv", index=False)
-        written = ["metrics.csv", "metrics.md", "branches.md", "texts.json"]
-        if raw.layer_scores is not None:
-            raw.layer_scores.assign(chosen=raw.layer_scores["layer"].isin(raw.auto_layers)).to_csv(
-                tmp / "layer-scores.csv", index=False)
-            written.insert(1, "layer-scores.csv")
-        settings = {
-            "model": args.model, "branches": args.branches, "tokens": args.tokens, "temperature": args.temperature,
-            "top_p": args.top_p, "seed": args.seed, "site": args.site, "eraser": args.eraser, "fit_seqs": args.fit_seqs,
-            "intervention": args.intervention, "massive": args.massive, "n_perm": args.n_perm,
-        }
-        report = write_branches_markdown(
-            tmp, settings=settings, raw=raw, intervened=inter, rows=rows, layers=layers, timings=timings
-        )
-        (tmp / "texts.json").write_text(json.dumps({
-            "model": args.model, "prompts": prompts, "settings": {k: str(v) for k, v in vars(args).items() if k != "func"},
-            "layers": layers, "auto_layers": raw.auto_layers,
-            "texts": raw.texts, "intervened_texts": inter.texts if inter is not None else [], "timings_s": timings,
-        }, indent=1))
-    print(report)
-    print(f"wrote {', '.join(str(p) for p in pngs)}, {', '.join(written)} to {folder} ({timings['total']:.0f} s)")
+        plot_branches_run(result, tmp)
+        result.timings["figures"] = time.perf_counter() - t
+        result.timings["total"] = time.perf_counter() - t0
+        report.append(write_branches_report(result, tmp))
+
+    paths = result.save(folder, extra=figures_and_markdown)
+    print(report[0])
+    pngs = [folder / f"branches-layer{layer}.png" for layer in result.layers]
+    print(f"wrote {', '.join(str(p) for p in pngs)}, {', '.join(p.name for p in paths.values())}, metrics.md, "
+          f"branches.md to {folder} ({result.timings['total']:.0f} s)")
     return 0

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pe_hooks import load_model
     from pe_hooks.core.atomic import check_writable_target
     from pe_hooks.probes import sweep
-    from pe_hooks.probes.sweep import SWEEP_FILES
+    from pe_hooks.probes.result import SWEEP_FILES
     from pe_hooks.reports import sweep_table, write_sweep_markdown
     from pe_hooks.viz import plot_sweep
 

@@ -40,6 +40,10 @@ class RangeError(PeHooksError, IndexError):
     """An index (layer, head, band, position, token id) lies outside what the model has."""
 
 
+class NegativePositionError(RangeError, DataError):
+    """A given token position is below 0: out of range, and bad data."""
+
+
 class ArtefactError(DataError):
     """A saved artefact (eraser, sweep result, output folder) is missing, incomplete, corrupt, of
     another format version, or cannot be written where asked."""
@@ -63,3 +67,8 @@ class HookListError(PeHooksError, TypeError):
 class FitMismatchWarning(PeHooksWarning):
     """A fitted eraser is applied to a distribution it was not fitted on (e.g. an eraser fitted
     layer by layer on clean states, applied inside the model at every layer at once)."""
+
+
+class UnderfitWarning(PeHooksWarning):
+    """An eraser was fitted on fewer tokens than the model's width: it is mostly estimation noise
+    (position stays decodable out of sample); the message names the option that fits on more."""

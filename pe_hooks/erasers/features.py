@@ -19,6 +19,7 @@ import math
 import torch
 
 from pe_hooks.core.errors import DataError
+from pe_hooks.data.labels import position_bins
 
 FEATURES = ("fourier", "onehot")
 
@@ -34,8 +35,7 @@ def fourier_features(t: torch.Tensor, max_position: int, n_freqs: int) -> torch.
 
 def onehot_bins(t: torch.Tensor, max_position: int, n_bins: int, first: int = 1) -> torch.Tensor:
     """``[n, n_bins]`` one-hot of equal-width bins over positions ``first..max_position``."""
-    span = max(max_position - first + 1, 1)
-    b = ((t.double() - first) * n_bins / span).floor().clamp(0, n_bins - 1).long()
+    b = position_bins(t, n_bins, first, max(max_position, first))
     return torch.nn.functional.one_hot(b, n_bins).double()
 
 

@@ -64,7 +64,8 @@ class AlibiScores:
             raise not_supported(self.name, verb, scheme)
         if target.exempt_first:
             raise SchemeError("exempt_first does not apply to ALiBi (the bias is between pairs of positions)")
-        slopes = alibi_slopes(scheme.n_heads)
+        measured = scheme.family.alibi_slopes  # as the scores hook holds them (sites.alibi_bias)
+        slopes = torch.tensor(measured, dtype=torch.float32) if measured else alibi_slopes(scheme.n_heads)
         heads = torch.zeros(scheme.n_heads, dtype=torch.bool)
         heads[list(target.heads) if target.heads is not None else slice(None)] = True
         relative = scheme.alibi_form is AlibiForm.RELATIVE

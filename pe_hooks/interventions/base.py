@@ -24,6 +24,7 @@ from pe_hooks.sites.scheme import PositionalScheme
 Layers = int | list[int] | tuple[int, ...] | range | None
 Heads = int | list[int] | tuple[int, ...] | None
 Bands = Sequence[int] | torch.Tensor | None
+Stacks = str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,40 @@ class Target:
         layers: layers to act on (all layers when the user gave none).
         heads: attention heads to act on, or ``None`` for all (only where meaningful).
         exempt_first: leave position 0 (the BOS / first token) untouched.
+        stacks: encoder-decoder models: the stacks to act on (``"encoder"``, ``"decoder"``), or
+            ``None`` for every stack.
     """
 
     layers: tuple[int, ...]
     heads: tuple[int, ...] | None = None
     exempt_first: bool = False
+    stacks: tuple[str, ...] | None = None
 
     @classmethod
-    def resolve(cls, scheme: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool) -> Target:
+    def resolve(
+        cls, scheme: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks = None
+    ) -> Target:
         lay = tuple(range(scheme.n_layers)) if layers is None else tuple(scheme.check_layers(layers))
         hd: tuple[int, ...] | None = None
         if heads is not None:
             hd = tuple(check_indices(heads, "heads", scheme.n_heads, what="the model has heads"))
         if not isinstance(exempt_first, bool):
             raise ArgumentError(f"exempt_first must be True or False, got {exempt_first!r}")
-        return cls(layers=lay, heads=hd, exempt_first=exempt_first)
+        return cls(layers=lay, heads=hd, exempt_first=exempt_first, stacks=_stacks(scheme, stacks))
+
+
+def _stacks(scheme: PositionalScheme, stacks: Stacks) -> tuple[str, ...] | None:
+    if stacks is None:
+        return None
+    given = (stacks,) if isinstance(stacks, str) else tuple(stacks)
+    have = scheme.stacks
+    bad = [s for s in given if s not in have]
+    if not given or bad or len(set(given)) != len(given):
+        raise SchemeError(
+            f"stacks={stacks!r}: {scheme.model_name} has the positional stacks {', '.join(map(repr, have)) or 'none'}; "
+            "pass some of them once each (e.g. stacks='encoder'), or leave stacks= out for all"
+        )
+    return given
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ from pe_hooks.core.types import HookFn, Model
 from pe_hooks.interventions.base import SiteOptions, Target, not_supported
 from pe_hooks.interventions.positions import PositionMap
 from pe_hooks.interventions.row_mean import own_prefix_mean
-from pe_hooks.sites.positions import position_source
+from pe_hooks.sites.positions import table_positions
 from pe_hooks.sites.registry import Scheme
 from pe_hooks.sites.scheme import PositionalScheme
+from pe_hooks.sites.tables import STACKS, TableFacts, position_table
 
 
 def orthonormal_basis(basis: torch.Tensor, d: int, k: int | None = None) -> torch.Tensor:
@@ -76,14 +77,15 @@ def w_pos_components(w_pos: torch.Tensor, k: int | None = None, var: float = 0.9
 
 
 class PosEmbed:
-    """Site ``"pos_embed"``: the learned positional embedding output."""
+    """Site ``"pos_embed"``: the absolute position table's output (learned or sinusoidal), on every
+    stack's table (encoder and decoder of encoder-decoder models; ``stacks=`` picks some)."""
 
     name: ClassVar[str] = "pos_embed"
-    description: ClassVar[str] = "learned positional embedding output (hook_pos_embed)"
+    description: ClassVar[str] = "absolute position table output (hook_pos_embed, decoder_pos_embed.hook_out)"
     accepts: ClassVar[dict[str, tuple[str, ...]]] = {"remove": ("reference",)}
 
     def _check(self, scheme: PositionalScheme, verb: str, target: Target) -> str:
-        if scheme.scheme is not Scheme.LEARNED or scheme.pos_embed is None:
+        if scheme.scheme not in (Scheme.LEARNED, Scheme.SINUSOIDAL) or scheme.pos_embed is None:
             raise not_supported(self.name, verb, scheme)
         if target.heads is not None:
             raise SchemeError("heads= does not apply to the positional embedding (it is not per head); leave heads= out")
@@ -95,30 +97,45 @@ class PosEmbed:
             )
         return scheme.pos_embed
 
+    def _tables(self, model: Model, scheme: PositionalScheme, target: Target) -> list[tuple[TableFacts | None, str, torch.Tensor]]:
+        """``(facts, hook, rows of positions 0..n-1)`` of each table the verb acts on."""
+        if not scheme.family.tables:  # TL 3.x or a table not measured: hook_pos_embed over W_pos
+            return [(None, scheme.pos_embed or "hook_pos_embed", model.W_pos)]
+        out: list[tuple[TableFacts | None, str, torch.Tensor]] = []
+        for t in scheme.family.tables:
+            if target.stacks is None or STACKS[t.hook] in target.stacks:
+                full = position_table(model, t.hook)
+                out.append((t, t.hook, (full if full is not None else model.W_pos)[t.offset:]))
+        return out
+
     def _build(
         self, model: Model, scheme: PositionalScheme, target: Target, verb: str, label: str,
         new_rows: Any, basis: torch.Tensor | None = None,
     ) -> HookList:
-        site = self._check(scheme, verb, target)
-        src = position_source(model, scheme)
-        w_pos = model.W_pos
+        self._check(scheme, verb, target)
+        pairs: list[tuple[str, HookFn]] = []
+        for table, site_hook, w_pos in self._tables(model, scheme, target):
+            src = table_positions(model, scheme, table)
 
-        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
-            t = src.get(x)
-            out = new_rows(x, t, w_pos.detach().to(x.device, torch.float32)).to(x.dtype)
-            if target.exempt_first:
-                out = torch.where((t == 0)[..., None], x, out)
-            return out
+            def fn(x: torch.Tensor, hook: Any, src: Any = src, w_pos: torch.Tensor = w_pos, name: str = site_hook) -> torch.Tensor:
+                xb = x if x.ndim == 3 else x[None]  # [seq, d] tables: no batch dimension
+                t = src.get(xb)
+                out = new_rows(xb, t.clamp(min=0), w_pos.detach().to(x.device, torch.float32), name).to(x.dtype)
+                keep = t < 0  # a padding token's row (before position 0): not a position, left alone
+                if target.exempt_first:
+                    keep = keep | (t == 0)
+                out = torch.where(keep[..., None], xb, out)
+                return out if x.ndim == 3 else out[0]
 
-        pairs: list[tuple[str, HookFn]] = [*src.hooks, (site, fn)]
+            pairs += [*src.hooks, (site_hook, fn)]
         return HookList(pairs, label=label, basis=basis)
 
     def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
-        return self._build(model, scheme, target, "zero", "zero(pos_embed)", lambda x, t, w: torch.zeros_like(x, dtype=torch.float32))
+        return self._build(model, scheme, target, "zero", "zero(pos_embed)", lambda x, t, w, h: torch.zeros_like(x, dtype=torch.float32))
 
     def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         reference = options.reference
-        n_ctx = scheme.n_ctx
+        n_ctx = min(int(w.shape[0]) for _, _, w in self._tables(model, scheme, target)) if scheme.pos_embed else scheme.n_ctx
         if reference is not None:
             ref = torch.as_tensor(list(reference), dtype=torch.long)
             if ref.numel() == 0 or int(ref.min()) < 0 or int(ref.max()) >= n_ctx:
@@ -127,7 +144,7 @@ class PosEmbed:
                     f"pass e.g. reference=range(N) with N <= {n_ctx}"
                 )
 
-        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, hook: str) -> torch.Tensor:
             if reference is not None:
                 return w[ref.to(w.device)].mean(0).expand_as(x)
             return own_prefix_mean(w, t).expand_as(x)  # each row its own 0..max t
@@ -137,9 +154,9 @@ class PosEmbed:
     def replace(
         self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
-        n_ctx = scheme.n_ctx
 
-        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, hook: str) -> torch.Tensor:
+            n_ctx = int(w.shape[0])
             new_t = positions(t)
             if bool((new_t < 0).any()) or bool((new_t > n_ctx - 1).any()):
                 raise SchemeError(
@@ -156,13 +173,17 @@ class PosEmbed:
     def project_out(
         self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
+        """Each table loses its own top-``k`` principal directions (``basis=None``) or ``basis``;
+        the returned list's ``.basis`` is the first table's."""
         self._check(scheme, "project_out", target)
-        w_pos = model.W_pos.detach().float()
-        b = w_pos_components(w_pos, k) if basis is None else orthonormal_basis(basis, scheme.d_model, k)
+        tables = self._tables(model, scheme, target)
+        given = None if basis is None else orthonormal_basis(basis, scheme.d_model, k)
+        bases = {hook: w_pos_components(w.detach().float(), k) if given is None else given for _, hook, w in tables}
 
-        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            bb = b.to(x.device)
+        def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, hook: str) -> torch.Tensor:
+            bb = bases[hook].to(x.device)
             xf = x.float()
             return xf - (xf @ bb.T) @ bb
 
-        return self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={b.shape[0]})", rows, b)
+        first = next(iter(bases.values()))
+        return self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={first.shape[0]})", rows, first)

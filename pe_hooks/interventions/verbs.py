@@ -30,9 +30,10 @@ from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_indices, check_int, check_model
 from pe_hooks.interventions.alibi import AlibiScores
-from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Target
+from pe_hooks.interventions.base import Bands, Heads, Layers, SiteOps, SiteOptions, Stacks, Target
 from pe_hooks.interventions.learned import PosEmbed
 from pe_hooks.interventions.positions import PositionMap, as_position_map
+from pe_hooks.interventions.relative import RelativeBias
 from pe_hooks.interventions.residual import Residual
 from pe_hooks.interventions.rot_qk import RotaryQK
 from pe_hooks.interventions.rotary import RotaryTables
@@ -44,7 +45,7 @@ from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 SITES: dict[str, SiteOps] = {
     ops.name: ops
     for ops in (
-        PosEmbed(), RotaryTables(), RotaryQK(), AlibiScores(),
+        PosEmbed(), RotaryTables(), RotaryQK(), AlibiScores(), RelativeBias(),
         Residual("resid_pre"), Residual("resid_mid"), Residual("resid_post"),
     )
 }
@@ -69,6 +70,19 @@ def _site(model: Model, site: str, verb: str = "this verb") -> tuple[PositionalS
     if site not in SITES:
         raise SchemeError(f"unknown site '{site}'; known sites: {', '.join(sorted(SITES))}")
     return scheme, SITES[site]
+
+
+#: sites that act per stack of an encoder-decoder model (``stacks=``)
+STACK_SITES = ("pos_embed", "relative")
+
+
+def _target(scheme: PositionalScheme, ops: SiteOps, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks) -> Target:
+    if stacks is not None and ops.name not in STACK_SITES:
+        raise SchemeError(
+            f"stacks= does not apply at site '{ops.name}'; only site(s) {', '.join(map(repr, STACK_SITES))} act per "
+            "stack (encoder / decoder) -- leave stacks= out"
+        )
+    return Target.resolve(scheme, layers, heads, exempt_first, stacks)
 
 
 def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOptions) -> SiteOptions:
@@ -104,6 +118,7 @@ def zero(
     heads: Heads = None,
     exempt_first: bool = False,
     bands: Bands = None,
+    stacks: Stacks = None,
 ) -> HookList:
     """Set the positional signal at ``site`` to its identity (no position at all).
 
@@ -114,6 +129,8 @@ def zero(
         layers: layers to act on (attention sites); all by default.
         heads: heads to act on (``alibi``, ``rot_qk``: whole KV groups on GQA models); all by default.
         exempt_first: leave position 0 / BOS untouched.
+        stacks: encoder-decoder models: ``"encoder"`` and/or ``"decoder"`` (whose positions to
+            edit); every stack by default.
         bands: rotary sites only: act on these frequency bands (indices into ``inv_freq``, 0 = the
             highest frequency, or a boolean mask); the others keep the model's rotation.
             ``pe_hooks.frequency_bands(model, "high", 8)`` picks bands.
@@ -124,7 +141,7 @@ def zero(
     """
     scheme, ops = _site(model, site, "zero")
     opts = _options("zero", ops, scheme, SiteOptions(bands=bands))
-    return bind_to_model(ops.zero(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
+    return bind_to_model(ops.zero(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), opts), model)
 
 
 def remove(
@@ -136,6 +153,7 @@ def remove(
     exempt_first: bool = False,
     bands: Bands = None,
     reference: Sequence[int] | None = None,
+    stacks: Stacks = None,
 ) -> HookList:
     """Mean-ablate position: every token gets the average positional signal.
 
@@ -151,6 +169,8 @@ def remove(
         layers: layers to act on (attention sites); all by default.
         heads: heads to act on (``alibi``, ``rot_qk``); all by default.
         exempt_first: leave position 0 / BOS untouched.
+        stacks: encoder-decoder models: ``"encoder"`` and/or ``"decoder"`` (whose positions to
+            edit); every stack by default.
         bands: rotary sites only: act on these frequency bands only.
         reference: ``pos_embed`` and rotary sites: average over these positions instead of
             ``0..max t`` of each row of the current forward (a left-padded row averages its own
@@ -164,7 +184,7 @@ def remove(
         reference = check_indices(reference, "reference", None, what="positions", unique=False)
     scheme, ops = _site(model, site, "remove")
     opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
-    return bind_to_model(ops.remove(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), opts), model)
+    return bind_to_model(ops.remove(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), opts), model)
 
 
 def replace(
@@ -177,6 +197,7 @@ def replace(
     exempt_first: bool = False,
     bands: Bands = None,
     keep_bands: Bands = None,
+    stacks: Stacks = None,
 ) -> HookList:
     """Give the model another position signal: ``positions`` maps each real position ``t`` to a
     new one.
@@ -190,6 +211,8 @@ def replace(
         layers: layers to act on (attention sites); all by default.
         heads: heads to act on (``alibi``, ``rot_qk``); all by default.
         exempt_first: leave position 0 / BOS untouched.
+        stacks: encoder-decoder models: ``"encoder"`` and/or ``"decoder"`` (whose positions to
+            edit); every stack by default.
         bands: rotary sites only: only these bands get the new positions; the rest keep the
             model's rotation.
         keep_bands: rotary sites only: only these bands rotate (by the new positions); the rest
@@ -201,7 +224,7 @@ def replace(
     scheme, ops = _site(model, site, "replace")
     pmap = as_position_map(positions)
     opts = _options("replace", ops, scheme, SiteOptions(bands=bands, keep_bands=keep_bands))
-    hooks = ops.replace(model, scheme, Target.resolve(scheme, layers, heads, exempt_first), pmap, opts)
+    hooks = ops.replace(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), pmap, opts)
     return bind_to_model(hooks, model)
 
 
@@ -213,6 +236,7 @@ def project_out(
     site: str = "auto",
     layers: Layers = None,
     exempt_first: bool = False,
+    stacks: Stacks = None,
 ) -> HookList:
     """Project the activation at ``site`` onto the orthogonal complement of a positional subspace.
 
@@ -226,6 +250,8 @@ def project_out(
             ``"resid_post"``.
         layers: residual sites: layers to act on; all by default.
         exempt_first: leave position 0 / BOS untouched.
+        stacks: encoder-decoder models: ``"encoder"`` and/or ``"decoder"`` (whose positions to
+            edit); every stack by default.
 
     The returned ``HookList`` carries the orthonormal directions it removes as ``.basis``.
     """
@@ -253,7 +279,7 @@ def project_out(
             available = min(available, scheme.n_ctx - 1)
         check_int(k, "k", minimum=1, maximum=available,
                   fix="k counts the directions to remove (None: all of basis, or 95% of W_pos's variance)")
-    hooks = ops.project_out(model, scheme, Target.resolve(scheme, layers, None, exempt_first), b, k)
+    hooks = ops.project_out(model, scheme, _target(scheme, ops, layers, None, exempt_first, stacks), b, k)
     out = bind_to_model(hooks, model)
     out.basis = hooks.basis
     return out

@@ -159,7 +159,7 @@ def load_model(
     name: str | Any = DEFAULT_MODEL,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | DTypeName = torch.float32,
+    dtype: torch.dtype | DTypeName | None = None,
     seed: int = 0,
     backend: str = "bridge",
 ) -> Model:
@@ -170,10 +170,12 @@ def load_model(
             ``"tiny-llama"``, ``"tiny-bloom"``, ``"tiny-bert"``, a hub name or local folder, or an
             already-built ``TransformerBridge`` / ``HookedTransformer`` (returned unchanged).
         device: torch device.
-        dtype: parameter dtype: a ``torch.dtype`` or ``"float32"`` (default: the reference tests
-            compare at 1e-5), ``"bfloat16"``, ``"float16"``, or ``"auto"`` (bfloat16 where the
-            device multiplies it natively, e.g. CPUs with AVX512-BF16/AMX, else float32;
-            ``pe_hooks.models.precision``).
+        dtype: parameter dtype: a ``torch.dtype`` or ``"float32"``, ``"bfloat16"``, ``"float16"``,
+            or ``"auto"`` (bfloat16 where the device multiplies it natively, e.g. CPUs with
+            AVX512-BF16/AMX, else float32; ``pe_hooks.models.precision``). ``None`` (not given):
+            float32 for a model loaded by name (the reference tests compare at 1e-5); an
+            already-built model's own dtype. A built model in another dtype than the one given
+            raises (it is returned unchanged, never converted).
         seed: seed of the random init of ``tiny-*`` models.
         backend: ``"bridge"`` (TL 4.x, default) or ``"hooked"`` (TL 3.x ``HookedTransformer``,
             needs ``transformer-lens<4``; offline names of causal families only).
@@ -183,7 +185,7 @@ def load_model(
             the ``pip install`` that fixes it), or a checkpoint TransformerLens cannot load.
     """
     if is_model(name):
-        if dtype is not torch.float32:  # asked for a dtype (not the default): the model must already have it
+        if dtype is not None:  # asked for a dtype: the model must already have it
             first = next(iter(name.parameters()))  # type: ignore[union-attr]  # is_model(name) above
             want, have = resolve_dtype(dtype, first.device), first.dtype
             if want != have:
@@ -206,7 +208,7 @@ def load_model(
         )
     check_int(seed, "seed", minimum=0, fix="pass a whole number >= 0 (the random init of the tiny-* models)")
     device = check_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_dtype(torch.float32 if dtype is None else dtype, device)
     if name in OFFLINE_MODELS or name in TINY_MODELS:
         hf, tok = load_hf(name, dtype=dtype, seed=seed)
         if backend == "hooked":

@@ -141,6 +141,35 @@ ARCH_SHAPE: dict[str, int | float | bool] = {
     "max_position_embeddings": TINY_CTX, "n_positions": TINY_CTX, "n_ctx": TINY_CTX,
     "sliding_window": 8, "attention_chunk_size": 8, "tie_word_embeddings": False,
     "num_mtp_layers": 0, "rotary_dim": 8, "hidden_size_per_layer_input": 16,
+    # encoder-decoder models: equal stacks (TL 4.3 adapters need them): 2 + 2 layers (BART-like), 4 + 4 (T5-like)
+    "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 4, "encoder_attention_heads": TINY_HEADS,
+    "decoder_attention_heads": TINY_HEADS, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
+    "num_heads": TINY_HEADS, "d_kv": 16, "d_ff": 128, "attention_window": 4,
+    # relative position bias (T5): 8 buckets up to distance 20 (exact and log buckets within 12 tokens)
+    "relative_attention_num_buckets": 8, "relative_attention_max_distance": 20, "local_radius": 3, "global_block_size": 4,
+}
+
+#: per-name fixes a generic tiny config needs (data: config fields by architecture name)
+ARCH_OVERRIDES: dict[str, dict[str, object]] = {
+    # 4 layers: global, local, global, local; a local window shorter than the 12-token checks
+    "GPTNeoForCausalLM": {"attention_types": [[["global", "local"], 2]], "window_size": 5},
+    # the default decoder start id (58100) is outside a tiny vocabulary
+    "MarianMTModel": {"decoder_start_token_id": 2},
+    # 6 heads (not a power of two: MPT's slopes differ from BLOOM's), 16 wide
+    "MptForCausalLM": {"n_heads": 6, "d_model": 96, "n_layers": 4, "max_seq_len": 256},
+    # no positional encoding: Mamba-2 needs num_heads * head_dim = expand * hidden_size
+    "Mamba2ForCausalLM": {"num_heads": 8, "head_dim": 16, "n_groups": 1},
+    # Jamba: attention on layers 1 and 3 (the default period 8 leaves 4 layers without any)
+    # Zamba2: 4 layers, a shared attention block on layer 1 (no rotary: use_mem_rope False), mamba heads of 16
+    "Zamba2ForCausalLM": {"layers_block_type": ["linear_attention", "hybrid", "linear_attention", "linear_attention"],
+                          "hybrid_layer_ids": [1], "mamba_headdim": 16, "n_mamba_heads": 8, "mamba_d_state": 16,
+                          "attention_head_dim": 32, "attention_hidden_size": 128},
+    "JambaForCausalLM": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+}
+
+#: config variants a name can ask for with ``NAME+VARIANT`` beside the rotary ones (``FalconForCausalLM+alibi``)
+CONFIG_VARIANTS: dict[str, dict[str, object]] = {
+    "alibi": {"alibi": True},
 }
 
 #: rotary scaling variants a name can ask for with ``NAME+VARIANT`` (e.g. ``LlamaForCausalLM+yarn``)
@@ -190,20 +219,25 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
     if "vocab_size_per_layer_input" in fields:  # Gemma-4's per-layer token embeddings (262144 rows by default)
         kw["vocab_size_per_layer_input"] = vocab_size
     kw.update(special_ids or {})
+    if "pad_token_id" in kw and getattr(default, "decoder_start_token_id", None) == kw["pad_token_id"] and "eos_token_id" in kw:
+        kw["decoder_start_token_id"] = kw["eos_token_id"]  # a decoder starting on a pad token (M2M100 numbers it -1)
+    kw.update(ARCH_OVERRIDES.get(base, {}))
     rope = dict(getattr(default, "rope_parameters", None) or {})
     if rope and all(isinstance(v, dict) for v in rope.values()):
         rope = {}  # per-layer-type parameters (Gemma-3 style): keep the class's own
     if rope:
         if "partial_rotary_factor" in rope:
             rope["partial_rotary_factor"] = 0.25 if float(rope["partial_rotary_factor"]) == 0.5 else 0.5
-        if variant:
+        if variant and variant not in CONFIG_VARIANTS:
             rope = {"rope_theta": rope.get("rope_theta", 10000.0), **ROPE_VARIANTS[variant],
                     **({"partial_rotary_factor": rope["partial_rotary_factor"]} if "partial_rotary_factor" in rope else {})}
         if rope.get("original_max_position_embeddings"):
             rope["original_max_position_embeddings"] = min(int(rope["original_max_position_embeddings"]), 64)  # type: ignore[call-overload]
         kw["rope_parameters"] = rope
-    elif variant:
+    elif variant and variant not in CONFIG_VARIANTS:
         raise ArchBuildError(f"{base} has no rope_parameters: no '{variant}' variant")
+    if variant in CONFIG_VARIANTS:
+        kw.update(CONFIG_VARIANTS[variant])
     try:
         config = cfg_cls(**kw)
     except Exception as exc:  # a config class with constraints the generic shape breaks

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from concept_erasure import optimal_linear_shrinkage
 
+from pe_hooks.core.linalg import ridge_from_moments
 from pe_hooks.probes.stats import Labels, LayerStats, label_index
 
 Shrinkage = float | Literal["auto"]
@@ -54,17 +55,8 @@ def fit_ridge(s: LayerStats, labels: Labels = "real", alpha: float = 1e-3) -> Ri
 def fit_ridges(s: LayerStats, labels: tuple[Labels, ...] = ("real", "shuffled"), alpha: float = 1e-3) -> list[RidgeModel]:
     """``fit_ridge`` for several targets of the same tokens: one factorisation serves them all."""
     ks = [label_index(lab) for lab in labels]
-    n = s.n[0]
-    mx = s.sx[0] / n
-    my = s.sy[0, ks] / n  # [L]
-    cxx = s.sxx[0] - n * torch.outer(mx, mx)
-    cxy = s.sxy[0, ks] - n * my[:, None] * mx[None]  # [L, d]
-    var = (cxx.diagonal() / n).clamp_min(1e-12)
-    sd = var.sqrt()
-    a = cxx / torch.outer(sd, sd)
-    a.diagonal().add_(alpha * n)
-    w = torch.linalg.solve(a, (cxy / sd).T).T / sd  # [L, d]
-    return [RidgeModel(w[i], float(my[i] - mx @ w[i])) for i in range(len(ks))]
+    fits = ridge_from_moments(s.n[0], s.sx[0], s.sy[0, ks], s.sxx[0], s.sxy[0, ks], alpha)
+    return [RidgeModel(w, b) for w, b in fits]
 
 
 def ridge_heldout(model: RidgeModel, s: LayerStats, labels: Labels = "real") -> tuple[float, float]:

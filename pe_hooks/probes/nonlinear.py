@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 from pe_hooks.core.errors import DataError
+from pe_hooks.core.threads import limited_threads
+from pe_hooks.data.labels import position_bins, shuffle_within_groups
 from pe_hooks.probes.reservoir import Reservoir
 
 PROBES = ("linear", "knn_cosine", "knn_euclidean", "mlp")
@@ -68,18 +70,9 @@ class ProbeScore:
 
 
 def bin_positions(positions: np.ndarray, max_position: int, n_bins: int) -> np.ndarray:
-    """``floor((t - 1) * n_bins / max_position)`` for positions ``1..max_position``."""
-    return ((positions.astype(np.int64) - 1) * n_bins) // max_position
-
-
-def shuffle_within_groups(labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Permute ``labels`` within each group (sequence): marginals kept, activation link broken."""
-    rng = np.random.default_rng(seed)
-    out = labels.copy()
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        out[idx] = labels[rng.permutation(idx)]
-    return out
+    """``floor((t - 1) * n_bins / max_position)`` for positions ``1..max_position``
+    (``pe_hooks.data.labels.position_bins``)."""
+    return position_bins(torch.from_numpy(np.asarray(positions, dtype=np.int64)), n_bins, 1, max_position).numpy()
 
 
 def _make(probe: str, seed: int, k: int, hidden: int) -> Any:
@@ -96,17 +89,7 @@ def _make(probe: str, seed: int, k: int, hidden: int) -> Any:
 
 
 def _heldout(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int,
-             k: int, hidden: int, threads: int | None) -> float:
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
-        return _heldout_inner(probe, x, y, folds, seed, k, hidden)
-
-
-def _heldout_inner(probe: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int,
-                   k: int, hidden: int) -> float:
-
-
+             k: int, hidden: int) -> float:
     correct = 0
     for tr, te in folds:
         correct += int((_fit_predict(probe, x, y, tr, te, seed, k, hidden) == y[te]).sum())
@@ -123,7 +106,7 @@ def probe_positions(
     ``x`` ``[n, d]``, integer ``positions`` ``[n]`` and ``seq_ids`` ``[n]`` (e.g. from
     ``Reservoir.arrays``). Tokens at position 0 are dropped. Returns ``{probe: ProbeScore}``.
 
-    ``threads``: BLAS/OpenMP threads while fitting (default 1; ``None`` leaves them alone). On a
+    ``threads``: torch and BLAS/OpenMP threads while fitting (``core.threads.limited_threads``) (default 1; ``None`` leaves them alone). On a
     busy 2-core machine one thread was ~50x faster than the default pool for the logistic and
     MLP probes (200 s -> 3 s for 8 fits at d=576, 4.5k tokens), because of oversubscription.
     """
@@ -161,18 +144,14 @@ def probe_positions(
             fold_id = np.zeros(len(y), dtype=np.int64)
             for f, (_, te) in enumerate(folds):
                 fold_id[te] = f
-            before = torch.get_num_threads()
-            if threads is not None:
-                torch.set_num_threads(threads)
-            try:
+            with limited_threads(threads):
                 pred = mlp_predictions(torch.from_numpy(xa), torch.from_numpy(fold_id),
                                        torch.from_numpy(np.stack([y, y_shuf])), hidden=hidden, seed=seed).numpy()
-            finally:
-                torch.set_num_threads(before)
             acc, shuf = float((pred[0] == y).mean()), float((pred[1] == y_shuf).mean())
         else:
-            acc = _heldout(p, xa, y, folds, seed, k, hidden, threads)
-            shuf = _heldout(p, xa, y_shuf, folds, seed, k, hidden, threads)
+            with limited_threads(threads):
+                acc = _heldout(p, xa, y, folds, seed, k, hidden)
+                shuf = _heldout(p, xa, y_shuf, folds, seed, k, hidden)
         out[p] = ProbeScore(p, acc, chance, shuf, len(y), n_groups, n_folds, n_bins, time.perf_counter() - t0)
     return out
 

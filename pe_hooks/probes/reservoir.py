@@ -9,19 +9,22 @@ classifier probes and the non-linear probes are fitted and scored on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
 from pe_hooks.core.errors import DataError
 
+K = TypeVar("K", bound=Hashable)
 
-class Reservoir:
+
+class Reservoir(Generic[K]):
     """Seeded reservoir sample of at most ``max_seqs`` whole sequences, for one or more layers.
 
     ``add(acts, positions, seq_ids=None, mask=None)``: ``acts`` is ``[b, s, d]`` or a dict
-    ``{layer: [b, s, d]}`` (all layers see the same sampled sequences); ``positions`` ``[b, s]``;
+    ``{layer: [b, s, d]}`` (any hashable keys; all layers see the same sampled sequences); ``positions`` ``[b, s]``;
     ``seq_ids`` ``[b]`` (default: a running count); ``mask`` ``[b, s]`` marks real tokens.
     Stored activations live on CPU in ``dtype`` (float32 by default; float16 halves the memory, and
     a sequence with values beyond float16's range is kept in float32); ``arrays`` returns float32. ``arrays(layer)`` returns ``(x, positions, seq_ids)``
@@ -38,7 +41,7 @@ class Reservoir:
         self.dtype = dtype
         self._rng = np.random.default_rng(seed)
         self.n_seen = 0
-        self._acts: list[dict[str, torch.Tensor]] = []
+        self._acts: list[dict[K, torch.Tensor]] = []
         self._pos: list[torch.Tensor] = []
         self._ids: list[int] = []
 
@@ -46,7 +49,7 @@ class Reservoir:
         return len(self._ids)
 
     @property
-    def layers(self) -> list[str]:
+    def layers(self) -> list[K]:
         return list(self._acts[0]) if self._acts else []
 
     @property
@@ -60,10 +63,10 @@ class Reservoir:
         return int(sum(p.numel() for p in self._pos))
 
     def add(
-        self, acts: torch.Tensor | Mapping[str, torch.Tensor], positions: torch.Tensor,
+        self, acts: torch.Tensor | Mapping[K, torch.Tensor], positions: torch.Tensor,
         seq_ids: Sequence[int] | torch.Tensor | None = None, mask: torch.Tensor | None = None,
     ) -> None:
-        layers = dict(acts) if isinstance(acts, Mapping) else {"x": acts}
+        layers: dict[K, torch.Tensor] = dict(acts) if isinstance(acts, Mapping) else {"x": acts}  # type: ignore[dict-item]
         if not layers:
             raise DataError("no activations to add")
         pos = torch.as_tensor(positions)
@@ -73,7 +76,7 @@ class Reservoir:
                 raise DataError(f"activations '{name}' must be [batch, seq, d] matching positions {tuple(pos.shape)}, "
                                 f"got {tuple(a.shape)}")
         if self._acts and set(layers) != set(self._acts[0]):
-            raise DataError(f"layers changed between batches: {sorted(layers)} vs {self.layers}")
+            raise DataError(f"layers changed between batches: {list(layers)} vs {self.layers}")
         ids = list(range(self.n_seen, self.n_seen + b)) if seq_ids is None else [int(i) for i in seq_ids]
         if len(ids) != b:
             raise DataError(f"seq_ids must have one id per sequence ({b}), got {len(ids)}")
@@ -108,11 +111,11 @@ class Reservoir:
         """Positions of the stored tokens of the ``slot``-th sampled sequence."""
         return self._pos[slot]
 
-    def row(self, slot: int) -> dict[str, torch.Tensor]:
+    def row(self, slot: int) -> dict[K, torch.Tensor]:
         """``{layer: [tokens, d]}`` of the ``slot``-th sampled sequence, in the storage dtype."""
         return self._acts[slot]
 
-    def arrays(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, layer: K | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(x [n, d], positions [n], seq_ids [n])`` of every stored token (sample order)."""
         if not self._ids:
             raise DataError("the reservoir is empty: add() some batches first")

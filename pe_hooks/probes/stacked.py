@@ -38,26 +38,13 @@ memory does not grow with the number of tokens; the moments behind the LDA use e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from pe_hooks.probes.linear import Shrinkage
 from pe_hooks.probes.stats import LABELS, LayerStats
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one thread for the many small solves of the probes (restored afterwards): on a
-    busy 2-core machine the default pool made them ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def shrunk_covariance(S: torch.Tensor, n: torch.Tensor) -> torch.Tensor:

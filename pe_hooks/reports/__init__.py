@@ -5,6 +5,7 @@ from pe_hooks.reports.branches_md import (
     headline_table,
     layer_scores_table,
     write_branches_markdown,
+    write_branches_report,
 )
 from pe_hooks.reports.markdown import sweep_markdown, sweep_table, write_sweep_markdown
 
@@ -15,5 +16,6 @@ __all__ = [
     "sweep_markdown",
     "sweep_table",
     "write_branches_markdown",
+    "write_branches_report",
     "write_sweep_markdown",
 ]

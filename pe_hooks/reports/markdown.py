@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pe_hooks.probes.sweep import SweepResult
+from pe_hooks.probes.result import SweepResult
 
 SWEEP_SECTIONS = (
     ("acc", None),

@@ -23,19 +23,25 @@ from typing import Any
 import torch
 
 from pe_hooks.core.types import Model, is_bridge
+from pe_hooks.sites.relative import RelativeFacts, measure_relative
+from pe_hooks.sites.tables import TABLE_HOOKS, TABLE_INPUTS, TableFacts, measure_table
 
 #: the positional hook templates watched (``{i}``: a layer index)
 WATCHED = (
-    "hook_pos_embed", "pos_embed.hook_in", "rotary_emb.hook_cos", "rotary_emb.hook_sin",
+    "hook_pos_embed", "pos_embed.hook_in", "decoder_pos_embed.hook_out", "decoder_pos_embed.hook_in", "rotary_emb.hook_cos", "rotary_emb.hook_sin",
     "blocks.{i}.attn.hook_cos", "blocks.{i}.attn.hook_sin", "blocks.{i}.attn.hook_rot_q", "blocks.{i}.attn.hook_rot_k",
     "blocks.{i}.attn.hook_q", "blocks.{i}.attn.hook_k", "blocks.{i}.attn.hook_q_normed", "blocks.{i}.attn.hook_k_normed",
     "blocks.{i}.attn.hook_attn_scores",
     "blocks.{i}.hook_resid_pre", "blocks.{i}.hook_resid_mid", "blocks.{i}.hook_resid_post",
+    # encoder-decoder bridges name their stacks (no ``blocks.{i}`` alias): the encoder's residual and scores
+    "encoder_blocks.{i}.hook_resid_pre", "encoder_blocks.{i}.hook_resid_mid", "encoder_blocks.{i}.hook_resid_post",
+    "encoder_blocks.{i}.attn.hook_attn_scores",
 )
 
 #: edits whose effect on the logits says a site takes edits: site -> (templates, edit)
 EDITS: dict[str, tuple[tuple[str, ...], Callable[[torch.Tensor], torch.Tensor]]] = {
     "pos_embed": (("hook_pos_embed",), torch.zeros_like),
+    "decoder_pos_embed": (("decoder_pos_embed.hook_out",), torch.zeros_like),
     "rotary_top": (("rotary_emb.hook_cos",), torch.ones_like),
     "rotary_layer": (("blocks.{i}.attn.hook_cos",), torch.ones_like),
     "rot_qk": (("blocks.{i}.attn.hook_rot_q", "blocks.{i}.attn.hook_rot_k"), torch.zeros_like),
@@ -56,6 +62,9 @@ class HookFacts:
         takes_edits: sites (keys of ``EDITS``) whose edit changed the logits.
         scores_post_softmax: the attention-scores hook holds probabilities (rows sum to 1).
         causal: the attention of the first layer is masked above the diagonal.
+        tables: table hook -> how the model indexes that absolute position table (learned or
+            sinusoidal; ``pe_hooks.sites.tables``), for each table hook whose output is rows of it.
+        relative: table hook -> the relative position bias it carries (T5; ``pe_hooks.sites.relative``).
         error: why the measuring forward failed (then nothing else is known).
     """
 
@@ -66,6 +75,8 @@ class HookFacts:
     takes_edits: frozenset[str] = frozenset()
     scores_post_softmax: bool = False
     causal: bool = True
+    tables: Mapping[str, TableFacts] = field(default_factory=dict)
+    relative: Mapping[str, RelativeFacts] = field(default_factory=dict)
     error: str | None = None
 
     def fire(self, template: str) -> bool:
@@ -111,6 +122,7 @@ def _measure(model: Model) -> HookFacts:
     shapes: dict[str, tuple[int, ...]] = {}
     order: dict[str, int] = {}
     first_scores: list[torch.Tensor] = []
+    seen: dict[str, torch.Tensor] = {}  # first output of each table hook and first input of its input hook
 
     def recorder(name: str) -> Callable[[torch.Tensor, Any], None]:
         tpl, i = names[name]
@@ -121,6 +133,8 @@ def _measure(model: Model) -> HookFacts:
                 fired[tpl].append(i)
             if isinstance(x, torch.Tensor):
                 shapes.setdefault(tpl, tuple(x.shape))
+                if tpl in TABLE_HOOKS or tpl in TABLE_INPUTS.values():
+                    seen.setdefault(tpl, x.detach())
                 if tpl.endswith("hook_attn_scores") and not first_scores:
                     first_scores.append(x.detach().float())
 
@@ -147,10 +161,15 @@ def _measure(model: Model) -> HookFacts:
         upper = torch.triu(torch.ones(s.shape[-2:], dtype=torch.bool), 1)
         above = s[..., upper]
         causal = bool((above == 0).all()) if post else bool((above <= torch.finfo(s.dtype).min / 2).all() or torch.isinf(above).all())
+    tables = {h: f for h in TABLE_HOOKS if h in seen
+              for f in [measure_table(model, h, seen[h], seen.get(TABLE_INPUTS[h]))] if f is not None}
+    relative = {h: f for h in TABLE_HOOKS if h in seen
+                for f in [measure_relative(model, h, seen[h], seen.get(TABLE_INPUTS[h]))] if f is not None}
     return HookFacts(
         fires={t: tuple(sorted(v)) for t, v in fired.items()}, shapes=shapes, order=order,
         exists=frozenset(t for t, _ in names.values()), takes_edits=frozenset(takes),
-        scores_post_softmax=post, causal=causal,
+        scores_post_softmax=post, causal=causal, tables={h: t for h, t in tables.items() if h not in relative},
+        relative=relative,
     )
 
 

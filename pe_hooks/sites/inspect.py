@@ -12,9 +12,11 @@ import torch
 
 from pe_hooks.core.errors import ArgumentError, SchemeError
 from pe_hooks.core.types import Model, is_bridge, is_model
+from pe_hooks.sites.alibi_bias import alibi_facts
 from pe_hooks.sites.facts import RotaryFacts, model_facts, rotary_facts
 from pe_hooks.sites.registry import STILL_WORKS, FamilySpec, Scheme, describe, residual_only
 from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
+from pe_hooks.sites.tables import hidden_fixed_table, position_table
 
 
 def _architecture(model: Model) -> tuple[str, str]:
@@ -24,7 +26,8 @@ def _architecture(model: Model) -> tuple[str, str]:
     return str(getattr(model.cfg, "original_architecture", None) or "unknown"), "hooked"
 
 
-_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL}
+_POS_TYPES = {"standard": Scheme.LEARNED, "rotary": Scheme.ROTARY, "alibi": Scheme.ALIBI, "sinusoidal": Scheme.SINUSOIDAL,
+              "relative_positional_bias": Scheme.RELATIVE}
 
 
 def scheme_of(model: Model) -> Scheme:
@@ -32,7 +35,14 @@ def scheme_of(model: Model) -> Scheme:
     ``cfg.positional_embedding_type`` (``standard`` = learned absolute)."""
     if is_bridge(model) and getattr(getattr(model, "rotary_emb", None), "original_component", None) is not None:
         return Scheme.ROTARY
-    return _POS_TYPES.get(str(getattr(model.cfg, "positional_embedding_type", "") or ""), Scheme.NONE)
+    scheme = _POS_TYPES.get(str(getattr(model.cfg, "positional_embedding_type", "") or ""), Scheme.NONE)
+    if scheme is Scheme.LEARNED and is_bridge(model):
+        table = position_table(model)
+        if table is not None and not (isinstance(table, torch.nn.Parameter) and table.requires_grad):
+            return Scheme.SINUSOIDAL  # a fixed table (a buffer, or a frozen parameter): sinusoidal
+        if table is None and hidden_fixed_table(model) is not None:
+            return Scheme.SINUSOIDAL  # a fixed table inside the HF model that no hook wraps (XGLM)
+    return scheme
 
 
 def _n_bands(model: Model, scheme: Scheme, rot: RotaryFacts | None) -> int | None:
@@ -58,7 +68,8 @@ def family_of(model: Model) -> FamilySpec:
     scheme = scheme_of(model)
     rot = rotary_facts(model) if scheme is Scheme.ROTARY else None
     facts = model_facts(model)
-    spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot))
+    alibi = alibi_facts(model) if scheme is Scheme.ALIBI else None
+    spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot), alibi)
     if spec is None:
         head = f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): {reason}"
         spec = residual_only(backend, scheme, facts, f"{head}. {STILL_WORKS}.")
@@ -134,7 +145,7 @@ def _rotating_layers(model: Model, spec: FamilySpec, n_layers: int) -> tuple[int
 
 def _resid_names(spec: FamilySpec, n_layers: int) -> dict[str, tuple[str, ...]]:
     return {
-        site: tuple(f"blocks.{i}.hook_{site}" for i in range(n_layers))
+        site: tuple(f"{spec.resid_prefix}.{i}.hook_{site}" for i in range(n_layers))
         for site in RESID_SITES
         if site in spec.resid_sites
     }
@@ -160,11 +171,13 @@ def inspect(model: Model) -> PositionalScheme:
     d_head = int(cfg.d_head)
     L = range(n_layers)
     kw: dict[str, Any] = {}
-    if spec.scheme is Scheme.LEARNED and spec.pos_embed_fires:
+    if spec.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and spec.pos_embed_fires:
         kw["pos_embed"] = "hook_pos_embed"
         kw["pos_ids_hook"] = spec.pos_ids_hook
-        w_pos = model.W_pos
-        kw["w_pos_shape"] = (int(w_pos.shape[0]), int(w_pos.shape[1]))
+        w_pos = (position_table(model) if spec.tables else None)
+        w_pos = model.W_pos if w_pos is None else w_pos
+        off = spec.tables[0].offset if spec.tables else 0
+        kw["w_pos_shape"] = (int(w_pos.shape[0]) - off, int(w_pos.shape[1]))
     if spec.scheme is Scheme.ROTARY and not spec.refused:
         if spec.rotary_cos_sin:
             kw["rotary_cos"] = "rotary_emb.hook_cos"
@@ -201,7 +214,7 @@ def inspect(model: Model) -> PositionalScheme:
         d_head=d_head,
         n_ctx=int(cfg.n_ctx),
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
-        attn_scores=() if spec.refused else tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
+        attn_scores=() if spec.refused else tuple(f"{spec.resid_prefix}.{i}.attn.hook_attn_scores" for i in L),
         resid=_resid_names(spec, n_layers),
         never_fire=never,
         **kw,

@@ -6,8 +6,9 @@ early site that records the real positions of every forward (from the model's ow
 computation), and a getter that later hooks in the same forward call:
 
 - rotary models: decoded from the top-level ``rotary_emb.hook_cos/sin`` tables;
-- learned positions on a TransformerBridge: the integer ids seen by ``pos_embed.hook_in``;
-- learned positions on TL 3.x: the W_pos row each ``hook_pos_embed`` vector equals;
+- learned / sinusoidal tables: the row ids seen by ``pos_embed.hook_in`` minus the table's offset
+  where that hook carries them (GPT-2, BERT, RoBERTa), else the row of the whole table each
+  ``hook_pos_embed`` vector equals minus the offset (OPT, BART, Marian; TL 3.x: rows of ``W_pos``);
 - otherwise (ALiBi): ``arange(seq)``, valid only without a KV cache — a one-token forward after a
   longer one raises instead of guessing.
 """
@@ -24,6 +25,9 @@ from pe_hooks.core.types import HookFn, Model
 from pe_hooks.sites.registry import Scheme
 from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
 from pe_hooks.sites.scheme import PositionalScheme
+from pe_hooks.sites.tables import TABLE_INPUTS, TableFacts, match_rows, position_table, positions_of
+
+__all__ = ["PositionSource", "match_rows", "position_source", "table_positions"]
 
 
 @dataclass
@@ -61,30 +65,8 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
         src.hooks = [*tracker.hooks(scheme), (scheme.rotary_sin, after)]  # type: ignore[list-item]
         src.kind = "rotary"
         return src
-    if scheme.scheme is Scheme.LEARNED and scheme.pos_ids_hook:
-
-        n_ctx = scheme.n_ctx
-
-        def ids(t: torch.Tensor, hook: Any) -> None:
-            if t.numel() and n_ctx and int(t.max()) >= n_ctx:
-                raise DataError(
-                    f"position {int(t.max())} is beyond the context of {scheme.model_name} ({n_ctx} positions: "
-                    f"W_pos has rows 0..{n_ctx - 1}); shorten the sequence to at most {n_ctx} tokens"
-                )
-            src.positions = t.long()
-
-        src.hooks = [(scheme.pos_ids_hook, ids)]
-        src.kind = "pos_ids"
-        return src
-    if scheme.scheme is Scheme.LEARNED and scheme.pos_embed:
-        w_pos = model.W_pos.detach()
-
-        def match(t: torch.Tensor, hook: Any) -> None:
-            src.positions = match_rows(t, w_pos)
-
-        src.hooks = [(scheme.pos_embed, match)]
-        src.kind = "w_pos_match"
-        return src
+    if scheme.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and scheme.pos_embed:
+        return table_positions(model, scheme, scheme.family.tables[0] if scheme.family.tables else None)
     if scheme.scheme is Scheme.ALIBI and scheme.attn_scores:  # issue 23: per-row positions from the mask
         from pe_hooks.sites.padding import MaskPositions
 
@@ -105,8 +87,34 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
     return src
 
 
-def match_rows(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Index of the row of ``table`` ``[n, d]`` nearest to each vector of ``x`` ``[b, s, d]``."""
-    flat = x.reshape(-1, x.shape[-1]).to(table.dtype)
-    d = torch.cdist(flat, table.to(x.device))
-    return d.argmin(-1).reshape(x.shape[:-1])
+def table_positions(model: Model, scheme: PositionalScheme, table: TableFacts | None) -> PositionSource:
+    """Positions of each forward as one absolute position table sees them (``t = row - offset``;
+    ``-1``: a padding token's row before position 0): from the row ids its input hook carries, or
+    from the rows its output vectors equal. ``table=None``: ``hook_pos_embed`` over ``W_pos``, offset 0."""
+    src = PositionSource(scheme)
+    hook = table.hook if table is not None else "hook_pos_embed"
+    offset = table.offset if table is not None else 0
+    n_pos = table.positions if table is not None else scheme.n_ctx
+    if table is None or table.ids_index:
+        ids_hook = TABLE_INPUTS[hook] if table is not None else scheme.pos_ids_hook
+
+        def ids(t: torch.Tensor, hook: Any) -> None:
+            if t.numel() and n_pos and int(t.max()) - offset >= n_pos:
+                raise DataError(
+                    f"position {int(t.max()) - offset} is beyond the context of {scheme.model_name} ({n_pos} positions: "
+                    f"W_pos has rows 0..{n_pos - 1}); shorten the sequence to at most {n_pos} tokens"
+                )
+            src.positions = t.long() - offset
+
+        if ids_hook:
+            src.hooks, src.kind = [(ids_hook, ids)], "pos_ids"
+            return src
+    full = position_table(model, hook)
+    rows = (full if full is not None else model.W_pos).detach()
+
+    def match(x: torch.Tensor, hook: Any) -> None:
+        pos = positions_of(x, rows, offset)
+        src.positions = pos if x.ndim == 3 else pos[None]  # [seq, d] tables (no batch dimension)
+
+    src.hooks, src.kind = [(hook, match)], "w_pos_match"
+    return src

@@ -25,10 +25,13 @@ To add a scheme or family: append a ``Description`` (and, for a new scheme, its 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from pe_hooks.sites.alibi_bias import AlibiFacts
 from pe_hooks.sites.facts import HookFacts, RotaryFacts
+from pe_hooks.sites.relative import RelativeFacts
+from pe_hooks.sites.tables import STACKS, TableFacts
 
 
 class Scheme(str, Enum):
@@ -38,6 +41,7 @@ class Scheme(str, Enum):
     ROTARY = "rotary"  # q/k rotated by position-dependent angles (Llama, NeoX, Gemma)
     ALIBI = "alibi"  # a per-head linear bias on attention scores (BLOOM)
     SINUSOIDAL = "sinusoidal"  # fixed sin/cos table added to embeddings
+    RELATIVE = "relative"  # a learned bias per (bucketed) key-query distance on the scores (T5)
     NONE = "none"  # no explicit position signal (NoPE)
 
 
@@ -94,6 +98,12 @@ class FamilySpec:
         notes: free-text caveats shown by ``pe-hooks inspect``.
         refused: why pe-hooks cannot edit this model's positions (the whole refusal message), or
             ``""``; a refused model keeps only its residual sites (``residual_only``).
+        tables: the absolute position tables that take edits, one per stack (encoder first), each
+            with the row offset position 0 reads and how positions are read (``sites.tables``).
+        relative: the relative position biases that take edits, one per stack (``sites.relative``).
+        alibi_slopes: each head's ALiBi slope as the scores hook holds it (measured: ``sites.alibi_bias``).
+        resid_prefix: the blocks the residual and score sites are on (``encoder_blocks`` on an
+            encoder-decoder bridge, which has no ``blocks.{i}`` alias).
     """
 
     name: str
@@ -112,6 +122,10 @@ class FamilySpec:
     never_fire: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     refused: str = ""
+    tables: tuple[TableFacts, ...] = ()
+    relative: tuple[RelativeFacts, ...] = ()
+    alibi_slopes: tuple[float, ...] = ()
+    resid_prefix: str = "blocks"
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,15 @@ class Description:
 
 #: The families pe-hooks edits, first match wins. Extension point: append a Description.
 DESCRIPTIONS: tuple[Description, ...] = (
+    Description("learned, encoder-decoder", "bridge", Scheme.LEARNED, needs=("pos_embed", "decoder_pos_embed"),
+                pos_ids_hook="pos_embed.hook_in", notes=("one learned table per stack (encoder, decoder)",)),
     Description("learned", "bridge", Scheme.LEARNED, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
+    Description("sinusoidal, encoder-decoder", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed", "decoder_pos_embed"),
+                pos_ids_hook="pos_embed.hook_in", notes=("one fixed sinusoidal table per stack (encoder, decoder)",)),
+    Description("sinusoidal", "bridge", Scheme.SINUSOIDAL, needs=("pos_embed",), pos_ids_hook="pos_embed.hook_in"),
+    Description("relative bias, encoder-decoder", "bridge", Scheme.RELATIVE, needs=("pos_embed", "decoder_pos_embed"),
+                notes=("hook_pos_embed / decoder_pos_embed.hook_out carry each stack's bias [query, key, heads], "
+                       "computed in the first layer and shared by every layer",)),
     Description("rotary tables", "bridge", Scheme.ROTARY, needs=("rotary_top", "rotary_layer")),
     Description("alibi", "bridge", Scheme.ALIBI, needs=("attn_scores",), alibi_form=AlibiForm.KEY_POSITION,
                 notes=("no bias-only ALiBi hook: attn.hook_attn_scores already holds slope_h * key_position",)),
@@ -161,9 +183,15 @@ class Refusal:
 
     reason: str
     applies: Callable[[Scheme, HookFacts, RotaryFacts | None], bool] = field(repr=False)
+    when_unfit: bool = False  # explains why no description fits (checked after the descriptions)
 
 
-#: Rotary models pe-hooks refuses, checked before the descriptions (data: a predicate and a reason).
+#: hooks any explicit positional encoding exposes (none of them on a model without one)
+POSITIONAL_HOOKS = ("hook_pos_embed", "decoder_pos_embed.hook_out", "rotary_emb.hook_cos", "blocks.{i}.attn.hook_cos",
+                    "blocks.{i}.attn.hook_rot_q")
+
+#: What pe-hooks refuses (data: a predicate and a reason): checked before the descriptions, or, with
+#: ``when_unfit``, to say why none fits.
 REFUSALS: tuple[Refusal, ...] = (
     Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
             lambda s, h, r: r is not None and r.complex_tables),
@@ -177,6 +205,16 @@ REFUSALS: tuple[Refusal, ...] = (
             "attention), and per-layer cos/sin do not take edits",
             lambda s, h, r: not _rotated_whole_heads("bridge", h) and "rotary_layer" not in h.takes_edits
             and "rot_qk" in h.takes_edits),
+    Refusal("its relative-position buckets could not be reproduced from the key-query distances (the model's own "
+            "buckets differ), so edited positions would read the wrong rows",
+            lambda s, h, r: s is Scheme.RELATIVE and any(not f.buckets_match and not f.windowed for f in h.relative.values())),
+    Refusal("it has no positional encoding (no position table, rotary tables, ALiBi or relative bias: recurrent or "
+            "state-space mixers, or attention without positions; position is implicit), so there is nothing to zero, "
+            "remove or replace",
+            lambda s, h, r: s is Scheme.NONE and not any(t in h.exists for t in POSITIONAL_HOOKS), when_unfit=True),
+    Refusal("its sinusoidal table is a fixed buffer added inside the HF model with no hook on it (hook_pos_embed "
+            "does not exist), so no hook reaches the table",
+            lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
 )
 # REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
 
@@ -186,7 +224,7 @@ def _missing(desc: Description, facts: HookFacts) -> list[str]:
 
 
 _SITE_WORDS = {
-    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos/sin", "rotary_layer": "per-layer attn.hook_cos/sin",
+    "pos_embed": "hook_pos_embed", "decoder_pos_embed": "decoder_pos_embed.hook_out", "rotary_top": "rotary_emb.hook_cos/sin", "rotary_layer": "per-layer attn.hook_cos/sin",
     "rot_qk": "attn.hook_rot_q/k", "attn_scores": "attn.hook_attn_scores",
 }
 
@@ -202,24 +240,39 @@ def why_not(desc: Description, facts: HookFacts) -> str:
 
 
 EDIT_TEMPLATE = {
-    "pos_embed": "hook_pos_embed", "rotary_top": "rotary_emb.hook_cos", "rotary_layer": "blocks.{i}.attn.hook_cos",
+    "pos_embed": "hook_pos_embed", "decoder_pos_embed": "decoder_pos_embed.hook_out", "rotary_top": "rotary_emb.hook_cos", "rotary_layer": "blocks.{i}.attn.hook_cos",
     "rot_qk": "blocks.{i}.attn.hook_rot_q", "attn_scores": "blocks.{i}.attn.hook_attn_scores",
 }
 
 
+#: ALiBi whose measured bias is not one slope per head times the key position (``sites.alibi_bias``)
+ALIBI_NOT_LINEAR = ("the bias inside its attention scores (queries zeroed) is not one slope per head times the key "
+                    "position, so pe-hooks cannot subtract it exactly")
+
+
 def describe(
-    backend: str, scheme: Scheme, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None = None
+    backend: str, scheme: Scheme, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None = None,
+    alibi: AlibiFacts | None = None,
 ) -> tuple[FamilySpec | None, str]:
-    """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``."""
+    """``(spec, "")`` for the first description ``facts`` fit, or ``(None, reason)``. ``alibi``:
+    the measured ALiBi bias of an ALiBi model (its slopes go into the spec)."""
     if facts.error:
         return None, f"its forward failed on six tokens ({facts.error})"
+    if scheme is Scheme.ALIBI and alibi is not None and "attn_scores" in facts.takes_edits and not alibi.linear:
+        return None, ALIBI_NOT_LINEAR + (f" ({alibi.error})" if alibi.error else "")
     candidates = [d for d in DESCRIPTIONS if d.backend == backend and d.scheme is scheme]
     for desc in candidates:
         if not _missing(desc, facts):
             for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
-                if refusal.applies(scheme, facts, rotary):
+                if not refusal.when_unfit and refusal.applies(scheme, facts, rotary):
                     return None, refusal.reason
-            return _spec(desc, backend, facts, rotary, n_bands), ""
+            spec = _spec(desc, backend, facts, rotary, n_bands)
+            if alibi is not None and desc.scheme is Scheme.ALIBI:
+                spec = replace(spec, alibi_slopes=alibi.slopes)
+            return spec, ""
+    for refusal in REFUSALS:  # a known reason why none fits
+        if refusal.when_unfit and refusal.applies(scheme, facts, rotary):
+            return None, refusal.reason
     if not candidates:
         return None, f"no description of {scheme.value} positions on the {backend} backend"
     return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)
@@ -278,8 +331,12 @@ def _rotated_whole_heads(backend: str, facts: HookFacts) -> bool:
 def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None) -> FamilySpec:
     rot_qk = "rot_qk" in facts.takes_edits and _rotated_whole_heads(backend, facts)
     never = [t for t in sorted(facts.exists - set(facts.fires)) if "resid" not in t and not t.endswith(("hook_q", "hook_k"))]
-    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"blocks.{{i}}.hook_{s}"))
+    prefix = "blocks" if facts.fire("blocks.{i}.hook_resid_pre") or not facts.fire("encoder_blocks.{i}.hook_resid_pre") \
+        else "encoder_blocks"  # an encoder-decoder bridge: residual sites of the encoder stack
+    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"{prefix}.{{i}}.hook_{s}"))
     notes = list(desc.notes)
+    if prefix != "blocks":
+        notes.append(f"residual and attention-score sites are the encoder's ({prefix}.*)")
     if "rot_qk" in facts.takes_edits and not rot_qk:
         notes.append(SUBHEAD_NOTE)
     if not facts.causal:
@@ -289,18 +346,34 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
                      + "discards edits on this model")
     if "blocks.{i}.hook_resid_mid" in facts.exists and "resid_mid" not in resid:
         notes.append("parallel attention+MLP: there is no resid_mid")
+    tables = _tables(desc, facts)
+    ids_hook = desc.pos_ids_hook if desc.pos_ids_hook and facts.fire(desc.pos_ids_hook) else None
+    if tables and not tables[0].ids_index:
+        ids_hook = None  # its input is not the row ids (OPT's attention mask, BART's embeddings): rows are matched
     return FamilySpec(
         name=desc.name, backend=backend, scheme=desc.scheme,
         pos_embed_fires="pos_embed" in facts.takes_edits,
-        pos_ids_hook=desc.pos_ids_hook if desc.pos_ids_hook and facts.fire(desc.pos_ids_hook) else None,
+        pos_ids_hook=ids_hook,
         rotary_cos_sin="rotary_layer" in facts.takes_edits and facts.fire("rotary_emb.hook_cos"),
         rot_qk_fire=rot_qk and desc.scheme is Scheme.ROTARY,
         rotary_layout=_layout(rotary, facts, n_bands) if desc.scheme is Scheme.ROTARY else None,
         attn_scores_editable="attn_scores" in facts.takes_edits,
         attn_scores_pre_softmax=not facts.scores_post_softmax,
         alibi_form=desc.alibi_form, resid_sites=resid or ("resid_pre", "resid_post"), causal=facts.causal,
-        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes),
+        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes), tables=tables, resid_prefix=prefix,
+        relative=tuple(facts.relative[h] for h in STACKS if h in facts.relative and EDIT_KEY[h] in desc.needs)
+        if desc.scheme is Scheme.RELATIVE else (),
     )
+
+
+def _tables(desc: Description, facts: HookFacts) -> tuple[TableFacts, ...]:
+    """The position tables a table family edits: the measured ones whose edit sites it needs."""
+    if desc.scheme not in (Scheme.LEARNED, Scheme.SINUSOIDAL):
+        return ()
+    return tuple(facts.tables[h] for h in STACKS if h in facts.tables and EDIT_KEY[h] in desc.needs)
+
+
+EDIT_KEY = {"hook_pos_embed": "pos_embed", "decoder_pos_embed.hook_out": "decoder_pos_embed"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,6 +382,8 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
 #: The intervention site of each scheme: what ``site="auto"`` picks (see ``default_site``).
 SCHEME_SITE: dict[Scheme, str] = {
     Scheme.LEARNED: "pos_embed",
+    Scheme.SINUSOIDAL: "pos_embed",
+    Scheme.RELATIVE: "relative",
     Scheme.ROTARY: "rotary",
     Scheme.ALIBI: "alibi",
 }
@@ -317,6 +392,8 @@ ERASER_ADVICE = "Use a residual-stream eraser: pe_hooks.fit_eraser(model, data).
 
 _SCHEME_ADVICE: dict[Scheme, str] = {
     Scheme.LEARNED: "Use site='pos_embed' (learned absolute positions).",
+    Scheme.SINUSOIDAL: "Use site='pos_embed' (the sinusoidal position table).",
+    Scheme.RELATIVE: "Use site='relative' (the relative position bias, per stack and head).",
     Scheme.ROTARY: "Use site='rotary' (the rotary cos/sin tables).",
     Scheme.ALIBI: "Use site='alibi' (ALiBi biases in the attention scores).",
 }
@@ -359,4 +436,6 @@ def per_head_advice(site: str, family: FamilySpec) -> str:
         )
     if family.scheme is Scheme.ALIBI:
         return "per-head edits are available at site='alibi'"
+    if family.scheme is Scheme.RELATIVE:
+        return "per-head edits are available at site='relative'"
     return f"site '{site}' has no per-head form on this model"

@@ -12,6 +12,7 @@ from typing import Any
 from pe_hooks.core.errors import HookPointError, SchemeError
 from pe_hooks.core.validate import check_indices
 from pe_hooks.sites.registry import AlibiForm, FamilySpec, RotaryLayout, Scheme
+from pe_hooks.sites.tables import STACKS, TABLE_INPUTS
 
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
 
@@ -87,6 +88,14 @@ class PositionalScheme:
     def rotary_layout(self) -> RotaryLayout | None:
         return self.family.rotary_layout
 
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        """The stacks with their own positional signal (``("encoder", "decoder")`` on encoder-decoder
+        models; ``()`` when the model has one stack)."""
+        hooks = [t.hook for t in self.family.tables] + [r.hook for r in self.family.relative]
+        found = tuple(STACKS[h] for h in hooks)
+        return found if len(found) > 1 else ()
+
     def resid_hook(self, layer: int, site: str = "resid_pre") -> str:
         """Hook name of a residual site; ``layer == n_layers`` with resid_pre means the final
         residual (``blocks.{n-1}.hook_resid_post``)."""
@@ -142,12 +151,19 @@ class PositionalScheme:
         ]
         if self.refused:
             lines.append(f"REFUSED      {self.refused.split(': ', 1)[-1]}")
-        if self.scheme is Scheme.LEARNED and not self.refused:
+        if self.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and not self.refused:
             lines.append(
                 f"pos embed    {self.pos_embed}  W_pos {self.w_pos_shape[0]}x{self.w_pos_shape[1]}"
                 if self.w_pos_shape
                 else f"pos embed    {self.pos_embed}"
             )
+            for t in self.family.tables:
+                lines.append(
+                    f"table        {t.hook}: {t.rows} rows, position t reads row t + {t.offset}; "
+                    + ("trained" if t.trainable else "fixed (sinusoidal)")
+                    + ("" if t.batched else ", output [seq, d] (no batch dimension)")
+                    + f"; positions from {TABLE_INPUTS[t.hook] + ' - ' + str(t.offset) if t.ids_index else 'the rows its vectors equal'}"
+                )
             if self.pos_ids_hook:
                 lines.append(f"position ids {self.pos_ids_hook}")
         if self.scheme is Scheme.ROTARY and not self.refused:
@@ -165,8 +181,17 @@ class PositionalScheme:
             lines.append(f"layer sin    {span(self.layer_sin)}")
             lines.append(f"rot_q        {span(self.rot_q)}")
             lines.append(f"rot_k        {span(self.rot_k)}")
+        for r in self.family.relative:
+            lines.append(
+                f"relative     {r.hook}: bias [q, k, {r.n_heads} heads] from {r.num_buckets} buckets up to distance "
+                f"{r.max_distance}, " + ("both directions" if r.bidirectional else "past keys only (causal)")
+                + ("; over a local block window (positions inside the window)" if r.windowed else "")
+            )
         if self.scheme is Scheme.ALIBI and self.alibi_form and not self.refused:
             lines.append(f"alibi        inside attn_scores as {self.alibi_form.value}")
+            if self.family.alibi_slopes:
+                lines.append("alibi slopes " + ", ".join(f"{m:.4g}" for m in self.family.alibi_slopes)
+                             + "  (measured in layer 0's scores with the queries zeroed)")
         editable = "editable" if self.attn_scores_editable else "READ-ONLY"
         softmax = "pre-softmax" if self.family.attn_scores_pre_softmax else "post-softmax"
         lines.append(f"attn scores  {span(self.attn_scores)}  [{softmax}, {editable}]")

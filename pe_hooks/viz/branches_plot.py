@@ -16,8 +16,9 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from pe_hooks.probes.branch_analysis import BranchAnalysis
-from pe_hooks.probes.branch_metrics import verdict
+from pe_hooks.branching.analysis import BranchAnalysis
+from pe_hooks.branching.run import BranchesRun
+from pe_hooks.branching.scores import verdict
 from pe_hooks.viz.figure import InlineFigure, save_png
 
 GROUP_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "PuRd")
@@ -135,3 +136,16 @@ def plot_branches(
     if path is not None:
         save_png(fig, path, dpi=dpi)
     return fig
+
+
+def plot_branches_run(run: BranchesRun, folder: str | Path | None = None, **kwargs: Any) -> dict[int, Figure]:
+    """The figure of every layer of ``run`` (``pe_hooks.run_branches``), titled as ``pe-hooks branches``
+    titles them; saved as ``folder/branches-layer{L}.png`` if ``folder`` is given. ``kwargs`` go to
+    ``plot_branches``."""
+    return {
+        layer: plot_branches(
+            analysis, None if folder is None else Path(folder) / f"branches-layer{layer}.png", title=run.title(layer),
+            branch_group=run.branch_group(), **kwargs,
+        )
+        for layer, analysis in run.analyses.items()
+    }

@@ -12,7 +12,7 @@ from matplotlib import rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pe_hooks.probes.sweep import SweepResult
+from pe_hooks.probes.result import SweepResult
 from pe_hooks.viz.figure import InlineFigure, save_png
 
 PANELS = (

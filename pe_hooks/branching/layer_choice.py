@@ -2,7 +2,7 @@
 
 ``layer_scores`` measures, at every layer, how much of the branch latents' variance a *shared*
 positional path explains on branches that did not estimate it (held-out positional share), and the
-path ratio of ``pe_hooks.probes.branch_metrics``; ``choose_layers`` picks the top layers.
+path ratio of ``pe_hooks.branching.scores``; ``choose_layers`` picks the top layers.
 
 **Held-out positional share.** Standardise the latents of a layer (``z``). Split the tokens into
 folds: by prompt when there are two or more prompts (the path must be shared across *content*, not
@@ -40,10 +40,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.preprocessing import StandardScaler
 
+from pe_hooks.branching.scores import path_ratio
 from pe_hooks.core.errors import DataError
-from pe_hooks.probes.branch_metrics import path_ratio
+from pe_hooks.core.linalg import ridge_from_moments
 
 #: The least held-out share (above its null) that counts as a positional path.
 MIN_SHARE = 0.01
@@ -94,23 +96,20 @@ def heldout_position_share(
 
 def heldout_position_r2(z: np.ndarray, position: np.ndarray, folds: np.ndarray, *, alpha: float = 0.3) -> float:
     """The held-out ridge R^2 of position of the module docstring (``z`` already standardised)."""
-    z = np.asarray(z, dtype=np.float64)
-    y = np.asarray(position, dtype=np.float64)
-    x1 = np.hstack([z, np.ones((len(z), 1))])
-    ids = np.unique(folds)
-    grams = [x1[folds == f].T @ x1[folds == f] for f in ids]
-    cross = [x1[folds == f].T @ y[folds == f] for f in ids]
-    g_all, c_all = sum(grams), sum(cross)
-    pen = np.eye(x1.shape[1])
-    pen[-1, -1] = 0.0  # the intercept is not penalised
+    zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
+    y = torch.from_numpy(np.asarray(position, dtype=np.float64))
+    folds = np.asarray(folds)
+    masks = [torch.from_numpy(folds == f) for f in np.unique(folds)]
+    # per-fold moments (n, sum z, sum y, z^T z, z^T y); a fold's training moments = all - its own
+    moments = [(float(m.sum()), zt[m].sum(0), y[m].sum(), zt[m].T @ zt[m], zt[m].T @ y[m]) for m in masks]
+    total_moments = [sum(parts) for parts in zip(*moments)]
     resid = total = 0.0
-    for f, g, c in zip(ids, grams, cross):
-        mine = folds == f
-        n_rest = int((~mine).sum())
-        if n_rest == 0:
+    for mine, own in zip(masks, moments):
+        n, sx, sy, sxx, sxy = (a - b for a, b in zip(total_moments, own))
+        if n == 0:
             continue
-        w = np.linalg.solve(g_all - g + alpha * n_rest * pen, c_all - c)
-        resid += float(((x1[mine] @ w - y[mine]) ** 2).sum())
+        ((w, b),) = ridge_from_moments(n, sx, sy[None], sxx, sxy[None], alpha, standardize=False)
+        resid += float(((zt[mine] @ w + b - y[mine]) ** 2).sum())
         total += float(((y[mine] - y[~mine].mean()) ** 2).sum())
     return 1.0 - resid / total if total > 0 else float("nan")
 

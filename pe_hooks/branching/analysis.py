@@ -1,7 +1,7 @@
 """UMAP and scores of branch views: ``analyze(views)`` embeds each view with a seeded UMAP and
 scores, in the original space and in UMAP space, how much the picture is organised by branch vs by
-position (``pe_hooks.probes.separation``), with the headline scores and their shuffled-label nulls
-(``pe_hooks.probes.branch_metrics``)."""
+position (``pe_hooks.branching.separation``), with the headline scores and their shuffled-label nulls
+(``pe_hooks.branching.scores``)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from pe_hooks.branching.latents import View
+from pe_hooks.branching.layer_choice import heldout_position_r2, position_folds
+from pe_hooks.branching.scores import headline_scores
+from pe_hooks.branching.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
 from pe_hooks.core.atomic import atomic_write_bytes
 from pe_hooks.core.errors import DataError
-from pe_hooks.probes.branch_metrics import headline_scores
-from pe_hooks.probes.branches import BranchLatents, View
-from pe_hooks.probes.layer_choice import heldout_position_r2, position_folds
-from pe_hooks.probes.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
 
 
 @dataclass
@@ -84,11 +84,11 @@ def analyze(
 ) -> BranchAnalysis:
     """UMAP + metrics (original and UMAP space) for each view ``name -> (x, branch, position)``.
 
-    Every view and space gets the separation metrics (``pe_hooks.probes.separation``) and the
-    headline scores with their shuffled-label nulls (``pe_hooks.probes.branch_metrics``:
+    Every view and space gets the separation metrics (``pe_hooks.branching.separation``) and the
+    headline scores with their shuffled-label nulls (``pe_hooks.branching.scores``:
     ``path_ratio``, ``knn_branch_purity`` and their ``_null``, ``_null_lo``, ``_null_hi``, ``_p``
     from ``n_perm`` permutations); the original space also gets ``position_r2``, the held-out
-    ridge R^2 of position with branches held out (``pe_hooks.probes.layer_choice``): whether
+    ridge R^2 of position with branches held out (``pe_hooks.branching.layer_choice``): whether
     position can still be read, however little it shapes the picture.
 
     With ``control``, a ``shuffled`` row scores the first view with its (branch, position) labels
@@ -118,14 +118,3 @@ def analyze(
         add("shuffled", "original", shuffled_control(x, b, p, k=k, window=window, seed=seed))
         add("chance", "analytic", chance_levels(b, p, window=window))
     return BranchAnalysis(layer, views, embeddings, rows)
-
-
-def keep_mask(lat: BranchLatents, layer: int | None = None) -> np.ndarray:
-    """Rows used in views (position > 0, not massive at ``layer``; at any layer if ``None``)."""
-    if layer is not None:
-        return lat.keep(layer)
-    keep = lat.position > 0
-    for f in lat.flagged.values():
-        keep &= ~f
-    return np.asarray(keep)
-

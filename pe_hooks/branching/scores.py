@@ -27,7 +27,7 @@ It is computed exactly in ``O(n d)`` from group sums: for a group ``G`` of ``n_G
 ``t_i == t_j`` minus pairs with ``(b, t)`` equal give ``A``; pairs with ``b_i == b_j`` minus the
 same give ``W``.
 
-**kNN branch purity** (``knn_branch_purity``, as in ``pe_hooks.probes.separation``): the share of
+**kNN branch purity** (``knn_branch_purity``, as in ``pe_hooks.branching.separation``): the share of
 each point's ``k`` nearest neighbours that come from its own branch.
 
 **Nulls**: each score is recomputed ``n_perm`` times with the labels permuted across points
@@ -87,7 +87,8 @@ def path_ratio(z: np.ndarray, branch: np.ndarray, position: np.ndarray) -> float
 
 
 def knn_index(z: np.ndarray, k: int) -> np.ndarray:
-    """``[n, k]`` indices of each point's ``k`` nearest other points."""
+    """``[n, k]`` indices of each point's ``k`` nearest other points (Euclidean; each point itself is
+    dropped, normally column 0, elsewhere when duplicates tie with it)."""
     kk = min(k, len(z) - 1)
     idx = NearestNeighbors(n_neighbors=kk + 1).fit(z).kneighbors(z, return_distance=False)
     self_col = idx == np.arange(len(z))[:, None]

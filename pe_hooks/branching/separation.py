@@ -33,9 +33,9 @@ from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import normalized_mutual_info_score, silhouette_score
-from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from pe_hooks.branching.scores import knn_index
 from pe_hooks.core.errors import DataError
 
 METRICS = (
@@ -93,12 +93,7 @@ def separation_metrics(
     x, branch, position = _check(x, branch, position)
     n_branches = len(np.unique(branch))
     z = StandardScaler().fit_transform(x) if standardize and x.shape[1] > 2 else x
-    kk = min(k, len(x) - 1)
-    idx = NearestNeighbors(n_neighbors=kk + 1).fit(z).kneighbors(z, return_distance=False)
-    # drop each point itself (normally column 0; duplicates can put it elsewhere)
-    self_col = idx == np.arange(len(x))[:, None]
-    has_self = self_col.any(1)
-    idx = np.stack([row[~s][:kk] if h else row[:kk] for row, s, h in zip(idx, self_col, has_self)])
+    idx = knn_index(z, k)
     same = branch[idx] == branch[:, None]
     near = np.abs(position[idx] - position[:, None]) <= window
     n_cross = (~same).sum(1)

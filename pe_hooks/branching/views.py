@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pe_hooks.branching.latents import BranchLatents, View
 from pe_hooks.core.errors import DataError
 from pe_hooks.erasers import fit_on_arrays
-from pe_hooks.probes.branches import BranchLatents, View
 
 
 class Eraser(Protocol):

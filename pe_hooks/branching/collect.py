@@ -1,0 +1,99 @@
+"""One forward over finished token sequences -> per-token latents at the chosen layers, with the
+massive-activation flags and (``layers="auto"``) the layer choice: the part of ``branches`` that
+sampled continuations (``pe_hooks.branching.generate``) and given texts
+(``pe_hooks.branching.texts``) share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pe_hooks.branching.latents import flag_massive
+from pe_hooks.branching.layer_choice import choose_layers, layer_scores
+from pe_hooks.core.errors import ArgumentError
+from pe_hooks.core.hooklist import HookList
+from pe_hooks.core.types import Model
+from pe_hooks.data import TokenData, stream_activations
+from pe_hooks.sites.inspect import inspect
+
+
+def parse_layers(layers: str | Sequence[int | str] | None) -> tuple[list[int], bool]:
+    """``(explicit layers, whether "auto" was asked for)``."""
+    if layers is None or (isinstance(layers, str) and layers.strip().lower() == "auto"):
+        return [], True
+    if isinstance(layers, str):
+        raise ArgumentError(f'layers must be "auto" or a list of layer indices, got {layers!r}')
+    items = list(layers)
+    auto = any(isinstance(v, str) and v.strip().lower() == "auto" for v in items)
+    rest = [v for v in items if not (isinstance(v, str) and v.strip().lower() == "auto")]
+    if any(isinstance(v, str) for v in rest):
+        raise ArgumentError(f'layers may hold layer indices and "auto" only, got {items!r}; pass integers, e.g. [0, 5], or "auto"')
+    if not auto and not rest:
+        raise ArgumentError('layers=[] names no layer; give at least one layer, or layers="auto"')
+    return [int(v) for v in rest], auto
+
+
+def layers_to_collect(model: Model, layers: str | Sequence[int | str] | None) -> tuple[list[int], list[int], bool]:
+    """``(layers to collect, explicit layers, auto)``: every layer with ``"auto"`` (checked first)."""
+    scheme = inspect(model)
+    explicit, auto = parse_layers(layers)
+    lay = list(range(scheme.n_layers)) if auto else list(dict.fromkeys(scheme.check_layers(explicit)))
+    if auto and explicit:
+        scheme.check_layers(explicit)
+    return lay, explicit, auto
+
+
+@dataclass
+class Collected:
+    """Per-token latents (``latents[layer]`` ``[n, d]``), massive flags, and with ``"auto"`` the
+    scores of every layer and the chosen ones."""
+
+    latents: dict[int, np.ndarray]
+    flagged: dict[int, np.ndarray]
+    layer_scores: pd.DataFrame | None
+    auto_layers: list[int]
+
+
+def collect_latents(
+    model: Model,
+    data: TokenData,
+    select: torch.Tensor,
+    layers: str | Sequence[int | str] | None,
+    *,
+    site: str = "resid_pre",
+    hooks: HookList | None = None,
+    branch: np.ndarray,
+    position: np.ndarray,
+    prompt: np.ndarray,
+    auto_layers: int = 1,
+    massive: float | None = 8.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> Collected:
+    """The latents of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major (sequence by
+    sequence, then position), at ``layers`` (see ``pe_hooks.branching.branches``); ``branch``,
+    ``position``, ``prompt`` label those tokens (the ``"auto"`` choice scores them)."""
+    scheme = inspect(model)
+    lay, explicit, auto = layers_to_collect(model, layers)
+    names = [scheme.resid_hook(layer, site) for layer in lay]
+    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
+        rows = select[b.index]
+        for n in names:
+            acts[n].append(b.acts[n][rows])
+    latents = {layer: torch.cat(acts.pop(n)).numpy() for layer, n in zip(lay, names)}
+    flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
+    scores, chosen = None, []
+    if auto:
+        keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
+        scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
+        chosen = choose_layers(scores, n=auto_layers)
+        final = sorted(set(chosen) | set(scheme.check_layers(explicit) if explicit else []))
+        latents = {layer: latents[layer] for layer in final}
+        flagged = {layer: flagged[layer] for layer in final}
+    return Collected(latents, flagged, scores, chosen)
