@@ -1,7 +1,8 @@
-"""Print the README's summary tables from the sweep outputs (no hand transcription).
+"""Print the README's summary tables from the sweep and branches outputs (no hand transcription).
 
-    python docs/readme_tables.py            # after `pe-hooks sweep --model smollm2-135m --out docs/results`
-                                            # and `pe-hooks sweep --model minilm-l6 --out docs/results`
+    python docs/readme_tables.py            # after `pe-hooks sweep --model smollm2-135m --out docs/results`,
+                                            # `pe-hooks sweep --model minilm-l6 --out docs/results` and the
+                                            # README's `pe-hooks branches --model minilm-l6 --texts ...`
 """
 
 from __future__ import annotations
@@ -66,7 +67,32 @@ def probes_table(folder: str, layers: list[int], conditions: tuple[str, ...]) ->
     return "\n".join(lines)
 
 
+BRANCH_METRICS = (("path_ratio", "path ratio (pooled)"), ("path_ratio_by_group", "path ratio by prompt"),
+                  ("knn_branch_purity", "kNN branch purity"))
+
+
+def branches_layers_table(folder: str, metric: str, space: str = "original") -> str:
+    """One row per view, one column per layer: ``metric``; a last row gives its shuffled-label null
+    (2.5-97.5%) over all views (the widest interval of any view)."""
+    df = pd.read_csv(RESULTS / folder / "metrics.csv")
+    df = df[df.space == space]
+    value = {(r.layer, r.view, r.metric): r.value for r in df.itertuples()}
+    layers = sorted(df.layer.unique())
+    views = [v for v in dict.fromkeys(df.view) if v not in ("shuffled", "chance")]
+    lines = ["| view | " + " | ".join(f"layer {layer}" for layer in layers) + " |", "|---" * (len(layers) + 1) + "|"]
+    for view in views:
+        lines.append(f"| {view} | " + " | ".join(f"**{value[(layer, view, metric)]:.3f}**" for layer in layers) + " |")
+    nulls = [(min(value[(layer, v, metric + "_null_lo")] for v in views),
+              max(value[(layer, v, metric + "_null_hi")] for v in views)) for layer in layers]
+    lines.append("| its null (any view) | " + " | ".join(f"[{lo:.3f}, {hi:.3f}]" for lo, hi in nulls) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     for spec in (SMOLLM2, MINILM):
         print(f"## {spec[0]}\n\n{table(*spec)}\n")
     print(f"## {SMOLLM2_PROBES[0]}: probes side by side\n\n{probes_table(*SMOLLM2_PROBES)}\n")
+    if (RESULTS / "branches-minilm-l6" / "metrics.csv").exists():
+        for metric, label in BRANCH_METRICS:
+            print(f"## branches-minilm-l6: {label}\n\n"
+                  f"{branches_layers_table('branches-minilm-l6', metric)}\n")

@@ -256,3 +256,19 @@ def test_gpt2_recipe_runs_as_written_on_the_gpt2_architecture(tmp_path: Path, mo
     df = __import__("pandas").read_csv(folder / "metrics.csv")
     assert {"intervened (zero)", "intervened (remove)", "erased (leace, reference)",
             "erased (branches, out-of-sample)"} <= set(df["view"])
+
+
+def test_cli_reader_writes_beside_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--reader``: sampled by --model, read by the reader; the folder names both."""
+    from pe_hooks.cli.main import main
+
+    monkeypatch.setattr("pe_hooks.load_model", lambda name, **kw: get_model(name))
+    monkeypatch.setattr("pe_hooks.branching.analysis.umap_embed", lambda x, **k: np.asarray(x)[:, :2])
+    code = main(["branches", "--model", "tiny-gpt2", "--reader", "tiny-bert", "--prompt", "the cat", "--prompt", "a dog",
+                 "--branches", "2", "--tokens", "10", "--layer", "0", "--intervention", "zero", "--kv-cache", "off",
+                 "--fit-seqs", "8", "--n-perm", "10", "--out", str(tmp_path)])
+    assert code == 0
+    saved = json.loads((tmp_path / "branches-tiny-bert-reading-tiny-gpt2" / "texts.json").read_text())
+    assert saved["source"] == "reader" and saved["generator"] == "tiny-gpt2" and list(saved["groups"]) == ["the cat", "a dog"]
+    md = (tmp_path / "branches-tiny-bert-reading-tiny-gpt2" / "metrics.md").read_text()
+    assert md.startswith("# Branches of tiny-gpt2, read by tiny-bert")
