@@ -15,8 +15,10 @@ interleaved and rotating after a warm-up, ``--rounds`` rounds of:
 - **sweep**: ``pe_hooks.sweep(model, data, ["baseline"], layers=..., token_floor=False)`` (one pass;
   its defaults include the kNN and MLP probes at 8 of the 10 layers);
 - **sweep, linear only**: the same with ``nonlinear=()`` -- the probe the naive workflow computes;
-- **two-pass**: the sweep as it was before the one-pass redesign (``benchmarks/legacy_twopass_sweep.py``,
-  LDA with data-driven shrinkage scored in a second pass);
+- **two-pass**: the sweep as it was before the one-pass redesign (``pe_hooks.sweep`` of git
+  ``TWO_PASS_REV``, LDA with data-driven shrinkage scored in a second pass), run in a child process
+  from a temporary ``git worktree`` of that commit (the time of its sweep call only; skipped with a
+  note when the checkout has no git history);
 - **naive**: ``run_with_cache`` of the 10 layers -> NumPy -> per layer ``StandardScaler`` +
   scikit-learn ``LogisticRegression(max_iter=1000)`` on the same tokens and folds.
 
@@ -84,11 +86,51 @@ def linear_sweep(model: Any, td: Any) -> dict[int, float]:
     return _sweep_acc(model, td, nonlinear=())
 
 
-def twopass_sweep(model: Any, td: Any) -> dict[int, float]:
-    from benchmarks.legacy_twopass_sweep import sweep
+TWO_PASS_REV = "254d786"  # the last commit whose sweep made two passes over the probe data
 
-    res = sweep(model, td, ["baseline"], layers=LAYERS, n_seqs=N_SEQS, seq_len=SEQ_LEN, token_floor=False, progress=False)
-    return {int(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}
+TWO_PASS_CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads({threads})
+import pe_hooks as p
+from pe_hooks.data import load_data
+m = p.load_model("smollm2-135m", dtype=getattr(torch, "{dtype}"))  # that commit's load_model takes a torch.dtype
+td = load_data(m, None, seq_len={seq_len}, n_seqs={n_seqs}, seed=0)
+t0 = time.perf_counter()
+res = p.sweep(m, td, ["baseline"], layers={layers}, n_seqs={n_seqs}, seq_len={seq_len}, token_floor=False, progress=False)
+el = time.perf_counter() - t0
+print(json.dumps({{"_seconds": el, **{{str(k): float(v) for k, v in res.pivot("acc")["baseline"].items()}}}}))
+"""
+
+
+def twopass_sweep(model: Any, td: Any, threads: int = 2, dtype: str | None = None) -> dict[int, float]:
+    """The two-pass sweep of ``TWO_PASS_REV``, timed in a child process run from a git worktree of
+    that commit (its own ``pe_hooks``) on the model in ``model``'s dtype (or ``dtype``); ``{}`` with
+    a note if there is no git history to check out."""
+    if dtype is None:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    import shutil
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="pe-hooks-two-pass-"))
+    tree = tmp / "tree"
+    add = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), TWO_PASS_REV],
+                         capture_output=True, text=True)
+    try:
+        if add.returncode != 0:
+            print(f"two-pass: skipped (git worktree add {TWO_PASS_REV}: {add.stderr.strip()[:200]})", flush=True)
+            return {}
+        code = TWO_PASS_CHILD.format(threads=threads, dtype=dtype, seq_len=SEQ_LEN, n_seqs=N_SEQS, layers=LAYERS)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200, cwd=tree,
+                             env={**__import__("os").environ, "PYTHONPATH": str(tree)})
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        return {("_seconds" if k == "_seconds" else int(k)): v for k, v in got.items()}  # type: ignore[misc]
+    finally:
+        if add.returncode == 0:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def naive(model: Any, td: Any) -> dict[int, float]:
@@ -193,7 +235,7 @@ def main() -> None:
     model = p.load_model("smollm2-135m", dtype=args.dtype)
     td = load_data(model, None, seq_len=SEQ_LEN, n_seqs=N_SEQS, seed=0)
     conds = {"bare": bare, "bare trunk": bare_trunk, "sweep": new_sweep, "sweep, linear only": linear_sweep,
-             "two-pass": twopass_sweep, "naive": naive}
+             "two-pass": lambda m, d: twopass_sweep(m, d, args.threads), "naive": naive}
     bare(model, td.subset(list(range(32))))  # warm-up
     times: dict[str, list[float]] = {k: [] for k in conds}
     accs: dict[str, dict[int, float]] = {}
@@ -203,13 +245,18 @@ def main() -> None:
         for name in order:
             t0 = time.perf_counter()
             a = conds[name](model, td)
-            times[name].append(time.perf_counter() - t0)
+            elapsed = a.pop("_seconds", time.perf_counter() - t0)  # type: ignore[call-overload]
+            if a or name.startswith("bare"):  # a skipped condition (no result) has no time either
+                times[name].append(elapsed)
+                print(f"round {r} {name}: {elapsed:.1f} s", flush=True)
             if a:
                 accs[name] = a
-            print(f"round {r} {name}: {times[name][-1]:.1f} s", flush=True)
+    times = {k: v for k, v in times.items() if v}
+    conds = {k: f for k, f in conds.items() if k in times}
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {k: statistics.median([a / b for a, b in zip(times[k], times["bare"])]) for k in conds}
-    per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")}} for la in LAYERS]
+    per_layer = [{"layer": la, **{k: accs[k][la] for k in ("sweep", "sweep, linear only", "two-pass", "naive")
+                                  if k in accs}} for la in LAYERS]
     scaling = [] if args.quick else memory_scaling([1, 2, 4, 8], args.threads, args.dtype)
     res = {"machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}",
            "dtype": dtype_name(next(model.parameters()).dtype),
@@ -250,7 +297,8 @@ def report(res: dict[str, Any]) -> str:
               "| layer | sweep (stacked) | two-pass (LDA) | naive (StandardScaler + LogisticRegression) | sweep − naive |",
               "|---|---|---|---|---|"]
     for r in res["per_layer"]:
-        lines.append(f"| {r['layer']} | {r['sweep']:.3f} | {r['two-pass']:.3f} | {r['naive']:.3f} | {r['sweep'] - r['naive']:+.3f} |")
+        two = f"{r['two-pass']:.3f}" if "two-pass" in r else "—"
+        lines.append(f"| {r['layer']} | {r['sweep']:.3f} | {two} | {r['naive']:.3f} | {r['sweep'] - r['naive']:+.3f} |")
     if res["memory_scaling"]:
         lines += ["", "Memory of the baseline sweep (10 layers) as the tokens grow, each in a fresh process"
                   + (f" (measured {res['memory_date']} with `--memory-only`)" if res.get("memory_date") else "") + ":", "",

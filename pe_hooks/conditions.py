@@ -7,6 +7,10 @@ of ``shuffle[=SEED]``, ``reverse``, ``shift=K``, ``constant=P``, ``scale=F``; th
 ``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ``"erase-quadratic"`` (offline, per layer) and
 ``"erase-inmodel"`` (LEACE hooks inside the model). Hook lists and callables
 ``(model, fit_data) -> hooks`` are interventions too.
+
+Words: an *intervention* is given as an ``InterventionSpec`` (a name, hooks or a callable); a name
+parses into an ``Intervention``; ``resolve_intervention`` makes any of them ``Resolved`` (hooks and/or
+an offline transform). A sweep's *condition* is one named intervention (``probes.plan.Condition``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.data import TokenData
 from pe_hooks.erasers import fit_eraser
-from pe_hooks.erasers.methods import SiteMap
 from pe_hooks.interventions import (
     PositionMap,
     constant,
@@ -177,8 +180,6 @@ def _eraser(verb: str, model: Model, fit_data: TokenData | None, probe_sites: li
         if site is None:
             empty = torch.zeros(eraser.info.d_model, 0, dtype=torch.float64)
             return torch.zeros(eraser.info.d_model, dtype=torch.float64), empty, empty
-        if not isinstance(site, SiteMap) or site.offsets is not None:
-            return None
-        return site.mean, site.right, site.left
+        return site.affine()
 
     return Resolved(HookList(label=verb), transform, affine)

@@ -90,3 +90,18 @@ def test_xglm_is_refused_with_what_still_works() -> None:
         p.zero(g)
     with pytest.raises(p.SchemeError, match=why):
         p.replace(g, p.shift(2))
+
+
+def test_residual_erasers_run_on_the_encoder_stack() -> None:
+    """Erasers and residual ``project_out`` act on the encoder's residual stream (the bridge has no
+    ``blocks.i`` alias on encoder-decoder models: ``encoder_blocks.i``) and move the decoder's logits."""
+    g, _ = build_pair("BartForConditionalGeneration")
+    s = p.inspect(g)
+    assert s.resid["resid_pre"] == ("encoder_blocks.0.hook_resid_pre", "encoder_blocks.1.hook_resid_pre")
+    data = torch.randint(3, 250, (12, 16), generator=torch.Generator().manual_seed(0))
+    eraser = p.fit_eraser(g, data, method="leace", layers=[1], seq_len=16, n_seqs=12, progress=False)
+    base = _logits(g, p.HookList([]))
+    erased = _logits(g, eraser.hooks(g))
+    assert torch.isfinite(erased).all() and float((erased - base).abs().max()) > 1e-5
+    moved = _logits(g, p.project_out(g, torch.randn(2, 64), site="resid_pre", layers=[1]))
+    assert float((moved - base).abs().max()) > 1e-4

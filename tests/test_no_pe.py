@@ -1,5 +1,5 @@
-"""Issue 25: architectures with no positional encoding (RWKV, Mamba, Mamba-2, FalconMamba, Jamba:
-recurrent or state-space mixers, Jamba's attention layers without positions).
+"""Issue 25: architectures with no positional encoding (RWKV, Mamba, Mamba-2, FalconMamba, Jamba, Zamba2:
+recurrent or state-space mixers; Jamba's and Zamba2's attention layers without positions).
 
 ``inspect`` says so (a data refusal in ``sites.registry.REFUSALS``: no positional hook exists); every
 positional verb raises that message, which names what still works; and what it names does work:
@@ -15,7 +15,8 @@ import torch
 import pe_hooks as p
 from pe_hooks.cli.arch_check import build_pair
 
-NAMES = ["RwkvForCausalLM", "MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM", "JambaForCausalLM"]
+NAMES = ["RwkvForCausalLM", "MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM", "JambaForCausalLM",
+         "Zamba2ForCausalLM"]
 WHY = r"cannot edit the positions of architecture '{}'.*no positional encoding.*nothing to zero.*erasers and probes.*still work"
 IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12]])
 

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from pe_hooks.branching.latents import BranchLatents, View
+from pe_hooks.branching.latents import View
 from pe_hooks.branching.layer_choice import heldout_position_r2, position_folds
 from pe_hooks.branching.scores import headline_scores
 from pe_hooks.branching.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
@@ -118,14 +118,3 @@ def analyze(
         add("shuffled", "original", shuffled_control(x, b, p, k=k, window=window, seed=seed))
         add("chance", "analytic", chance_levels(b, p, window=window))
     return BranchAnalysis(layer, views, embeddings, rows)
-
-
-def keep_mask(lat: BranchLatents, layer: int | None = None) -> np.ndarray:
-    """Rows used in views (position > 0, not massive at ``layer``; at any layer if ``None``)."""
-    if layer is not None:
-        return lat.keep(layer)
-    keep = lat.position > 0
-    for f in lat.flagged.values():
-        keep &= ~f
-    return np.asarray(keep)
-

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from pe_hooks.data import TokenData
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
 from pe_hooks.sites.inspect import inspect
+from pe_hooks.sites.scheme import PositionalScheme
 
 
 def _check_prompts(prompts: str | Sequence[str] | None) -> list[str]:
@@ -101,44 +103,13 @@ def branches(
             "with it instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
             "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
-    check_int(n_branches, "n_branches", minimum=2, fix="branches are compared with each other (8 by default)")
-    check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (128 by default)")
-    check_number(temperature, "temperature", positive=True, fix="branches are sampled, not greedy (1.0 by default)")
-    if not 0 < check_number(top_p, "top_p", fix="pass top_p in (0, 1] (0.95 by default)") <= 1:
-        raise ArgumentError(f"top_p must be in (0, 1], got {top_p!r}; pass top_p in (0, 1] (0.95 by default)")
-    check_int(seed, "seed")
-    check_int(batch_size, "batch_size", minimum=1)
-    if massive is not None:
-        check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
-    if kv_cache is not None:
-        check_bool(kv_cache, "kv_cache")
+    _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)
     lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before sampling
     scheme.resid_hook(lay[0], site)
-    tok = model.tokenizer
-    rows = [model.to_tokens(p)[0].cpu() for p in prompt_list]
-    plens = [int(r.shape[0]) for r in rows]
-    prompt_len = max(plens)
-    if prompt_len + max_new_tokens > scheme.n_ctx:
-        raise DataError(
-            f"{prompt_len} prompt tokens + {max_new_tokens} new tokens exceed the context of "
-            f"{scheme.model_name} ({scheme.n_ctx}); lower max_new_tokens or shorten the prompt"
-        )
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    rows = [torch.cat([torch.full((prompt_len - len(r),), pad, dtype=torch.long), r]) for r in rows]
-    batch = torch.stack(rows).repeat_interleave(n_branches, dim=0)
-    mask = torch.stack([torch.arange(prompt_len) >= prompt_len - n for n in plens]).long()
-    mask = mask.repeat_interleave(n_branches, dim=0)
-    device = getattr(model.cfg, "device", None) or "cpu"
+    batch, mask, prompt_len = _prompt_batch(model, scheme, prompt_list, n_branches, max_new_tokens)
     use_cache = _decide_kv_cache(model, kv_cache)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with (hooks or HookList()).applied(model), torch.no_grad():
-            out = model.generate(
-                batch.to(device), max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                top_p=top_p, use_past_kv_cache=use_cache, stop_at_eos=False, verbose=progress,
-                attention_mask=None if bool(mask.all()) else mask.to(device),
-            )
-    seqs = (out if isinstance(out, torch.Tensor) else out.sequences).cpu()
+    seqs = _sample(model, batch, mask, hooks, seed, progress, max_new_tokens=max_new_tokens, do_sample=True,
+                   temperature=temperature, top_p=top_p, use_past_kv_cache=use_cache, stop_at_eos=False)
     n_seq, n_new = seqs.shape[0], seqs.shape[1] - prompt_len
     full_mask = torch.cat([mask, torch.ones(n_seq, n_new, dtype=torch.long)], 1).bool()
     td = TokenData(seqs, full_mask, positions_from_mask(full_mask))
@@ -150,20 +121,66 @@ def branches(
     got = collect_latents(model, td, select, layers, site=site, hooks=hooks, branch=branch, position=position,
                           prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
                           progress=progress)
+    tok = model.tokenizer
     return BranchLatents(
-        latents=got.latents,
-        branch=branch,
-        position=position,
-        token=[tok.decode([int(t)]) for s in seqs for t in s[prompt_len:]],
-        prompt=prompt,
-        texts=[tok.decode(s[prompt_len:]) for s in seqs],
-        sequences=seqs,
-        prompt_len=prompt_len,
-        flagged=got.flagged,
-        prompts=prompt_list,
-        layer_scores=got.layer_scores,
-        auto_layers=got.auto_layers,
+        latents=got.latents, branch=branch, position=position,
+        token=[tok.decode([int(t)]) for s in seqs for t in s[prompt_len:]], prompt=prompt,
+        texts=[tok.decode(s[prompt_len:]) for s in seqs], sequences=seqs, prompt_len=prompt_len, flagged=got.flagged,
+        prompts=prompt_list, layer_scores=got.layer_scores, auto_layers=got.auto_layers,
     )
+
+
+def _sample(
+    model: Model, batch: torch.Tensor, mask: torch.Tensor, hooks: HookList | None, seed: int, progress: bool,
+    **generate: Any,
+) -> torch.Tensor:
+    """The sampled sequences (prompt + continuation, on CPU), seeded inside a forked RNG (the global
+    torch RNG is untouched), under ``hooks``."""
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with (hooks or HookList()).applied(model), torch.no_grad():
+            out = model.generate(batch.to(device), verbose=progress,
+                                 attention_mask=None if bool(mask.all()) else mask.to(device), **generate)
+    return (out if isinstance(out, torch.Tensor) else out.sequences).cpu()
+
+
+def _check_sampling(
+    n_branches: int, max_new_tokens: int, temperature: float, top_p: float, seed: int, batch_size: int,
+    massive: float | None, kv_cache: bool | None,
+) -> None:
+    """The sampling options of ``branches``, checked before any work."""
+    check_int(n_branches, "n_branches", minimum=2, fix="branches are compared with each other (8 by default)")
+    check_int(max_new_tokens, "max_new_tokens", minimum=2, fix="each branch needs at least 2 new tokens (128 by default)")
+    check_number(temperature, "temperature", positive=True, fix="branches are sampled, not greedy (1.0 by default)")
+    if not 0 < check_number(top_p, "top_p", fix="pass top_p in (0, 1] (0.95 by default)") <= 1:
+        raise ArgumentError(f"top_p must be in (0, 1], got {top_p!r}; pass top_p in (0, 1] (0.95 by default)")
+    check_int(seed, "seed")
+    check_int(batch_size, "batch_size", minimum=1)
+    if massive is not None:
+        check_number(massive, "massive", positive=True, fix="pass a ratio such as 8.0, or None to flag nothing")
+    if kv_cache is not None:
+        check_bool(kv_cache, "kv_cache")
+
+
+def _prompt_batch(
+    model: Model, scheme: PositionalScheme, prompts: list[str], n_branches: int, max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(tokens, mask, prompt_len)``: every prompt left-padded to the longest, ``n_branches`` times."""
+    rows = [model.to_tokens(p)[0].cpu() for p in prompts]
+    plens = [int(r.shape[0]) for r in rows]
+    prompt_len = max(plens)
+    if prompt_len + max_new_tokens > scheme.n_ctx:
+        raise DataError(
+            f"{prompt_len} prompt tokens + {max_new_tokens} new tokens exceed the context of "
+            f"{scheme.model_name} ({scheme.n_ctx}); lower max_new_tokens or shorten the prompt"
+        )
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    rows = [torch.cat([torch.full((prompt_len - len(r),), pad, dtype=torch.long), r]) for r in rows]
+    batch = torch.stack(rows).repeat_interleave(n_branches, dim=0)
+    mask = torch.stack([torch.arange(prompt_len) >= prompt_len - n for n in plens]).long()
+    return batch, mask.repeat_interleave(n_branches, dim=0), prompt_len
 
 
 def _decide_kv_cache(model: Model, kv_cache: bool | None) -> bool:

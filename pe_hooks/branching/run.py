@@ -219,8 +219,7 @@ def run_branches(
         eraser: method of the reference eraser (``leace``, ``mean``, ``pca``, ``quadratic``).
         erase_on: fit the erased view's eraser on the reference corpus (``fit_seqs`` sequences), on
             the branches (cross-fitted), or ``both``.
-        n_neighbors, min_dist: UMAP's; ``k``: neighbours of the kNN metrics; ``n_perm``: label
-            permutations of the headline scores' nulls.
+        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations.
         massive: flag tokens with norm > this x median (``None``: flag nothing).
         device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
             must already have ``dtype`` if it is given).
@@ -253,8 +252,7 @@ def run_branches(
     scheme = inspect(model)
     asked = [layers] if isinstance(layers, str) else list(layers)
     explicit = [v for v in asked if not isinstance(v, str)]
-    if explicit:
-        scheme.check_layers(explicit)  # fail before any work
+    explicit = scheme.check_layers(explicit) if explicit else []  # fail before any work
     early_layer = None if early is None else scheme.check_layers([early])[0]
     timings["load"] = time.perf_counter() - t0 - timings.get("generate", 0.0)
     t = time.perf_counter()
@@ -268,7 +266,7 @@ def run_branches(
         prompt_list = raw.prompts
     what = "generate + collect" if groups is None else "read"
     timings[f"{what} (+ score every layer)" if auto else what] = time.perf_counter() - t
-    chosen = sorted(set(raw.auto_layers) | set(scheme.check_layers(explicit) if explicit else []))
+    chosen = sorted(set(raw.auto_layers) | set(explicit))
     reference = _reference_eraser(model, raw, chosen, options, timings) if erase_on in ("reference", "both") else None
     inter = _intervened(model, raw, groups, prompt_list, chosen, options, kw, timings)
     t = time.perf_counter()

@@ -67,3 +67,8 @@ class HookListError(PeHooksError, TypeError):
 class FitMismatchWarning(PeHooksWarning):
     """A fitted eraser is applied to a distribution it was not fitted on (e.g. an eraser fitted
     layer by layer on clean states, applied inside the model at every layer at once)."""
+
+
+class UnderfitWarning(PeHooksWarning):
+    """An eraser was fitted on fewer tokens than the model's width: it is mostly estimation noise
+    (position stays decodable out of sample); the message names the option that fits on more."""

@@ -105,26 +105,6 @@ def check_indices(
     return out
 
 
-def check_positions(pos: torch.Tensor, name: str = "positions", *, upper: int | None = None) -> torch.Tensor:
-    """Real, finite, non-negative positions (``< upper`` when given)."""
-    if not isinstance(pos, torch.Tensor):
-        pos = torch.as_tensor(pos)
-    if pos.dtype == torch.bool or pos.is_complex():
-        raise ArgumentError(f"{name} must be real numbers, got a {pos.dtype} tensor; pass integer or float positions")
-    if pos.numel() == 0:
-        return pos
-    if pos.is_floating_point() and not bool(torch.isfinite(pos).all()):
-        raise DataError(f"{name} contain NaN or inf; the position map must return finite positions")
-    lo, hi = float(pos.min()), float(pos.max())
-    if lo < 0:
-        raise RangeError(f"{name} contain a negative position ({lo:g}); positions start at 0 (e.g. shift by less)")
-    if upper is not None and hi > upper - 1:
-        raise RangeError(
-            f"{name} reach {hi:g} but the model has positions 0..{upper - 1} (its context); map to smaller positions"
-        )
-    return pos
-
-
 def check_token_ids(tokens: torch.Tensor, *, vocab: int | None, n_ctx: int | None, name: str = "tokens") -> torch.Tensor:
     """Integer token ids ``[n, seq]`` in ``0..vocab-1``, at most ``n_ctx`` per sequence."""
     if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():

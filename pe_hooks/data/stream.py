@@ -69,25 +69,7 @@ def stream_activations(
     ``hooks`` (an intervention ``HookList``) run during the same forward passes, before the
     capture hooks, so captured activations are the intervened ones.
     """
-    check_int(batch_size, "batch_size", minimum=1)
-    if not isinstance(data, TokenData):
-        raise DataError(
-            f"stream_activations takes TokenData, got {type(data).__name__}; wrap your data with "
-            "pe_hooks.data.load_data(model, data)"
-        )
-    if len(data) == 0:
-        raise DataError("no sequences to run; pass TokenData with at least one sequence")
-    data = check_token_data(data)
-    if isinstance(hook_names, str):  # one hook point, not its characters
-        hook_names = [hook_names]
-    if not list(hook_names):
-        raise DataError(
-            f"no hook names to capture (got {hook_names!r}); pass a list of hook points such as ['blocks.0.hook_resid_pre']"
-        )
-    check_model(model, "stream_activations")
-    missing = [n for n in hook_names if n not in model.hook_dict]
-    if missing:
-        raise HookPointError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")
+    data, hook_names = _check_stream(model, data, hook_names, batch_size)
     n_layers = int(model.cfg.n_layers)
     stop = _stop_layer(hook_names, n_layers)
     device = getattr(model.cfg, "device", None) or "cpu"
@@ -123,18 +105,57 @@ def stream_activations(
                 model(toks, **kwargs)
         except _Captured:
             pass
-        acts = {}
-        for n in hook_names:
-            if n not in store:
-                raise HookPointError(f"hook '{n}' did not fire; it cannot be used on this model (see pe_hooks.inspect(model))")
-            a = store[n].float()
-            if not keep_device:
-                a = a.cpu()
-            # a sum is NaN/inf iff an element is (or it overflows float32: |sum| > 3e38), ~10x cheaper
-            if check_finite and not bool(torch.isfinite(a.sum(dtype=torch.float64))):
-                raise DataError(
-                    f"non-finite activations (NaN/inf) at {n}; check the model dtype and inputs"
-                )
-            acts[n] = a
+        acts = _captured(store, hook_names, keep_device, check_finite)
         store.clear()
         yield ActivationBatch(acts, data.positions[idx], mask, idx, data.tokens[idx])
+
+
+def _check_stream(
+    model: Model, data: TokenData, hook_names: Sequence[str], batch_size: int
+) -> tuple[TokenData, Sequence[str]]:
+    """``stream_activations``' arguments, checked: the data and the hook points to capture."""
+    check_int(batch_size, "batch_size", minimum=1)
+    if not isinstance(data, TokenData):
+        raise DataError(
+            f"stream_activations takes TokenData, got {type(data).__name__}; wrap your data with "
+            "pe_hooks.data.load_data(model, data)"
+        )
+    if len(data) == 0:
+        raise DataError("no sequences to run; pass TokenData with at least one sequence")
+    data = check_token_data(data)
+    if isinstance(hook_names, str):  # one hook point, not its characters
+        hook_names = [hook_names]
+    if not list(hook_names):
+        raise DataError(
+            f"no hook names to capture (got {hook_names!r}); pass a list of hook points such as ['blocks.0.hook_resid_pre']"
+        )
+    check_model(model, "stream_activations")
+    missing = [n for n in hook_names if n not in model.hook_dict]
+    if missing:
+        raise HookPointError(f"hook points {missing} do not exist on this model; see pe_hooks.inspect(model)")
+    return data, hook_names
+
+
+def _captured(
+    store: dict[str, torch.Tensor], hook_names: Sequence[str], keep_device: bool, check_finite: bool
+) -> dict[str, torch.Tensor]:
+    """The captured activations of one batch (float32), each checked to be finite."""
+    acts = {}
+    for n in hook_names:
+        if n not in store:
+            raise HookPointError(f"hook '{n}' did not fire; it cannot be used on this model (see pe_hooks.inspect(model))")
+        a = store[n].float()
+        if not keep_device:
+            a = a.cpu()
+        if check_finite:
+            check_finite_acts(a, n)
+        acts[n] = a
+    return acts
+
+
+def check_finite_acts(x: torch.Tensor, where: str) -> None:
+    """``DataError`` naming ``where`` if ``x`` holds a NaN or inf (one check for every path that
+    streams or fits activations)."""
+    # a sum is NaN/inf iff an element is (or it overflows float32: |sum| > 3e38), ~10x cheaper
+    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):
+        raise DataError(f"non-finite activations (NaN/inf) at {where}; check the model dtype and inputs")

@@ -30,12 +30,16 @@ from pe_hooks.core.hooklist import HookList, bind_to_model
 from pe_hooks.core.types import HookFn, Model
 from pe_hooks.core.validate import check_fingerprint, check_model
 from pe_hooks.data.labels import check_token_positions
-from pe_hooks.erasers.methods import METHODS, POSITIONAL_METHODS, ErasureMap, SiteMap
+from pe_hooks.erasers.methods import POSITIONAL_METHODS, ErasureMap, SiteMap
 from pe_hooks.erasers.quadratic import QuadraticMap
 from pe_hooks.sites.inspect import inspect
 from pe_hooks.sites.positions import PositionSource, position_source
 
 FORMAT_VERSION = 1
+#: the map type of each method (``state_dict`` / ``from_state_dict``)
+MAP_TYPES: dict[str, type[SiteMap] | type[QuadraticMap]] = {
+    "leace": SiteMap, "mean": SiteMap, "pca": SiteMap, "quadratic": QuadraticMap,
+}
 
 
 @dataclass
@@ -204,16 +208,7 @@ class PositionEraser:
         The folder appears complete (with a completeness marker and the format version) or not
         at all; an earlier eraser saved there is replaced whole.
         """
-        tensors: dict[str, torch.Tensor] = {}
-        for i, (_name, m) in enumerate(self.maps.items()):
-            if isinstance(m, QuadraticMap):
-                tensors.update({f"{i}.{key}": v for key, v in m.state_dict().items()})
-                continue
-            tensors[f"{i}.mean"] = m.mean.contiguous()
-            tensors[f"{i}.left"] = m.left.contiguous()
-            tensors[f"{i}.right"] = m.right.clone().contiguous()
-            if m.offsets is not None:
-                tensors[f"{i}.offsets"] = m.offsets.contiguous()
+        tensors = {f"{i}.{key}": v for i, m in enumerate(self.maps.values()) for key, v in m.state_dict().items()}
         meta = {"format": FORMAT_VERSION, "sites": list(self.maps), "info": asdict(self.info)}
         with write_artefact(path, "eraser", FORMAT_VERSION, replaces=("eraser.json", "eraser.safetensors")) as tmp:
             save_file(tensors, str(tmp / "eraser.safetensors"))
@@ -240,20 +235,13 @@ class PositionEraser:
             if "exclude_first" in saved:  # the field's name before version 0.2
                 saved["exempt_first"] = saved.pop("exclude_first")
             info = EraserInfo(**saved)
+            if info.method not in MAP_TYPES or not meta["sites"]:
+                raise ValueError(f"method {info.method!r}, sites {meta['sites']!r}")
             maps: dict[str, ErasureMap] = {}
             for i, name in enumerate(meta["sites"]):
-                if info.method == "quadratic":
-                    prefix = f"{i}."
-                    maps[name] = QuadraticMap.from_state_dict(
-                        {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
-                    )
-                    continue
-                maps[name] = SiteMap(
-                    info.method, tensors[f"{i}.mean"], tensors[f"{i}.left"], tensors[f"{i}.right"],
-                    tensors.get(f"{i}.offsets"),
-                )
-            if info.method not in METHODS or not meta["sites"]:
-                raise ValueError(f"method {info.method!r}, sites {meta['sites']!r}")
+                prefix = f"{i}."
+                own = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
+                maps[name] = MAP_TYPES[info.method].from_state_dict(own, method=info.method)
         except Exception as exc:  # json, safetensors (SafetensorError), missing keys, wrong fields...
             raise ArtefactError(f"{folder} holds a corrupt eraser ({type(exc).__name__}: {exc}); {fix}") from exc
         if meta.get("format") != FORMAT_VERSION:

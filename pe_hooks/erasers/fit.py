@@ -2,67 +2,62 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pe_hooks.core.errors import ArgumentError, DataError
+from pe_hooks.core.errors import DataError, UnderfitWarning
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import HookFn, Model
-from pe_hooks.core.validate import check_bool, check_int, check_model, check_number, model_fingerprint
+from pe_hooks.core.validate import check_bool, check_int, check_model, model_fingerprint
 from pe_hooks.data import TokenData, load_data, stream_activations
 from pe_hooks.data.labels import check_token_positions
+from pe_hooks.data.stream import check_finite_acts
 from pe_hooks.erasers.eraser import EraserInfo, PositionEraser, erase_hook
-from pe_hooks.erasers.features import FEATURES
-from pe_hooks.erasers.methods import METHODS, ErasureMap, new_fitter
+from pe_hooks.erasers.methods import ErasureMap, Fitter
+from pe_hooks.erasers.options import EraserMethod, Leace, as_method
 from pe_hooks.sites.inspect import inspect
-from pe_hooks.sites.scheme import RESID_SITES
+from pe_hooks.sites.scheme import RESID_SITES, PositionalScheme
 
 
-def _check_options(method: str, features: str) -> None:
-    if method not in METHODS:
-        raise DataError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    if features in ("int", "integer", "index", "raw"):
-        raise DataError(
-            "integer position labels make LEACE erase a single direction (position stays decodable): "
-            "use features='fourier' (default) or 'onehot'"
-        )
-    if features not in FEATURES:
-        raise DataError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
-
-
-def _check_method_options(method: str, features: str, n_freqs: int, n_bins: int | None, k: int | None, var: float) -> None:
-    check_int(n_freqs, "n_freqs", minimum=1, fix="the Fourier position code has 2 * n_freqs + 1 dims (8 by default)")
-    if n_bins is not None:
-        check_int(n_bins, "n_bins", minimum=2, fix="position bins are classes: at least 2 (16 one-hot bins, 8 quadratic)")
-    if k is not None:
-        check_int(k, "k", minimum=1, fix="k is the number of principal directions 'pca' removes (None: chosen by var)")
-    fix = "var is the fraction of the positional variance 'pca' removes: pass a number in (0, 1] (0.9 by default)"
-    if not 0 < check_number(var, "var", fix=fix) <= 1:
-        raise ArgumentError(f"var must be in (0, 1], got {var!r}; {fix}")
-
-
-def _check_enough_tokens(
-    method: str, features: str, n_freqs: int, n_bins: int | None, td: TokenData, exempt_first: bool
-) -> None:
+def _check_enough_tokens(method: EraserMethod, tokens: int, d_model: int) -> None:
     """A LEACE fit needs more tokens than dimensions of its position code, else the eraser is
-    whatever a handful of tokens happen to say (a silent, degenerate eraser)."""
-    if method != "leace":
+    whatever a handful of tokens happen to say (a silent, degenerate eraser); any fit on fewer
+    tokens than the model's width is warned about (``UnderfitWarning``)."""
+    _warn_if_underfit(tokens, d_model)
+    if not isinstance(method, Leace):
         return
-    z_dim = 2 * n_freqs + 1 if features == "fourier" else (16 if n_bins is None else n_bins)
-    tokens = int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum())
-    if tokens <= z_dim:
+    if tokens <= method.z_dim:
         raise DataError(
-            f"only {tokens} tokens to fit a {z_dim}-dimensional position code: the eraser would be degenerate; "
+            f"only {tokens} tokens to fit a {method.z_dim}-dimensional position code: the eraser would be degenerate; "
             "fit on more sequences (n_seqs) or longer ones (seq_len)"
         )
 
 
-def _tokens(x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _tokens(
+    x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, exempt_first: bool, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a fitter sees (every fit path): the real ones, position 0 left out with
+    ``exempt_first``, checked to be finite (a ``DataError`` naming the site ``where``)."""
     keep = mask.bool() & ((pos > 0) if exempt_first else torch.ones_like(mask, dtype=torch.bool))
-    return x[keep], pos[keep]
+    xs = x[keep]
+    check_finite_acts(xs, where)
+    return xs, pos[keep]
+
+
+def _warn_if_underfit(tokens: int, d_model: int) -> None:
+    """``UnderfitWarning`` if an eraser is fitted on fewer tokens than the model's width."""
+    if tokens < d_model:
+        warnings.warn(
+            f"the eraser is fitted on {tokens} tokens, fewer than d_model {d_model}: its maps are mostly estimation "
+            "noise and position stays decodable out of sample; fit on more tokens: more sequences (n_seqs= of "
+            "fit_eraser, n_fit= of sweep) or longer ones (seq_len=)",
+            UnderfitWarning, stacklevel=4,
+        )
 
 
 ONE_PASS_BYTES = 2 * 2**30
@@ -111,7 +106,7 @@ def _fit_sequential_one_pass(
     def fit_then_erase(name: str) -> HookFn:
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
             xs, t = _tokens(x.reshape(-1, d_model), positions.reshape(-1).to(x.device), mask.reshape(-1).to(x.device),
-                            exempt_first)
+                            exempt_first, name)
             fitters[name].update(xs, t)
             maps[name] = fitters[name].finish()
             bar.update(1)
@@ -139,15 +134,9 @@ def fit_eraser(
     model: Model,
     data: Any = None,
     *,
-    method: str = "leace",
+    method: str | EraserMethod = "leace",
     site: str = "resid_pre",
     layers: list[int] | range | None = None,
-    features: str = "fourier",
-    n_freqs: int = 8,
-    n_bins: int | None = None,
-    k: int | None = None,
-    var: float = 0.9,
-    denoise: bool = True,
     sequential: bool | None = None,
     exempt_first: bool = True,
     seq_len: int = 64,
@@ -155,22 +144,24 @@ def fit_eraser(
     batch_size: int = 16,
     progress: bool = True,
     hook_names: list[str] | None = None,
+    features: str | None = None,
+    n_freqs: int | None = None,
+    n_bins: int | None = None,
+    k: int | None = None,
+    var: float | None = None,
+    denoise: bool | None = None,
 ) -> PositionEraser:
     """Fit a positional eraser at ``site`` of each layer in ``layers`` (all by default).
 
     Args:
         data: anything ``pe_hooks.data.load_data`` takes (``None`` = the embedded corpus). Fit on
             sequences you will NOT evaluate on.
-        method: ``"leace"`` (default), ``"mean"``, ``"pca"`` or ``"quadratic"`` (position bins as
-            classes, equal means and covariances; see ``pe_hooks.erasers.methods``).
-        n_bins: one-hot bins of LEACE's ``features="onehot"`` (default 16), or the classes of
-            ``"quadratic"`` (default 8; measured on SmolLM2, it leaks position out of sample unless
-            every bin has several times ``d_model`` tokens: fit on a few hundred sequences).
-        features: position encoding for LEACE, ``"fourier"`` (``2 * n_freqs + 1`` dims) or
-            ``"onehot"`` (``n_bins``); integer labels are rejected.
-        k, var: rank of ``"pca"`` (or the variance fraction that picks it).
-        denoise: for ``"mean"``, keep only the part of the per-position means that rises above
-            their estimation noise (False = raw means, which inject position out of sample).
+        method: the method and its options, one object each (``pe_hooks.erasers.options``):
+            ``Leace(features="fourier", n_freqs=8)`` (default), ``Mean(denoise=True)``, ``Pca(k=None,
+            var=0.9)``, ``Quadratic(n_bins=8, pool=0.0)`` (bins as classes; it leaks position out of
+            sample unless every bin has several times ``d_model`` tokens); or a method's name.
+        features, n_freqs, n_bins, k, var, denoise: the name form, ``method="pca", k=3`` (a keyword
+            of another method is ignored).
         n_seqs: sequences of ``data`` to fit on (``None``: all). Default 384: measured on SmolLM2
             with an independent held-out probe (``benchmarks/results/inmodel-erasure.md``), 160 left
             layer 1 more than 0.05 above the token floor in-model.
@@ -194,15 +185,13 @@ def fit_eraser(
         erases cached activations. Positions beyond ``seq_len - 1``: "leace" and "pca" do not look at
         positions when applied; "mean" raises.
     """
-    _check_options(method, features)
+    opts = as_method(method, features=features, n_freqs=n_freqs, n_bins=n_bins, k=k, var=var, denoise=denoise)
     check_model(model, "fit_eraser")
     check_int(batch_size, "batch_size", minimum=1)
     check_int(seq_len, "seq_len", minimum=2)
     if n_seqs is not None:
         check_int(n_seqs, "n_seqs", minimum=1, fix="fit on at least one sequence (384 by default)")
-    _check_method_options(method, features, n_freqs, n_bins, k, var)
     check_bool(exempt_first, "exempt_first")
-    check_bool(denoise, "denoise")
     if sequential is not None:
         check_bool(sequential, "sequential")
     scheme = inspect(model)
@@ -210,6 +199,25 @@ def fit_eraser(
         raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
     lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else layers)
     td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs, at_most=True)
+    T = _max_position(td, exempt_first)
+    names = _site_names(scheme, site, lay, hook_names)
+    _check_enough_tokens(opts, int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum()), scheme.d_model)
+    sequential = len(names) > 1 if sequential is None else sequential
+    if sequential:  # each site is fitted on states erased at every site before it: forward order
+        names = _forward_order(scheme, names)
+    fitters = {n: opts.fitter(scheme.d_model, T) for n in names}
+    info = EraserInfo(
+        model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=opts.name,
+        site=site, features=getattr(opts, "features", "fourier"), max_position=T, exempt_first=exempt_first,
+        sequential=sequential, options=asdict(opts), fingerprint=model_fingerprint(model),
+    )
+    maps = _fit(model, td, names, fitters, info, batch_size, progress)
+    info.fit_tokens = {n: f.n_tokens for n, f in fitters.items()}
+    return PositionEraser(maps, info, model)
+
+
+def _max_position(td: TokenData, exempt_first: bool) -> int:
+    """The largest position fitted (``seq_len - 1``), if the sequences have two positions to fit."""
     T = td.seq_len - 1
     n_positions = T if exempt_first else T + 1
     if n_positions < 2:
@@ -218,75 +226,79 @@ def fit_eraser(
             f"{' (position 0 / BOS is exempt)' if exempt_first else ''}: nothing varies with position; "
             "use seq_len >= 3 (64 by default)"
         )
-    names = [scheme.resid[site][layer] for layer in lay]
-    if hook_names is not None:
-        known = {n for group in scheme.resid.values() for n in group}
-        if isinstance(hook_names, str) or not list(hook_names):
-            raise DataError(
-                f"hook_names={hook_names!r} selects no site; pass None (site x layers) or a list of residual hook "
-                f"points such as ['{scheme.resid[site][0]}']"
-            )
-        bad = [n for n in hook_names if n not in known]
-        if bad:
-            raise DataError(
-                f"hook_names must be residual hook points of this model; not: {bad} (e.g. '{scheme.resid[site][0]}')"
-            )
-        names = list(hook_names)
-    _check_enough_tokens(method, features, n_freqs, n_bins, td, exempt_first)
-    if sequential is None:
-        sequential = len(names) > 1
-    if sequential:  # each site is fitted on states erased at every site before it: forward order
-        order = [group[layer] for layer in range(scheme.n_layers) for site_ in RESID_SITES
-                 for group in [scheme.resid.get(site_, ())] if layer < len(group)]
-        names = sorted(dict.fromkeys(names), key=order.index)
-    opts = {"n_freqs": n_freqs, "n_bins": n_bins, "k": k, "var": var, "denoise": denoise}
-    fitters = {
-        n: new_fitter(method, scheme.d_model, max_position=T, features=features, **opts)  # type: ignore[arg-type]
-        for n in names
-    }
-    info = EraserInfo(
-        model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=method,
-        site=site, features=features, max_position=T, exempt_first=exempt_first, sequential=sequential,
-        options={k2: v for k2, v in opts.items() if v is not None}, fingerprint=model_fingerprint(model),
-    )
-    if not sequential:
-        for batch in stream_activations(model, td, names, batch_size=batch_size, progress=progress, desc=f"fit {method}"):
+    return T
+
+
+def _forward_order(scheme: PositionalScheme, names: list[str]) -> list[str]:
+    """``names`` once each, in the order a forward reaches them."""
+    order = [group[layer] for layer in range(scheme.n_layers) for site_ in RESID_SITES
+             for group in [scheme.resid.get(site_, ())] if layer < len(group)]
+    return sorted(dict.fromkeys(names), key=order.index)
+
+
+def _site_names(scheme: PositionalScheme, site: str, layers: list[int], hook_names: list[str] | None) -> list[str]:
+    """The hook points to fit: ``site`` x ``layers``, or exactly ``hook_names`` (residual ones)."""
+    if hook_names is None:
+        return [scheme.resid[site][layer] for layer in layers]
+    known = {n for group in scheme.resid.values() for n in group}
+    if isinstance(hook_names, str) or not list(hook_names):
+        raise DataError(
+            f"hook_names={hook_names!r} selects no site; pass None (site x layers) or a list of residual hook "
+            f"points such as ['{scheme.resid[site][0]}']"
+        )
+    bad = [n for n in hook_names if n not in known]
+    if bad:
+        raise DataError(
+            f"hook_names must be residual hook points of this model; not: {bad} (e.g. '{scheme.resid[site][0]}')"
+        )
+    return list(hook_names)
+
+
+def _fit(
+    model: Model, td: TokenData, names: list[str], fitters: dict[str, Fitter], info: EraserInfo, batch_size: int,
+    progress: bool,
+) -> dict[str, ErasureMap]:
+    """The maps of every site: in one pass from clean states, or sequentially (in one forward when
+    it fits in ``ONE_PASS_BYTES``, else one partial forward per site, over batches)."""
+    d, exempt_first = info.d_model, info.exempt_first
+    if not info.sequential:
+        for batch in stream_activations(model, td, names, batch_size=batch_size, progress=progress,
+                                        desc=f"fit {info.method}"):
             for n in names:
-                x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
-                               batch.mask.reshape(-1), exempt_first)
+                x, t = _tokens(batch.acts[n].reshape(-1, d), batch.positions.reshape(-1), batch.mask.reshape(-1),
+                               exempt_first, n)
                 fitters[n].update(x, t)
-        maps = {n: f.finish() for n, f in fitters.items()}
-    elif _forward_bytes(model, td) <= ONE_PASS_BYTES:
-        maps = _fit_sequential_one_pass(model, td, names, fitters, exempt_first, scheme.d_model, progress)
-    else:  # too big for one batch: one partial forward per site, over batches
-        maps = {}
-        for n in tqdm(names, desc=f"fit {method} (sequential)", disable=not progress):
-            upstream = PositionEraser(dict(maps), info).hooks(model) if maps else None
-            for batch in stream_activations(model, td, [n], batch_size=batch_size, hooks=upstream, progress=False):
-                x, t = _tokens(batch.acts[n].reshape(-1, scheme.d_model), batch.positions.reshape(-1),
-                               batch.mask.reshape(-1), exempt_first)
-                fitters[n].update(x, t)
-            maps[n] = fitters[n].finish()
-    info.fit_tokens = {n: f.n_tokens for n, f in fitters.items()}
-    return PositionEraser(maps, info, model)
+        return {n: f.finish() for n, f in fitters.items()}
+    if _forward_bytes(model, td) <= ONE_PASS_BYTES:
+        return _fit_sequential_one_pass(model, td, names, fitters, exempt_first, d, progress)
+    maps: dict[str, ErasureMap] = {}
+    for n in tqdm(names, desc=f"fit {info.method} (sequential)", disable=not progress):
+        upstream = PositionEraser(dict(maps), info).hooks(model) if maps else None
+        for batch in stream_activations(model, td, [n], batch_size=batch_size, hooks=upstream, progress=False):
+            x, t = _tokens(batch.acts[n].reshape(-1, d), batch.positions.reshape(-1), batch.mask.reshape(-1),
+                           exempt_first, n)
+            fitters[n].update(x, t)
+        maps[n] = fitters[n].finish()
+    return maps
 
 
 def fit_on_arrays(
     x: Any,
     positions: Any,
     *,
-    method: str = "leace",
-    features: str = "fourier",
-    n_freqs: int = 8,
-    n_bins: int | None = None,
-    k: int | None = None,
-    var: float = 0.9,
-    denoise: bool = True,
+    method: str | EraserMethod = "leace",
     exempt_first: bool = True,
     name: str = "array",
+    features: str | None = None,
+    n_freqs: int | None = None,
+    n_bins: int | None = None,
+    k: int | None = None,
+    var: float | None = None,
+    denoise: bool | None = None,
 ) -> PositionEraser:
-    """Fit an eraser on latents you already have: ``x`` ``[n, d]``, integer ``positions`` ``[n]``."""
-    _check_options(method, features)
+    """Fit an eraser on latents you already have: ``x`` ``[n, d]``, integer ``positions`` ``[n]``
+    (``method`` and its options as in ``fit_eraser``)."""
+    opts = as_method(method, features=features, n_freqs=n_freqs, n_bins=n_bins, k=k, var=var, denoise=denoise)
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
     if xt.ndim != 2 or xt.shape[0] == 0:
         raise DataError(f"x must be a non-empty [n, d] array, got shape {tuple(xt.shape)}")
@@ -302,11 +314,11 @@ def fit_on_arrays(
             "more positions"
         )
     T = int(pt.max())
-    f = new_fitter(method, xt.shape[1], max_position=T, features=features, n_freqs=n_freqs, n_bins=n_bins,
-                   k=k, var=var, denoise=denoise)
+    f = opts.fitter(int(xt.shape[1]), T)
     keep = pt > 0 if exempt_first else torch.ones_like(pt, dtype=torch.bool)
+    _check_enough_tokens(opts, int(keep.sum()), int(xt.shape[1]))
     f.update(xt[keep], pt[keep])
-    info = EraserInfo(model_name="(arrays)", d_model=int(xt.shape[1]), n_layers=0, method=method, site=name,
-                      features=features, max_position=T, exempt_first=exempt_first, sequential=False,
-                      fit_tokens={name: f.n_tokens})
+    info = EraserInfo(model_name="(arrays)", d_model=int(xt.shape[1]), n_layers=0, method=opts.name, site=name,
+                      features=getattr(opts, "features", "fourier"), max_position=T, exempt_first=exempt_first,
+                      sequential=False, fit_tokens={name: f.n_tokens}, options=asdict(opts))
     return PositionEraser({name: f.finish()}, info)

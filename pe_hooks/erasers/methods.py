@@ -28,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from concept_erasure import LeaceFitter
+from concept_erasure import LeaceEraser, LeaceFitter
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.data.labels import check_token_positions
-from pe_hooks.erasers.features import check_concept_labels, position_features
+from pe_hooks.erasers.features import check_concept_labels, feature_dim, position_features
 from pe_hooks.erasers.quadratic import QuadraticMap, QuadraticSiteFitter
 
 AFFINE_METHODS = ("leace", "mean", "pca")
@@ -43,14 +43,30 @@ POSITIONAL_METHODS = ("mean", "quadratic")
 
 @dataclass
 class SiteMap:
-    """The fitted map of one site. ``offsets[t]`` (method "mean") is subtracted at position ``t``."""
+    """The fitted map of one site: concept-erasure's own ``LeaceEraser`` (the affine part
+    ``x -> x - (x - bias) R^T L^T``: LEACE's, or PCA's projection; rank 0 for "mean") and, for
+    method "mean", the per-position offsets (``offsets[t]`` is subtracted at position ``t``)."""
 
     method: str
-    mean: torch.Tensor  # [d]
-    left: torch.Tensor  # [d, r]
-    right: torch.Tensor  # [d, r]
+    eraser: LeaceEraser
     offsets: torch.Tensor | None = None  # [T + 1, d]
     _rank: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``[d]`` the point the affine part is centred on."""
+        assert self.eraser.bias is not None  # always set by the fitters and from_state_dict
+        return self.eraser.bias
+
+    @property
+    def left(self) -> torch.Tensor:
+        """``[d, r]`` ``L`` of the affine part."""
+        return self.eraser.proj_left
+
+    @property
+    def right(self) -> torch.Tensor:
+        """``[d, r]`` ``R`` of the affine part."""
+        return self.eraser.proj_right.mH
 
     @property
     def rank(self) -> int:
@@ -66,13 +82,16 @@ class SiteMap:
                 self._rank = int((sv > 1e-6 * max(float(sv.max()), 1e-30)).sum())
         return self._rank
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(mean, R, L)`` of the map ``x -> x - (x - mean) R L^T``, or ``None`` if it is not affine
+        (per-position offsets)."""
+        return None if self.offsets is not None else (self.mean, self.right, self.left)
+
     def apply(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Erase ``x`` ``[..., d]``; ``positions`` ``[...]`` are needed by method "mean" only."""
-        xf = x.to(torch.float32)
-        out = xf
+        out = x.to(torch.float32)
         if self.left.shape[1]:
-            delta = xf - self.mean.to(x.device)
-            out = xf - (delta @ self.right.to(x.device)) @ self.left.to(x.device).T
+            out = self._eraser_on(x.device)(out)
         if self.offsets is not None:
             if positions is None:
                 raise DataError("method 'mean' needs the position of every token: pass positions=")
@@ -80,6 +99,28 @@ class SiteMap:
                                       fix="refit on longer sequences, or use method='leace' (position-free at apply time)")
             out = out - self.offsets.to(x.device)[t]
         return out.to(x.dtype)
+
+    def _eraser_on(self, device: torch.device) -> LeaceEraser:
+        er = self.eraser
+        if er.proj_left.device == device:
+            return er
+        return LeaceEraser(er.proj_left.to(device), er.proj_right.to(device), self.mean.to(device))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Plain contiguous tensors (safetensors-ready): ``mean``, ``left``, ``right`` [, ``offsets``]."""
+        out = {"mean": self.mean.contiguous(), "left": self.left.contiguous(), "right": self.right.clone().contiguous()}
+        if self.offsets is not None:
+            out["offsets"] = self.offsets.contiguous()
+        return out
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], method: str = "leace") -> SiteMap:
+        """The map ``state_dict`` wrote (``KeyError`` naming a missing tensor), its tensors laid out
+        as the fitter lays them out (``LeaceFitter``: ``proj_right`` contiguous; PCA: the transpose of
+        its contiguous directions), so it computes bit for bit what the fitted map did."""
+        right = sd["right"]
+        proj_right = right.mH if method == "pca" else right.mH.contiguous()
+        return cls(method, LeaceEraser(sd["left"], proj_right, sd["mean"]), sd.get("offsets"))
 
 
 class SiteFitter:
@@ -97,8 +138,7 @@ class SiteFitter:
         self.n_tokens = 0
         self.leace: LeaceFitter | None = None
         if method == "leace":
-            z_dim = 2 * n_freqs + 1 if features == "fourier" else n_bins
-            self.leace = LeaceFitter(d, z_dim, dtype=torch.float64)
+            self.leace = LeaceFitter(d, feature_dim(features, n_freqs, n_bins), dtype=torch.float64)
         self.sums = torch.zeros(max_position + 1, d, dtype=torch.float64)
         self.counts = torch.zeros(max_position + 1, dtype=torch.float64)
         self.sumsq = torch.zeros(max_position + 1, d, dtype=torch.float64)
@@ -149,11 +189,11 @@ class SiteFitter:
         if self.n_tokens == 0:
             raise DataError("no tokens reached this eraser: check the data, the mask and exempt_first")
         d = self.d
-        empty = torch.zeros(d, 0)
+        empty = torch.zeros(0, d)
         if self.leace is not None:
             er = self.leace.eraser
             mean = er.bias if er.bias is not None else torch.zeros(d, dtype=torch.float64)
-            return SiteMap("leace", mean.float(), er.proj_left.float(), er.proj_right.mH.float())
+            return SiteMap("leace", LeaceEraser(er.proj_left.float(), er.proj_right.float(), mean.float()))
         seen, means, grand = self._position_means()
         if self.method == "mean":
             offsets = torch.zeros(self.T + 1, d, dtype=torch.float64)
@@ -162,7 +202,7 @@ class SiteFitter:
             if self.denoise:
                 dev = self._denoise(dev, seen)
             offsets[pos] = dev
-            return SiteMap("mean", grand.float(), empty, empty, offsets.float())
+            return SiteMap("mean", LeaceEraser(empty.T, empty, grand.float()), offsets.float())
         centred = means - means.mean(0)
         _, s, vh = torch.linalg.svd(centred, full_matrices=False)
         k = self.k
@@ -175,20 +215,8 @@ class SiteFitter:
                 f"or d_model); pass a smaller k, or k=None to choose it by var"
             )
         v = vh[:k].T.float()  # [d, k]
-        return SiteMap("pca", grand.float(), v, v)
+        return SiteMap("pca", LeaceEraser(v, v.mH, grand.float()))
 
 
 ErasureMap = SiteMap | QuadraticMap
 Fitter = SiteFitter | QuadraticSiteFitter
-
-
-def new_fitter(
-    method: str, d: int, *, max_position: int, features: str = "fourier", n_freqs: int = 8,
-    n_bins: int | None = None, k: int | None = None, var: float = 0.9, denoise: bool = True,
-) -> Fitter:
-    """The streaming fitter of ``method`` for one site (``n_bins`` defaults: 16 one-hot bins for
-    LEACE, 8 classes for ``"quadratic"``, whose per-bin covariances need many tokens per bin)."""
-    if method == "quadratic":
-        return QuadraticSiteFitter(d, max_position=max_position, n_bins=8 if n_bins is None else n_bins)
-    return SiteFitter(method, d, max_position=max_position, features=features, n_freqs=n_freqs,
-                      n_bins=16 if n_bins is None else n_bins, k=k, var=var, denoise=denoise)

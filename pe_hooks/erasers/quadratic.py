@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from concept_erasure import QuadraticFitter
+from concept_erasure import QuadraticEraser, QuadraticFitter
 
 from pe_hooks.core.errors import DataError
 from pe_hooks.data import labels
@@ -98,35 +98,45 @@ def _as_tokens(x: Any, t: Any, d: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class QuadraticMap:
-    """Fitted quadratic eraser of one site: ``x -> A_k (x - mu_k) + m`` for a token in bin ``k``."""
+    """Fitted quadratic eraser of one site: concept-erasure's own ``QuadraticEraser`` (``x -> A_k
+    (x - mu_k) + m`` for a token in bin ``k``) applied to the tokens of each bin, position 0 passed
+    through; ``counts`` are the fit's tokens per bin."""
 
-    class_means: torch.Tensor  # [K, d]
-    global_mean: torch.Tensor  # [d]
-    ot_maps: torch.Tensor  # [K, d, d]
+    eraser: QuadraticEraser
     max_position: int
     counts: torch.Tensor  # [K] tokens per bin in the fit
     method: str = METHOD
     _rank: int | None = field(default=None, repr=False, compare=False)
 
     @property
+    def ot_maps(self) -> torch.Tensor:
+        """``[K, d, d]`` the transport map ``A_k`` of each bin."""
+        return self.eraser.ot_maps
+
+    @property
     def n_bins(self) -> int:
-        return int(self.class_means.shape[0])
+        return int(self.eraser.class_means.shape[0])
 
     @property
     def d(self) -> int:
-        return int(self.class_means.shape[1])
+        return int(self.eraser.class_means.shape[1])
 
     @property
     def offsets(self) -> None:  # SiteMap surface: no per-position offset table
+        return None
+
+    def affine(self) -> None:
+        """Not one affine map (one per bin): the sweep streams its moments."""
         return None
 
     @property
     def rank(self) -> int:
         """Number of directions the map edits: rank of ``[A_k - I | mu_k - m]`` over all bins."""
         if self._rank is None:
+            er = self.eraser
             eye = torch.eye(self.d, dtype=torch.float64)
-            edits = [(a.double() - eye) for a in self.ot_maps]
-            edits.append((self.class_means.double() - self.global_mean.double()).T)
+            edits = [(a.double() - eye) for a in er.ot_maps]
+            edits.append((er.class_means.double() - er.global_mean.double()).T)
             s = torch.linalg.svdvals(torch.cat(edits, dim=1))
             tol = float(s.max()) * self.d * 1e-6 if s.numel() else 0.0
             self._rank = int((s > tol).sum())
@@ -141,36 +151,38 @@ class QuadraticMap:
         if not bool(torch.isfinite(xf).all()):
             raise DataError("activations contain NaN or inf")
         b = position_bins(t.to(xf.device), max_position=self.max_position, n_bins=self.n_bins)
-        dev = xf.device
-        means = self.class_means.to(dev, torch.float32)
-        maps = self.ot_maps.to(dev, torch.float32)
-        g = self.global_mean.to(dev, torch.float32)
         xs = xf.to(torch.float32)
         out = xs.clone()
-        for k in torch.unique(b).tolist():
-            if k < 0:
-                continue
-            sel = b == k
-            out[sel] = (xs[sel] - means[k]) @ maps[k].T + g
+        fitted = b >= 0
+        if bool(fitted.any()):
+            out[fitted] = self._eraser_on(xs.device)(xs[fitted], b[fitted])
         return out.reshape(torch.as_tensor(x).shape).to(torch.as_tensor(x).dtype)
+
+    def _eraser_on(self, device: torch.device) -> QuadraticEraser:
+        er = self.eraser
+        if er.ot_maps.device == device and er.ot_maps.dtype == torch.float32:
+            return er
+        return QuadraticEraser(*(t.to(device, torch.float32) for t in (er.class_means, er.global_mean, er.ot_maps)))
 
     # ------------------------------------------------------------------ io
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Plain contiguous tensors (safetensors-ready); ``from_state_dict`` inverts it exactly."""
+        er = self.eraser
         return {
-            "class_means": self.class_means.contiguous(),
-            "global_mean": self.global_mean.contiguous(),
-            "ot_maps": self.ot_maps.contiguous(),
+            "class_means": er.class_means.contiguous(),
+            "global_mean": er.global_mean.contiguous(),
+            "ot_maps": er.ot_maps.contiguous(),
             "counts": self.counts.contiguous(),
             "max_position": torch.tensor([self.max_position], dtype=torch.int64),
         }
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> QuadraticMap:
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], method: str = METHOD) -> QuadraticMap:
         missing = {"class_means", "global_mean", "ot_maps", "counts", "max_position"} - set(sd)
         if missing:
             raise DataError(f"not a quadratic eraser state dict: missing {sorted(missing)}")
-        return cls(sd["class_means"], sd["global_mean"], sd["ot_maps"], int(sd["max_position"][0]), sd["counts"])
+        return cls(QuadraticEraser(sd["class_means"], sd["global_mean"], sd["ot_maps"]), int(sd["max_position"][0]),
+                   sd["counts"])
 
 
 class _PooledQuadraticFitter(QuadraticFitter):
@@ -255,7 +267,7 @@ class QuadraticSiteFitter:
             )
         er = self.fitter.eraser
         return QuadraticMap(
-            er.class_means.float(), er.global_mean.float(), er.ot_maps.float(), self.T, counts.clone()
+            QuadraticEraser(er.class_means.float(), er.global_mean.float(), er.ot_maps.float()), self.T, counts.clone()
         )
 
 

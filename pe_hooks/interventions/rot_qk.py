@@ -20,18 +20,20 @@ from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary, rotating
 from pe_hooks.interventions.rotary_bands import band_mask
 from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, mixed_bands, pair_parts, rotate_bands
 from pe_hooks.sites.inspect import rotary_frequencies
-from pe_hooks.sites.rotary_positions import decode_positions
+from pe_hooks.sites.rotary_positions import DecodePlan, decode_plan, decode_positions
 from pe_hooks.sites.scheme import PositionalScheme
 
 
-def _decode_from_pair(x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, pairs: str = "half") -> torch.Tensor:
+def _decode_from_pair(
+    x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, pairs: str = "half", plan: DecodePlan | None = None
+) -> torch.Tensor:
     """Positions from pre-rotation ``x`` and post-rotation ``y`` (``[b, s, h, d]``)."""
     half = inv.numel()
     x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
     y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
-    return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05)
+    return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05, plan=plan)
 
 
 def check_pair(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str) -> None:
@@ -107,6 +109,8 @@ def _requery(
     store: dict[str, torch.Tensor], rule: SharedRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
     layout: str, heads: tuple[int, ...] | None, exempt_first: bool,
 ) -> HookFn:
+    plan, key = decode_plan(inv), tuple(inv.tolist())  # per layer, once (not on every forward)
+
     def fn(y: torch.Tensor, hook: Any) -> torch.Tensor:
         x = store["pre"]
         if x.shape != y.shape and x.ndim == 4 and x.transpose(1, 2).shape == y.shape:  # a [b, h, s, d] pre hook
@@ -114,11 +118,11 @@ def _requery(
         elif x.shape != y.shape and x.shape[:2] == y.shape[:2] and x.numel() == y.numel():  # [b, s, h * d]
             x = x.reshape(y.shape)
         invd = inv.to(y.device)
-        t = _decode_from_pair(x, y, invd, layout).long()
+        t = _decode_from_pair(x, y, invd, layout, plan).long()
         check_pair(x, y, t, invd, layout)
         # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
-        c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first)
+        c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first, key)
         new = rotate_bands(x.float(), c, s, layout).to(y.dtype)
         if heads is None:
             return new

@@ -184,7 +184,8 @@ def _table_hook(
     # when no band or token keeps its original value, the new table depends only on the positions,
     # the frequencies and the rule: compute it once per forward and share it across layers
     shareable = bool(mask.all()) and not exempt_first
-    key = (which, tuple(inv.tolist()), scaling)
+    freq_key = tuple(inv.tolist())  # per layer, once (not on every forward)
+    key = (which, freq_key, scaling)
 
     def fn(table: torch.Tensor, hook: Any) -> torch.Tensor:
         t = tracker.get()
@@ -193,7 +194,7 @@ def _table_hook(
             if cached.shape == table.shape and cached.dtype == table.dtype and cached.device == table.device:
                 return cached
         # the same table stands in for both originals: only the ``which`` output is used
-        new = new_tables(shared, t, inv.to(table.device), scaling, table, table, mask, exempt_first, tables)[which]
+        new = new_tables(shared, t, inv.to(table.device), scaling, table, table, mask, exempt_first, tables, freq_key)[which]
         if shareable:
             shared.tables[key] = new
         return new

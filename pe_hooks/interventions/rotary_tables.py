@@ -102,11 +102,13 @@ def assemble(bands: torch.Tensor, tables: str, width: int) -> torch.Tensor:
 def mixed_bands(
     rule: TableRule | SharedRule, t: torch.Tensor, inv: torch.Tensor, scaling: float,
     orig_c: torch.Tensor, orig_s: torch.Tensor, band_mask: torch.Tensor, exempt_first: bool,
+    key: tuple[float, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-band ``(cos, sin)`` ``[b, s, half]``: the rule's on the selected bands and tokens, the
-    originals ``orig_c``/``orig_s`` (per band) elsewhere."""
+    originals ``orig_c``/``orig_s`` (per band) elsewhere. ``key``: ``tuple(inv.tolist())``, the
+    frequencies' key in a ``SharedRule`` (constant per layer: hooks compute it once, not per forward)."""
     if isinstance(rule, SharedRule):
-        c, s = rule.angles(t, inv, tuple(inv.tolist()))
+        c, s = rule.angles(t, inv, key if key is not None else tuple(inv.tolist()))
     else:
         c, s = rule.angles_cos_sin(t, inv)
     c, s = c * scaling, s * scaling
@@ -131,12 +133,13 @@ def new_tables(
     band_mask: torch.Tensor,
     exempt_first: bool,
     tables: str = "halves",
+    key: tuple[float, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-width ``(cos, sin)`` tables (laid out as ``tables``) with the rule applied to the
-    selected bands/tokens."""
+    selected bands/tokens (``key``: see ``mixed_bands``)."""
     half = inv.numel()
     oc, os_ = band_columns(orig_cos, half, tables), band_columns(orig_sin, half, tables)
-    c, s = mixed_bands(rule, t, inv, scaling, oc, os_, band_mask, exempt_first)
+    c, s = mixed_bands(rule, t, inv, scaling, oc, os_, band_mask, exempt_first, key)
     width = orig_cos.shape[-1]
     return assemble(c, tables, width).to(orig_cos.dtype), assemble(s, tables, width).to(orig_sin.dtype)
 

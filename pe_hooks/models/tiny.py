@@ -160,6 +160,10 @@ ARCH_OVERRIDES: dict[str, dict[str, object]] = {
     # no positional encoding: Mamba-2 needs num_heads * head_dim = expand * hidden_size
     "Mamba2ForCausalLM": {"num_heads": 8, "head_dim": 16, "n_groups": 1},
     # Jamba: attention on layers 1 and 3 (the default period 8 leaves 4 layers without any)
+    # Zamba2: 4 layers, a shared attention block on layer 1 (no rotary: use_mem_rope False), mamba heads of 16
+    "Zamba2ForCausalLM": {"layers_block_type": ["linear_attention", "hybrid", "linear_attention", "linear_attention"],
+                          "hybrid_layer_ids": [1], "mamba_headdim": 16, "n_mamba_heads": 8, "mamba_d_state": 16,
+                          "attention_head_dim": 32, "attention_hidden_size": 128},
     "JambaForCausalLM": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
 }
 

@@ -42,12 +42,12 @@ Q_HOOK, SCORES = "blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores"
 
 def _from_scores(s: torch.Tensor) -> AlibiFacts:
     s = s[0].double()  # [heads, q, k]
-    valid = s > torch.finfo(torch.float32).min / 2
+    valid = s > torch.finfo(torch.float32).min / 2  # False on masked keys (a large negative or -inf)
     last = s[:, -1]  # every key valid on the last query row
     slopes = (last[:, 1:] - last[:, :-1]).mean(-1)  # [heads]
     k = torch.arange(s.shape[-1], dtype=torch.float64)
     fit = slopes[:, None, None] * k + s[..., :1]  # slope * t_k + the row's bias at key 0
-    err = ((s - fit).abs() * valid).amax()
+    err = torch.where(valid, (s - fit).abs(), 0.0).amax()  # masked keys may hold -inf (HookedTransformer)
     linear = bool(err <= 1e-4 * max(1.0, float(s.masked_fill(~valid, 0).abs().max())))
     return AlibiFacts(slopes=tuple(float(x) for x in slopes), linear=linear)
 

@@ -33,6 +33,9 @@ WATCHED = (
     "blocks.{i}.attn.hook_q", "blocks.{i}.attn.hook_k", "blocks.{i}.attn.hook_q_normed", "blocks.{i}.attn.hook_k_normed",
     "blocks.{i}.attn.hook_attn_scores",
     "blocks.{i}.hook_resid_pre", "blocks.{i}.hook_resid_mid", "blocks.{i}.hook_resid_post",
+    # encoder-decoder bridges name their stacks (no ``blocks.{i}`` alias): the encoder's residual and scores
+    "encoder_blocks.{i}.hook_resid_pre", "encoder_blocks.{i}.hook_resid_mid", "encoder_blocks.{i}.hook_resid_post",
+    "encoder_blocks.{i}.attn.hook_attn_scores",
 )
 
 #: edits whose effect on the logits says a site takes edits: site -> (templates, edit)
@@ -206,7 +209,8 @@ class RotaryFacts:
         repeated_tables: the tables hold each band twice in a row (``repeat_interleave``).
         complex_tables: the rotary module returns one complex tensor (DeepSeek-V2 ``freqs_cis``).
         no_rope_layers: layers the config marks as not rotating (NoPE), if it says.
-        has_inv_freq: the rotary module has ``inv_freq`` buffers pe-hooks can read.
+        has_inv_freq: the rotary module has an ``inv_freq`` buffer for every layer (``inv_freq`` or
+            ``{layer_type}_inv_freq``) that pe-hooks can read.
     """
 
     rope_type: str = "default"
@@ -252,5 +256,15 @@ def rotary_facts(model: Model) -> RotaryFacts:
         repeated_tables=bool(getattr(cfg, "rotary_interleaved_cos_sin", False)),
         complex_tables=bool(complex_tables),
         no_rope_layers=_no_rope_layers(hf_cfg, int(cfg.n_layers)),
-        has_inv_freq=any(n.endswith("inv_freq") for n in buffers),
+        has_inv_freq=_has_layer_inv_freq(buffers, hf_cfg),
     )
+
+
+def _has_layer_inv_freq(buffers: list[str], hf_cfg: Any) -> bool:
+    """The rotary module has the frequencies of every layer where ``rotary_frequencies`` reads
+    them: ``inv_freq``, or ``{layer_type}_inv_freq`` for each of the config's layer types (not,
+    e.g., DeepSeek-V4's ``main_``/``compress_inv_freq``, which no layer type names)."""
+    if "inv_freq" in buffers:
+        return True
+    types = set(getattr(hf_cfg, "layer_types", None) or ())
+    return bool(types) and all(f"{t}_inv_freq" in buffers for t in types)

@@ -71,11 +71,13 @@ def family_of(model: Model) -> FamilySpec:
     alibi = alibi_facts(model) if scheme is Scheme.ALIBI else None
     spec, reason = describe(backend, scheme, facts, rot, _n_bands(model, scheme, rot), alibi)
     if spec is None:
-        message = (f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): "
-                   f"{reason}. {STILL_WORKS}.")
-        spec = residual_only(backend, scheme, facts, message)
+        head = f"pe-hooks cannot edit the positions of architecture '{arch}' ({backend}, {scheme.value} positions): {reason}"
+        spec = residual_only(backend, scheme, facts, f"{head}. {STILL_WORKS}.")
+        if spec is None and facts.error:
+            raise SchemeError(f"{head}. {STILL_WORKS} where its forward runs.")
         if spec is None:
-            raise SchemeError(message)
+            raise SchemeError(f"{head}; and no blocks.*.hook_resid_pre/mid/post fires on it, so residual erasers and "
+                              "probes do not apply either")
     return spec
 
 
@@ -118,9 +120,12 @@ def rotary_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
         if layer_type is not None and hasattr(hf_rot, f"{layer_type}_inv_freq"):
             inv = getattr(hf_rot, f"{layer_type}_inv_freq")
             scaling = float(getattr(hf_rot, f"{layer_type}_attention_scaling", 1.0))
-        else:
+        elif isinstance(getattr(hf_rot, "inv_freq", None), torch.Tensor):
             inv = hf_rot.inv_freq
             scaling = float(getattr(hf_rot, "attention_scaling", 1.0))
+        else:
+            raise SchemeError(f"{type(hf_rot).__name__} has no inv_freq buffer for layer {layer}: pe-hooks cannot read "
+                              "its rotary frequencies")
         return inv.detach().float().clone(), scaling
     cfg = model.cfg
     dim = int(cfg.rotary_dim)
@@ -140,7 +145,7 @@ def _rotating_layers(model: Model, spec: FamilySpec, n_layers: int) -> tuple[int
 
 def _resid_names(spec: FamilySpec, n_layers: int) -> dict[str, tuple[str, ...]]:
     return {
-        site: tuple(f"blocks.{i}.hook_{site}" for i in range(n_layers))
+        site: tuple(f"{spec.resid_prefix}.{i}.hook_{site}" for i in range(n_layers))
         for site in RESID_SITES
         if site in spec.resid_sites
     }
@@ -209,7 +214,7 @@ def inspect(model: Model) -> PositionalScheme:
         d_head=d_head,
         n_ctx=int(cfg.n_ctx),
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
-        attn_scores=() if spec.refused else tuple(f"blocks.{i}.attn.hook_attn_scores" for i in L),
+        attn_scores=() if spec.refused else tuple(f"{spec.resid_prefix}.{i}.attn.hook_attn_scores" for i in L),
         resid=_resid_names(spec, n_layers),
         never_fire=never,
         **kw,

@@ -102,6 +102,8 @@ class FamilySpec:
             with the row offset position 0 reads and how positions are read (``sites.tables``).
         relative: the relative position biases that take edits, one per stack (``sites.relative``).
         alibi_slopes: each head's ALiBi slope as the scores hook holds it (measured: ``sites.alibi_bias``).
+        resid_prefix: the blocks the residual and score sites are on (``encoder_blocks`` on an
+            encoder-decoder bridge, which has no ``blocks.{i}`` alias).
     """
 
     name: str
@@ -123,6 +125,7 @@ class FamilySpec:
     tables: tuple[TableFacts, ...] = ()
     relative: tuple[RelativeFacts, ...] = ()
     alibi_slopes: tuple[float, ...] = ()
+    resid_prefix: str = "blocks"
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,8 @@ POSITIONAL_HOOKS = ("hook_pos_embed", "decoder_pos_embed.hook_out", "rotary_emb.
 REFUSALS: tuple[Refusal, ...] = (
     Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
             lambda s, h, r: r is not None and r.complex_tables),
-    Refusal("its rotary module has no inv_freq buffer to read the frequencies from",
+    Refusal("its rotary module has no inv_freq buffer tied to each layer (inv_freq, or one <layer type>_inv_freq "
+            "per layer type of the config) to read the frequencies from",
             lambda s, h, r: r is not None and not r.has_inv_freq),
     Refusal("its rope_type changes inv_freq with the sequence length (dynamic NTK / LongRoPE), so decoded "
             "positions and edited tables would use stale frequencies",
@@ -327,8 +331,12 @@ def _rotated_whole_heads(backend: str, facts: HookFacts) -> bool:
 def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts | None, n_bands: int | None) -> FamilySpec:
     rot_qk = "rot_qk" in facts.takes_edits and _rotated_whole_heads(backend, facts)
     never = [t for t in sorted(facts.exists - set(facts.fires)) if "resid" not in t and not t.endswith(("hook_q", "hook_k"))]
-    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"blocks.{{i}}.hook_{s}"))
+    prefix = "blocks" if facts.fire("blocks.{i}.hook_resid_pre") or not facts.fire("encoder_blocks.{i}.hook_resid_pre") \
+        else "encoder_blocks"  # an encoder-decoder bridge: residual sites of the encoder stack
+    resid = tuple(s for s in ("resid_pre", "resid_mid", "resid_post") if facts.fire(f"{prefix}.{{i}}.hook_{s}"))
     notes = list(desc.notes)
+    if prefix != "blocks":
+        notes.append(f"residual and attention-score sites are the encoder's ({prefix}.*)")
     if "rot_qk" in facts.takes_edits and not rot_qk:
         notes.append(SUBHEAD_NOTE)
     if not facts.causal:
@@ -352,7 +360,7 @@ def _spec(desc: Description, backend: str, facts: HookFacts, rotary: RotaryFacts
         attn_scores_editable="attn_scores" in facts.takes_edits,
         attn_scores_pre_softmax=not facts.scores_post_softmax,
         alibi_form=desc.alibi_form, resid_sites=resid or ("resid_pre", "resid_post"), causal=facts.causal,
-        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes), tables=tables,
+        never_fire=tuple(t.replace("{i}", "*") for t in never), notes=tuple(notes), tables=tables, resid_prefix=prefix,
         relative=tuple(facts.relative[h] for h in STACKS if h in facts.relative and EDIT_KEY[h] in desc.needs)
         if desc.scheme is Scheme.RELATIVE else (),
     )

@@ -47,8 +47,30 @@ def residual(t: torch.Tensor, angles: torch.Tensor, inv_freq: torch.Tensor) -> t
     return _wrap(angles.double() - prod).abs().amax(-1)
 
 
+@dataclass(frozen=True)
+class DecodePlan:
+    """What ``decode_positions`` needs of one ``inv_freq``: constant per model, so built once
+    (``decode_plan``) when hooks are made, not on every forward."""
+
+    freqs: tuple[float, ...]  # inv_freq in float64
+    order: tuple[int, ...]  # bands by rising frequency, zero frequencies left out
+    period: float  # of the lowest frequency
+    ks: tuple[int, ...]  # candidate periods tried: 0, -1, 1, 2, ... up to the limit
+
+
+def decode_plan(inv_freq: torch.Tensor, limit: int = DECODE_LIMIT) -> DecodePlan:
+    """The ``DecodePlan`` of ``inv_freq`` for positions ``0..limit``."""
+    freqs = tuple(inv_freq.double().tolist())
+    order = tuple(k for k in torch.argsort(inv_freq.cpu()).tolist() if freqs[k] > 0)  # lowest first (0: no rotation)
+    period = 2 * math.pi / freqs[order[0]] if order else math.inf
+    # k = -1 catches an angle just below 0 (e.g. -1e-7 at t = 0, which puts base near P)
+    ks = (0, -1, *range(1, int(limit / period) + 1)) if math.isfinite(period) else (0,)
+    return DecodePlan(freqs, order, period, ks)
+
+
 def decode_positions(
-    angles: torch.Tensor, inv_freq: torch.Tensor, limit: int = DECODE_LIMIT, tol: float = 1e-3
+    angles: torch.Tensor, inv_freq: torch.Tensor, limit: int = DECODE_LIMIT, tol: float = 1e-3,
+    plan: DecodePlan | None = None,
 ) -> torch.Tensor:
     """Integer positions ``t`` (as floats) from rotation angles ``[..., half]`` (``t * inv_freq``
     wrapped to (-pi, pi]), exact over ``0..limit``.
@@ -58,23 +80,19 @@ def decode_positions(
     ``t0 + k P`` (``k = 0, -1, 1, 2, ...`` while ``<= limit``) to an integer, and each token keeps the
     candidate whose angles ``t w`` reproduce its own (``residual``). Check the result with
     ``residual`` where the angles could be other than a rotary table's. ``tol``: a candidate this close
-    (radians) is taken without trying the further ones.
+    (radians) is taken without trying the further ones (so a forward at true positions tries one).
+    ``plan``: ``decode_plan(inv_freq, limit)``, built once where the same frequencies decode every forward.
     """
-    freqs = inv_freq.double().tolist()
-    order = [k for k in torch.argsort(inv_freq).tolist() if freqs[k] > 0]  # lowest frequency first (0: no rotation)
+    plan = plan or decode_plan(inv_freq, limit)
+    freqs, order = list(plan.freqs), list(plan.order)
     if not order:
         return torch.zeros(angles.shape[:-1], dtype=torch.float32, device=angles.device)
     a = angles.double()
-    w0 = freqs[order[0]]
-    base = torch.remainder(a[..., order[0]], 2 * math.pi) / w0
-    period = 2 * math.pi / w0 if w0 > 0 else math.inf
+    base = torch.remainder(a[..., order[0]], 2 * math.pi) / freqs[order[0]]
     best_t: torch.Tensor | None = None
     best_err: torch.Tensor | None = None
-    # candidates base + k P for k = 0, -1, 1, 2, ...: k = -1 catches an angle just below 0 (e.g.
-    # -1e-7 at t = 0, which puts base near P)
-    ks = [0, -1] + list(range(1, int(limit / period) + 1 if math.isfinite(period) else 1))
-    for k in ks:
-        t = _refine(base + k * period, a, order, freqs).round().clamp_min(0)
+    for k in plan.ks:
+        t = _refine(base + k * plan.period, a, order, freqs).round().clamp_min(0)
         err = residual(t, angles, inv_freq)
         if best_t is None or best_err is None:
             best_t, best_err = t, err
@@ -123,6 +141,10 @@ class PositionTracker:
     limit: int = DECODE_LIMIT
     positions: torch.Tensor | None = None
     _cos: torch.Tensor | None = field(default=None, repr=False)
+    _plans: list[DecodePlan] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._plans = [decode_plan(inv, self.limit) for inv, _ in self.candidates]  # per model, not per forward
 
     def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
         assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
@@ -139,10 +161,10 @@ class PositionTracker:
     def decode(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Integer positions ``[b, s]`` of tables ``cos``/``sin``, checked (see the class doc)."""
         best: tuple[float, torch.Tensor] | None = None
-        for inv, _ in self.candidates:  # Gemma-3: several bases; keep the one that fits
+        for (inv, _), plan in zip(self.candidates, self._plans):  # Gemma-3: several bases; keep the one that fits
             inv = inv.to(sin.device)
             ang = angles_from_tables(cos, sin, inv.numel(), self.interleaved)
-            t = decode_positions(ang, inv, self.limit, table_tolerance(sin.dtype))
+            t = decode_positions(ang, inv, self.limit, table_tolerance(sin.dtype), plan)
             err = float(residual(t, ang, inv).max()) if t.numel() else 0.0
             if best is None or err < best[0]:
                 best = (err, t)

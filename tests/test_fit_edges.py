@@ -1,0 +1,49 @@
+"""Issue 23, cases 6 and 8: every fit path names the layer of non-finite activations, and an
+eraser fitted on fewer tokens than the model's width says so (``UnderfitWarning`` naming the fix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import pe_hooks as p
+from pe_hooks import DataError
+from pe_hooks.core.errors import UnderfitWarning
+from pe_hooks.models import load_model
+from tests.conftest import get_model, hook_counts
+
+
+def _nan_after_block_0() -> Any:
+    """tiny-gpt2 (its own instance) whose block 0 writes NaN: layer 0's input is finite, layer 1's is not."""
+    model = load_model("tiny-gpt2")
+    bias = next(w for n, w in model.named_parameters() if ".h.0." in n and "c_proj" in n and n.endswith("bias"))
+    with torch.no_grad():
+        bias.fill_(float("nan"))
+    return model
+
+
+@pytest.mark.parametrize("path", ["sequential, one pass", "sequential, one forward per site", "independent"])
+def test_every_fit_path_names_the_layer_of_non_finite_activations(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _nan_after_block_0()
+    before = hook_counts(model)
+    if path == "sequential, one forward per site":
+        monkeypatch.setattr("pe_hooks.erasers.fit.ONE_PASS_BYTES", 0)
+    with pytest.raises(DataError, match=r"non-finite activations \(NaN/inf\) at blocks\.1\.hook_resid_pre; check the model"):
+        p.fit_eraser(model, None, layers=[0, 1], seq_len=16, n_seqs=8, sequential=path != "independent", progress=False)
+    assert hook_counts(model) == before  # nothing left attached
+
+
+def test_an_eraser_fitted_on_fewer_tokens_than_the_width_warns_naming_the_fix() -> None:
+    model = get_model("tiny-gpt2")  # d_model 64
+    with pytest.warns(UnderfitWarning, match=r"22 tokens.*d_model 64.*n_seqs.*n_fit"):
+        p.fit_eraser(model, None, n_seqs=2, seq_len=12, layers=[0], progress=False)
+    with pytest.warns(UnderfitWarning, match="n_fit"):
+        p.sweep(model, None, ["baseline", "erase"], layers=[0], n_seqs=8, n_fit=2, seq_len=16, n_bins=4, folds=2,
+                token_floor=False, nonlinear=(), progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnderfitWarning)  # enough tokens: no warning
+        p.fit_eraser(model, None, n_seqs=8, seq_len=16, layers=[0], progress=False)
