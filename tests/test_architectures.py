@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,6 +149,19 @@ def test_coverage_command_writes_the_table(tmp_path: object) -> None:
     text = render([supported, refused, missing])
     assert "3 names: 1 supported (1 reference-tested), 1 refused, 1 not buildable offline, 0 failed" in text
     assert "| GPT2LMHeadModel | supported | learned |" in text and "test_every_architecture (slow)[GPT2LMHeadModel]" in text
+
+
+def test_readme_states_the_tables_counts() -> None:
+    """The README's architecture counts are those of the generated docs/architectures.md."""
+    root = Path(__file__).resolve().parents[1]
+    table, readme = (root / "docs/architectures.md").read_text(), " ".join((root / "README.md").read_text().split())
+    got = re.search(r"\*\*(\d+) names: (\d+) supported \((\d+) reference-tested\), (\d+) refused, (\d+) not buildable "
+                    r"offline, (\d+) failed\.\*\*", table)
+    assert got, "docs/architectures.md has no counts line"
+    total, sup, tested, refused, built, failed = got.groups()
+    for claim in (f"Of the {total} names", f"**{sup} supported**, all {tested} with every applicable verb",
+                  f"**{refused} refused**", f"**{built} not buildable offline**", f"{failed} failing"):
+        assert claim in readme, claim
 
 
 @pytest.mark.slow

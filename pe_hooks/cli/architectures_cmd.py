@@ -137,8 +137,12 @@ def _in_subprocess(name: str, timeout: float) -> CoverageRow:
     for line in done.stdout.splitlines():
         if line.startswith("ROW "):
             return CoverageRow.from_json(json.loads(line[4:]))
-    tail = " ".join((done.stderr or "").strip().splitlines()[-1:])[:200]
-    return CoverageRow(name, NOT_BUILT, reason=f"the measuring process died ({tail or done.returncode})")
+    if done.returncode < 0:  # SIGKILL: most often the kernel's out-of-memory killer
+        return CoverageRow(name, NOT_BUILT, reason=f"the measuring process was killed by signal {-done.returncode}"
+                           + (" (out of memory?)" if done.returncode == -9 else ""))
+    errors = [ln for ln in (done.stderr or "").strip().splitlines() if ln.strip() and "Warning" not in ln]
+    tail = " ".join(errors[-1:])[:200]
+    return CoverageRow(name, NOT_BUILT, reason=f"the measuring process died ({tail or f'exit code {done.returncode}'})")
 
 
 def architectures(

@@ -209,6 +209,9 @@ def arch_config(name: str, vocab_size: int = 320, special_ids: dict[str, int] | 
     default = cfg_cls()
     if hasattr(default, "text_config") and not hasattr(default, "hidden_size"):
         raise ArchBuildError(f"{base} is a multimodal wrapper (text_config): no tiny text-only build")
+    if hasattr(default, "encoder") and hasattr(default, "decoder") and not hasattr(default, "hidden_size"):
+        raise ArchBuildError(f"{base} nests its encoder and decoder configs: no tiny build here (the full-size "
+                             "default would be built)")
     fields = set(_inspect.signature(cfg_cls.__init__).parameters) | set(default.to_dict())
     kw: dict[str, object] = {k: v for k, v in ARCH_SHAPE.items() if k in fields}
     if "qk_rope_head_dim" in kw and "head_dim" in kw:  # multi-head latent attention: head_dim is the rotary part
