@@ -238,6 +238,17 @@ def _rope_type(hf_cfg: Any) -> str:
     return str(scaling.get("rope_type", scaling.get("type", "default"))) if isinstance(scaling, dict) else "default"
 
 
+def _hooked_rope_type(cfg: Any) -> str:
+    """TL 3's rotary scaling options as the HF ``rope_type`` they implement."""
+    if getattr(cfg, "use_dynamic_ntk_rope", False):
+        return "dynamic"  # Qwen-1: the base grows with the key length
+    if getattr(cfg, "use_NTK_by_parts_rope", False):
+        return "llama3"  # Llama-3.1 NTK-by-parts
+    if getattr(cfg, "use_yarn_rope", False):
+        return "yarn"
+    return "linear" if float(getattr(cfg, "rotary_scaling_factor", 1.0) or 1.0) != 1.0 else "default"
+
+
 def _no_rope_layers(hf_cfg: Any, n_layers: int) -> tuple[int, ...]:
     flags = getattr(hf_cfg, "no_rope_layers", None)  # SmolLM3, Llama-4: 1 = rotates, 0 = NoPE
     if isinstance(flags, (list, tuple)) and len(flags) >= n_layers:
@@ -249,7 +260,7 @@ def rotary_facts(model: Model) -> RotaryFacts:
     """``RotaryFacts`` of a bridge (from its HF config and rotary module) or a TL 3.x model."""
     cfg = model.cfg
     if not is_bridge(model):
-        return RotaryFacts(adjacent_pairs=bool(getattr(cfg, "rotary_adjacent_pairs", False)))
+        return RotaryFacts(rope_type=_hooked_rope_type(cfg), adjacent_pairs=bool(getattr(cfg, "rotary_adjacent_pairs", False)))
     hf_cfg = model.original_model.config
     rot = getattr(getattr(model, "rotary_emb", None), "original_component", None)
     buffers = [n for n, _ in rot.named_buffers()] if rot is not None else []

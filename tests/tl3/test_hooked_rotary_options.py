@@ -5,11 +5,13 @@ rotary (``rotary_dim`` 8 of ``d_head`` 16, Llama-like with 4 query heads sharing
 adjacent pairs (``rotary_adjacent_pairs``, GPT-J style: parallel attention + MLP, partial), a local
 rotary base (``rotary_base_local`` on the ``local`` layers of ``attn_types``, Gemma-2/3 style:
 global base 1e6, local 1e4, window 4) and Llama-3.1 NTK-by-parts (``use_NTK_by_parts_rope``, factor
-8, original context 64: one band kept, two smoothed, five divided by 8).
+8, original context 64: one band kept, two smoothed, five divided by 8), and YaRN (``use_yarn_rope``,
+factor 4, tables scaled by an attention factor 1.2, so no rotation is cos = 1.2).
 
 The independent reference is a copy of the same model whose attention modules' ``rotary_cos`` /
 ``rotary_sin`` buffers (``[positions, rotary_dim]``, what TL 3 indexes by position) are edited by
-hand: ``zero`` = cos 1 / sin 0 everywhere; ``bands`` = the same on the chosen bands' columns only
+hand: ``zero`` = every row set to row 0 (no rotation: cos = the attention scaling, sin 0);
+``bands`` = the same on the chosen bands' columns only
 (``i`` and ``i + r/2``, or ``2i`` and ``2i+1`` with adjacent pairs); ``remove`` = every row set to
 the mean of rows ``0..n-1``; ``replace(reverse(n))`` = rows ``0..n-1`` flipped; ``replace(shift(3))``
 = rows ``3..n+2`` moved to ``0..n-1``. pe-hooks edits at ``attn.hook_rot_q/k`` (site ``rot_qk``, the
@@ -51,7 +53,11 @@ CASES: dict[str, tuple[dict[str, Any], RotaryLayout, int]] = {
                     "attn_types": ["local", "global", "local", "global"]}, RotaryLayout.HALF, 16),
     "ntk_by_parts": ({"use_NTK_by_parts_rope": True, "NTK_by_parts_factor": 8.0, "NTK_by_parts_low_freq_factor": 1.0,
                       "NTK_by_parts_high_freq_factor": 4.0, "NTK_original_ctx_len": 64}, RotaryLayout.HALF, 16),
+    "yarn": ({"use_yarn_rope": True, "yarn_factor": 4.0, "yarn_attention_factor": 1.2,
+              "yarn_original_max_position_embeddings": 64}, RotaryLayout.HALF, 16),
 }
+#: each case's rope_type as pe-hooks must name it, and the attention scaling of its tables
+ROPE: dict[str, tuple[str, float]] = {"ntk_by_parts": ("llama3", 1.0), "yarn": ("yarn", 1.2)}
 _models: dict[str, Any] = {}
 
 
@@ -104,7 +110,7 @@ def _rows(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, 
 
 
 def _no_rotation(cos: torch.Tensor, sin: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.ones_like(cos), torch.zeros_like(sin)
+    return cos[:1].expand_as(cos).clone(), sin[:1].expand_as(sin).clone()  # row 0: the scaling, and 0
 
 
 def _mean(cos: torch.Tensor, sin: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +124,7 @@ def _verbs(name: str, model: Any) -> dict[str, tuple[Any, Callable[..., tuple[to
     def band_edit(cos: torch.Tensor, sin: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         cols = _band_columns(name, [int(b) for b in bands], width)
         c, s = cos.clone(), sin.clone()
-        c[:, cols], s[:, cols] = 1.0, 0.0
+        c[:, cols], s[:, cols] = cos[:1, cols], sin[:1, cols]
         return c, s
 
     return {
@@ -139,13 +145,14 @@ def test_inspect_reads_each_option(name: str) -> None:
     assert (s.rotary_layout, s.rotary_dim, s.rotary_layers, s.rot_q is not None) == (layout, width, (0, 1, 2, 3), True), str(s)
     if name == "local_base":
         assert s.rotary_base == (1e4, 1e6, 1e4, 1e6)
-    if name == "ntk_by_parts":
-        assert s.rope_type == "llama3"
+    rope_type, scaling_want = ROPE.get(name, ("default", 1.0))
+    assert s.rope_type == rope_type
     for layer, block in enumerate(model.blocks):  # the frequencies read are the angles of the model's own table row 1
         inv, scaling = rotary_frequencies(model, layer)
         cos, sin = block.attn.rotary_cos[1].double(), block.attn.rotary_sin[1].double()
         cols = _band_columns(name, list(range(width // 2)), width)[:: 2]
-        assert torch.allclose(inv.double(), torch.atan2(sin[cols], cos[cols]), rtol=1e-6, atol=0) and scaling == 1.0
+        assert torch.allclose(inv.double(), torch.atan2(sin[cols], cos[cols]), rtol=1e-6, atol=0)
+        assert scaling == pytest.approx(scaling_want, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -153,11 +160,31 @@ def test_rotary_verbs_vs_tables_edited(name: str) -> None:
     model = build(name)
     base = _logits(model)
     scale = float(base.abs().max())
-    diffs, effects = {}, {}
+    diffs, effects, wants = {}, {}, {}
     for verb, (hooks, edit) in _verbs(name, model).items():
-        want = _logits(_tables_edited(model, edit))
-        diffs[verb] = float((_logits(model, hooks) - want).abs().max())
-        effects[verb] = float((want - base).abs().max()) / scale
+        wants[verb] = _logits(_tables_edited(model, edit))
+        diffs[verb] = float((_logits(model, hooks) - wants[verb]).abs().max())
+        effects[verb] = float((wants[verb] - base).abs().max()) / scale
     assert all(d <= TOL for d in diffs.values()), {v: f"{d:.2g}" for v, d in diffs.items()}
     assert all(e >= MIN_EFFECT for v, e in effects.items() if v != "shift"), effects
+    assert float((wants["bands"] - wants["zero"]).abs().max()) / scale >= MIN_EFFECT  # the other bands still rotate
     assert effects["shift"] <= 1e-5, effects  # RoPE is relative: the shifted reference is the model itself
+
+
+def test_dynamic_ntk_is_refused_by_name() -> None:
+    """TL 3's dynamic NTK (``use_dynamic_ntk_rope``, Qwen-1) rebuilds the tables on a wider base once
+    the keys outgrow the training length: refused like the bridge's dynamic rope_type, with the
+    reason and what still works (a residual eraser runs)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = HookedTransformer(HookedTransformerConfig(**{**_BASE, "use_dynamic_ntk_rope": True, "train_seq_length": 16}),
+                                  move_to_device=False).eval()
+    s = p.inspect(model)
+    assert "changes inv_freq with the sequence length" in s.refused and "erasers and probes" in s.refused, str(s)
+    with pytest.raises(p.SchemeError, match="changes inv_freq with the sequence length"):
+        p.zero(model)
+    eraser = p.fit_eraser(model, IDS.repeat(3, 1), method="mean", layers=[1], seq_len=N, n_seqs=6, progress=False)
+    with torch.no_grad(), eraser.hooks(model).applied(model):
+        assert torch.isfinite(model(IDS)).all()
