@@ -141,7 +141,7 @@ def test_inspect_reads_each_option(name: str) -> None:
     """The layout, width and per-layer bases pe-hooks reports are the model's."""
     model = build(name)
     s = p.inspect(model)
-    fields, layout, width = CASES[name]
+    _, layout, width = CASES[name]
     assert (s.rotary_layout, s.rotary_dim, s.rotary_layers, s.rot_q is not None) == (layout, width, (0, 1, 2, 3), True), str(s)
     if name == "local_base":
         assert s.rotary_base == (1e4, 1e6, 1e4, 1e6)
