@@ -36,7 +36,15 @@ def _decode_from_pair(
     return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05, plan=plan)
 
 
-def check_pair(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str) -> None:
+#: what still edits the rotation when ``rot_qk`` cannot: the cos/sin tables (TL 4), or nothing (TL 3)
+TABLES_ADVICE = "use site='rotary' (per-layer cos/sin tables)"
+NO_TABLES_ADVICE = ("this model has no cos/sin tables to edit instead (TransformerLens 3.x); residual erasers "
+                    "(pe_hooks.fit_eraser) still work")
+
+
+def check_pair(
+    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str, advice: str = TABLES_ADVICE
+) -> None:
     """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
     what the model rotates, and an edit rebuilt from it would be silently wrong."""
     half = inv.numel()
@@ -50,7 +58,7 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Ten
     if err > 1e-3 * (1.0 + float(y.abs().max())):
         raise DataError(
             f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
-            "site='rot_qk' cannot rebuild them; use site='rotary' (per-layer cos/sin tables)"
+            f"site='rot_qk' cannot rebuild them; {advice}"
         )
 
 
@@ -94,7 +102,8 @@ class RotaryQK(RotaryVerbs):
                 if pre not in model.hook_dict:
                     raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
                 pairs.append((pre, _stash(store)))
-                pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first)))
+                advice = TABLES_ADVICE if scheme.rotary_cos else NO_TABLES_ADVICE
+                pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first, advice)))
         return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
 
 
@@ -107,7 +116,7 @@ def _stash(store: dict[str, torch.Tensor]) -> HookFn:
 
 def _requery(
     store: dict[str, torch.Tensor], rule: SharedRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
-    layout: str, heads: tuple[int, ...] | None, exempt_first: bool,
+    layout: str, heads: tuple[int, ...] | None, exempt_first: bool, advice: str,
 ) -> HookFn:
     plan, key = decode_plan(inv), tuple(inv.tolist())  # per layer, once (not on every forward)
 
@@ -119,7 +128,7 @@ def _requery(
             x = x.reshape(y.shape)
         invd = inv.to(y.device)
         t = _decode_from_pair(x, y, invd, layout, plan).long()
-        check_pair(x, y, t, invd, layout)
+        check_pair(x, y, t, invd, layout, advice)
         # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
         c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first, key)

@@ -188,3 +188,18 @@ def test_dynamic_ntk_is_refused_by_name() -> None:
     eraser = p.fit_eraser(model, IDS.repeat(3, 1), method="mean", layers=[1], seq_len=N, n_seqs=6, progress=False)
     with torch.no_grad(), eraser.hooks(model).applied(model):
         assert torch.isfinite(model(IDS)).all()
+
+
+def test_not_a_rotation_names_no_missing_site_on_tl3() -> None:
+    """When hook_rot_q is not the rotation of what pe-hooks saw at hook_q (here another hook edits
+    hook_q after pe-hooks' own), the error names what still works on TL 3, not a cos/sin site it lacks."""
+    model = build("partial")
+
+    def noise(x: torch.Tensor, hook: Any) -> torch.Tensor:
+        return x + torch.randn_like(x)
+
+    hooks = list(p.zero(model)) + [("blocks.0.attn.hook_q", noise)]
+    with pytest.raises(p.DataError, match=r"not a rotation.*no cos/sin tables to edit instead.*erasers") as err:
+        _logits(model, hooks)
+    assert "site='rotary'" not in str(err.value)
+    assert all(not h._forward_hooks for h in model.hook_dict.values())  # nothing left attached
