@@ -19,7 +19,9 @@ To add a scheme or family: append a ``Description`` (and, for a new scheme, its 
 - BLOOM has no bias-only ALiBi hook: ``hook_attn_scores`` already holds ``slope_h * key_pos``
   (TL 4) or ``slope_h * (j - i)`` (TL 3);
 - Gemma-4 / JetMoe and others fire only the top-level tables; GPT-J and CodeGen wrap HF attention
-  whole (no editable positional hook).
+  whole (no editable positional hook);
+- a bridge may reimplement attention and not be the HF model (TL 4.3's Falcon with ``alibi=True``):
+  each block is compared with the HF module it wraps (``sites.fidelity``), refused where they differ.
 """
 
 from __future__ import annotations
