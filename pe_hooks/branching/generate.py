@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pe_hooks.branching.collect import collect_latents, layers_to_collect
+from pe_hooks.branching.collect import collect_latents, layer_hook, layers_to_collect
 from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents
 from pe_hooks.core.errors import ArgumentError, DataError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
@@ -77,7 +77,8 @@ def branches(
             (held-out positional share, ``pe_hooks.branching.layer_choice``; every layer is scored
             from the one collection forward, and the scores are returned in ``layer_scores``).
             A list of layers (negative ones count from the end) may contain ``"auto"`` as well,
-            e.g. ``["auto", 0]``. Until it has chosen, ``"auto"`` holds every layer's latents
+            e.g. ``["auto", 0]``, and ``"final"``: the final residual stream
+            (``blocks.{n-1}.hook_resid_post`` at any ``site``), layer ``n_layers`` in the results. Until it has chosen, ``"auto"`` holds every layer's latents
             (tokens x layers x d floats: 280 MB for 4 prompts x 8 branches x 128 tokens of
             SmolLM2-135M).
         auto_layers: how many layers ``"auto"`` chooses.
@@ -105,7 +106,7 @@ def branches(
         )
     _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)
     lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before sampling
-    scheme.resid_hook(lay[0], site)
+    layer_hook(model, lay[0], site)
     batch, mask, prompt_len = _prompt_batch(model, scheme, prompt_list, n_branches, max_new_tokens)
     use_cache = _decide_kv_cache(model, kv_cache)
     seqs = _sample(model, batch, mask, hooks, seed, progress, max_new_tokens=max_new_tokens, do_sample=True,

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from pe_hooks.branching.analysis import BranchAnalysis, analyze
+from pe_hooks.branching.collect import layer_hook, parse_layers, resolve_layers
 from pe_hooks.branching.generate import branches
 from pe_hooks.branching.grouped import grouped_path_ratio
 from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents
@@ -69,6 +70,8 @@ class BranchesRun:
     #: the reader's generator, and its sampled branches (``source == "reader"``)
     generator: str | None = None
     generated: BranchLatents | None = None
+    #: the reader's (or model's) number of layers: layer ``n_layers`` is the final residual stream
+    n_layers: int | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -98,7 +101,7 @@ class BranchesRun:
     def title(self, layer: int) -> str:
         """The figure title of ``layer``: model, layer (and whether ``auto`` chose it), setting."""
         o = self.options
-        how = " (auto)" if layer in self.raw.auto_layers else ""
+        how = " (auto)" if layer in self.raw.auto_layers else " (final residual)" if layer == self.n_layers else ""
         if self.source == "texts":
             return (f"{self.name}, layer {layer}{how} ({o['site']}): {len(self.prompts)} group(s), "
                     f"{len(self.raw.texts)} given texts x {_tokens_per_text(self.raw)} tokens")
@@ -170,7 +173,7 @@ def run_branches(
     max_new_tokens: int = 128,
     layers: str | Sequence[int | str] = "auto",
     auto_layers: int = 1,
-    early: int | None = None,
+    early: int | str | None = None,
     site: str = "resid_pre",
     intervention: str | Sequence[str] = "remove",
     eraser: str = "leace",
@@ -211,8 +214,10 @@ def run_branches(
         reader: the model (name or loaded) that reads the sampled branches.
         max_tokens: tokens kept per text read (default: the shortest text's; ``texts``, ``reader``).
         layers: ``"auto"`` (the layer where position is strongest in the branch latents,
-            ``pe_hooks.branching.layer_choice``), layer indices, or both (``["auto", 0]``).
-        early: also show the same tokens at this layer.
+            ``pe_hooks.branching.layer_choice``), layer indices, or both (``["auto", 0]``); ``"final"``
+            is the final residual stream (``blocks.{n-1}.hook_resid_post`` at any ``site``; layer
+            ``n_layers`` in the metrics and file names, as in ``pe-hooks sweep``).
+        early: also show the same tokens at this layer (an index or ``"final"``).
         intervention: the verb(s) of the intervened views: ``zero``, ``remove``, ``replace:MAP``
             (``pe_hooks.conditions``) or ``none``; a list gives one view each. Sampled branches are
             generated *and* read under it; given texts (and a reader's) are read under it.
@@ -249,15 +254,13 @@ def run_branches(
         timings["generate"] = time.perf_counter() - t
         source, generator, groups = "reader", name, groups_of(generated)
         model, name = _loaded_reader
-    scheme = inspect(model)
-    asked = [layers] if isinstance(layers, str) else list(layers)
-    explicit = [v for v in asked if not isinstance(v, str)]
-    explicit = scheme.check_layers(explicit) if explicit else []  # fail before any work
-    early_layer = None if early is None else scheme.check_layers([early])[0]
+    named, auto = parse_layers(layers)
+    explicit = resolve_layers(model, named) if named else []  # fail before any work
+    early_layer = None if early is None else resolve_layers(model, [early])[0]
     timings["load"] = time.perf_counter() - t0 - timings.get("generate", 0.0)
     t = time.perf_counter()
-    collect: list[int | str] = list(dict.fromkeys(asked + ([early_layer] if early_layer is not None else [])))
-    auto = any(isinstance(v, str) for v in asked)
+    collect: list[int | str] = list(dict.fromkeys((["auto"] if auto else []) + explicit +
+                                                  ([early_layer] if early_layer is not None else [])))
     if groups is None:
         raw = branches(model, prompt_list, layers=collect, auto_layers=auto_layers, **kw)
     else:
@@ -270,11 +273,12 @@ def run_branches(
     reference = _reference_eraser(model, raw, chosen, options, timings) if erase_on in ("reference", "both") else None
     inter = _intervened(model, raw, groups, prompt_list, chosen, options, kw, timings)
     t = time.perf_counter()
-    analyses = {layer: _analyse(raw, layer, reference, inter, early_layer, options) for layer in chosen}
+    erasers = {layer: None if reference is None else _AtHook(reference, layer_hook(model, layer, site)) for layer in chosen}
+    analyses = {layer: _analyse(raw, layer, erasers[layer], inter, early_layer, options) for layer in chosen}
     timings["UMAP + metrics"] = time.perf_counter() - t
     first = next(iter(inter.values()), None)
     return BranchesRun(name, options, prompt_list, raw, first, analyses, timings, source=source, interventions=inter,
-                       generator=generator, generated=generated)
+                       generator=generator, generated=generated, n_layers=inspect(model).n_layers)
 
 
 def _loaded(
@@ -351,14 +355,27 @@ def _reference_eraser(
     length = int(raw.sequences.shape[1]) if raw.sequences is not None else raw.prompt_len + o["max_new_tokens"]
     seq_len = min(max(64, length), scheme.n_ctx)
     ref = load_data(model, None, seq_len=seq_len, n_seqs=o["fit_seqs"], seed=o["seed"])
-    eraser = fit_eraser(model, ref, method=o["eraser"], site=o["site"], layers=layers, seq_len=seq_len,
+    hooks = list(dict.fromkeys(layer_hook(model, layer, o["site"]) for layer in layers))
+    eraser = fit_eraser(model, ref, method=o["eraser"], site=o["site"], hook_names=hooks, seq_len=seq_len,
                         sequential=False)  # applied offline to each layer's latents
     timings["fit eraser (reference)"] = time.perf_counter() - t
     return eraser
 
 
+@dataclass(frozen=True)
+class _AtHook:
+    """The reference eraser applied at one layer's hook point (by name: the final residual stream,
+    layer ``n_layers``, is no ``blocks.{n_layers}`` hook)."""
+
+    eraser: PositionEraser
+    hook: str
+
+    def transform(self, x: Any, *, positions: Any = None) -> Any:
+        return self.eraser.transform(x, hook_name=self.hook, positions=positions)
+
+
 def _analyse(
-    raw: BranchLatents, layer: int, eraser: PositionEraser | None, inter: dict[str, BranchLatents],
+    raw: BranchLatents, layer: int, eraser: _AtHook | None, inter: dict[str, BranchLatents],
     early: int | None, o: dict[str, Any],
 ) -> BranchAnalysis:
     """The views of one layer, their UMAP and scores (+ ``path_ratio_by_group`` with two or more groups)."""

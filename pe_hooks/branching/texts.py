@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pe_hooks.branching.collect import collect_latents, layers_to_collect
+from pe_hooks.branching.collect import collect_latents, layer_hook, layers_to_collect
 from pe_hooks.branching.latents import BranchLatents
 from pe_hooks.core.errors import DataError
 from pe_hooks.core.hooklist import HookList
@@ -207,7 +207,7 @@ def text_latents(
     intervention active while the texts are read. Nothing is generated: any model will do."""
     groups = read_texts(texts)
     lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before any work
-    inspect(model).resid_hook(lay[0], site)
+    layer_hook(model, lay[0], site)
     flat = [t for g in groups.values() for t in g]
     data, content, n_tok = tokenize_trajectories(model, flat, max_tokens)
     branch = np.repeat(np.arange(len(flat)), n_tok)
