@@ -1,7 +1,7 @@
 """One forward over finished token sequences -> per-token latents at the chosen layers, with the
-massive-activation flags and (``layers="auto"``) the layer choice: the part of ``branches`` that
-sampled continuations (``pe_hooks.branching.generate``) and given texts
-(``pe_hooks.branching.texts``) share."""
+massive-activation flags and (``layers="auto"``) the layer choice, as a ``BranchLatents``: the part
+that sampled continuations (``pe_hooks.branching.generate``) and given texts
+(``pe_hooks.branching.texts``) share (``trajectory_latents``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pe_hooks.branching.latents import flag_massive
+from pe_hooks.branching.latents import BranchLatents, flag_massive
 from pe_hooks.branching.layer_choice import choose_layers, layer_scores
 from pe_hooks.core.errors import ArgumentError
 from pe_hooks.core.hooklist import HookList
@@ -45,6 +45,12 @@ def layers_to_collect(model: Model, layers: str | Sequence[int | str] | None) ->
     if auto and explicit:
         scheme.check_layers(explicit)
     return lay, explicit, auto
+
+
+def check_collectable(model: Model, layers: str | Sequence[int | str] | None, site: str) -> None:
+    """Bad layers and sites fail before any work (sampling, tokenising)."""
+    lay, _, _ = layers_to_collect(model, layers)
+    inspect(model).resid_hook(lay[0], site)
 
 
 @dataclass
@@ -97,3 +103,39 @@ def collect_latents(
         latents = {layer: latents[layer] for layer in final}
         flagged = {layer: flagged[layer] for layer in final}
     return Collected(latents, flagged, scores, chosen)
+
+
+def trajectory_latents(
+    model: Model,
+    data: TokenData,
+    select: torch.Tensor,
+    group: np.ndarray,
+    layers: str | Sequence[int | str] | None,
+    *,
+    texts: list[str],
+    prompts: list[str],
+    prompt_len: int,
+    site: str = "resid_pre",
+    hooks: HookList | None = None,
+    auto_layers: int = 1,
+    massive: float | None = 8.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> BranchLatents:
+    """The ``BranchLatents`` of the tokens ``select`` marks, one trajectory ("branch") per sequence
+    of ``data``: sequence ``i`` belongs to group (prompt) ``group[i]``; ``texts``, ``prompts`` and
+    ``prompt_len`` are recorded as given; the other arguments are ``collect_latents``'."""
+    per_row = select.sum(1).numpy()
+    branch = np.repeat(np.arange(len(data)), per_row)
+    position = data.positions[select].numpy()
+    prompt = np.repeat(group, per_row)
+    got = collect_latents(model, data, select, layers, site=site, hooks=hooks, branch=branch, position=position,
+                          prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
+                          progress=progress)
+    tok = model.tokenizer
+    return BranchLatents(
+        latents=got.latents, branch=branch, position=position, token=[tok.decode([int(t)]) for t in data.tokens[select]],
+        prompt=prompt, texts=texts, sequences=data.tokens, prompt_len=prompt_len, flagged=got.flagged, prompts=prompts,
+        layer_scores=got.layer_scores, auto_layers=got.auto_layers,
+    )
