@@ -195,16 +195,10 @@ def fit_eraser(
     if sequential is not None:
         check_bool(sequential, "sequential")
     scheme = inspect(model)
-    if site not in scheme.resid:
-        raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
-    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else layers)
+    names, sequential = _fit_sites(scheme, site, layers, hook_names, sequential)
     td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs, at_most=True)
     T = _max_position(td, exempt_first)
-    names = _site_names(scheme, site, lay, hook_names)
     _check_enough_tokens(opts, int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum()), scheme.d_model)
-    sequential = len(names) > 1 if sequential is None else sequential
-    if sequential:  # each site is fitted on states erased at every site before it: forward order
-        names = _forward_order(scheme, names)
     fitters = {n: opts.fitter(scheme.d_model, T) for n in names}
     info = EraserInfo(
         model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=opts.name,
@@ -227,6 +221,21 @@ def _max_position(td: TokenData, exempt_first: bool) -> int:
             "use seq_len >= 3 (64 by default)"
         )
     return T
+
+
+def _fit_sites(
+    scheme: PositionalScheme, site: str, layers: list[int] | range | None, hook_names: list[str] | None,
+    sequential: bool | None,
+) -> tuple[list[str], bool]:
+    """``(hook points to fit, in the order they are fitted; whether sequentially)``: ``site`` x
+    ``layers`` (all by default) or exactly ``hook_names``; sequential by default when there are
+    several, and then in forward order (each site is fitted on states erased at every site before it)."""
+    if site not in scheme.resid:
+        raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
+    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else layers)
+    names = _site_names(scheme, site, lay, hook_names)
+    sequential = len(names) > 1 if sequential is None else sequential
+    return (_forward_order(scheme, names) if sequential else names), sequential
 
 
 def _forward_order(scheme: PositionalScheme, names: list[str]) -> list[str]:
