@@ -51,11 +51,11 @@ class MaskPositions(PositionSource):
     guessed: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_model(cls, model: Model, scheme: PositionalScheme) -> MaskPositions:
-        src = cls(scheme)
+    def for_model(cls, model: Model, sites: PositionalScheme) -> MaskPositions:
+        src = cls(sites)
         start = next((n for n in ("hook_embed", "embed.hook_out", "embed.hook_in") if n in model.hook_dict), None)
         src.hooks = [] if start is None else [(start, src._reset)]
-        src.hooks.append((scheme.attn_scores[0], src._record))
+        src.hooks.append((sites.attn_scores[0], src._record))
         return src
 
     def _reset(self, x: torch.Tensor, hook: Any) -> None:
@@ -70,7 +70,7 @@ class MaskPositions(PositionSource):
         if self.guessed and bool(((pos != arange) & real).any()):
             cached = scores.shape[3] > q
             raise SchemeError(
-                f"{self.scheme.model_name} ({self.scheme.scheme.value}) carries no positions before layer 0's "
+                f"{self.sites.model_name} ({self.sites.scheme.value}) carries no positions before layer 0's "
                 f"attention, so a position-dependent hook at {self.guessed[0]} cannot see "
                 + (
                     "the positions of a KV-cache step; generate with use_past_kv_cache=False, or act on layers >= 1 only"

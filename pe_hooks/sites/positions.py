@@ -34,7 +34,7 @@ __all__ = ["PositionSource", "match_rows", "position_source", "table_positions"]
 class PositionSource:
     """Records each forward's positions ``[batch, seq]`` for hooks that run later in it."""
 
-    scheme: PositionalScheme
+    sites: PositionalScheme
     hooks: list[tuple[str, HookFn]] = field(default_factory=list)
     positions: torch.Tensor | None = None
     kind: str = "arange"
@@ -52,25 +52,25 @@ class PositionSource:
         return pos.expand(b, s)
 
 
-def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
+def position_source(model: Model, sites: PositionalScheme) -> PositionSource:
     """The best position source for ``model`` (see the module docstring)."""
-    src = PositionSource(scheme)
-    if scheme.scheme is Scheme.ROTARY and scheme.rotary_cos is not None:
-        layout = scheme.rotary_layout
-        tracker = PositionTracker(candidate_freqs(model, scheme), interleaved=layout is not None and layout.tables == "repeated")
+    src = PositionSource(sites)
+    if sites.scheme is Scheme.ROTARY and sites.rotary_cos is not None:
+        layout = sites.rotary_layout
+        tracker = PositionTracker(candidate_freqs(model, sites), interleaved=layout is not None and layout.tables == "repeated")
 
         def after(sin: torch.Tensor, hook: Any) -> None:
             src.positions = tracker.get()
 
-        src.hooks = [*tracker.hooks(scheme), (scheme.rotary_sin, after)]  # type: ignore[list-item]
+        src.hooks = [*tracker.hooks(sites), (sites.rotary_sin, after)]  # type: ignore[list-item]
         src.kind = "rotary"
         return src
-    if scheme.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and scheme.pos_embed:
-        return table_positions(model, scheme, scheme.family.tables[0] if scheme.family.tables else None)
-    if scheme.scheme is Scheme.ALIBI and scheme.attn_scores:  # issue 23: per-row positions from the mask
+    if sites.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and sites.pos_embed:
+        return table_positions(model, sites, sites.family.tables[0] if sites.family.tables else None)
+    if sites.scheme is Scheme.ALIBI and sites.attn_scores:  # issue 23: per-row positions from the mask
         from pe_hooks.sites.padding import MaskPositions
 
-        return MaskPositions.for_model(model, scheme)
+        return MaskPositions.for_model(model, sites)
     seen_long = {"flag": False}
 
     def guard(t: torch.Tensor, hook: Any) -> None:
@@ -78,7 +78,7 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
             seen_long["flag"] = True
         elif seen_long["flag"]:
             raise SchemeError(
-                f"{scheme.model_name} ({scheme.scheme.value}) exposes no hook that carries positions, so "
+                f"{sites.model_name} ({sites.scheme.value}) exposes no hook that carries positions, so "
                 "position-dependent hooks cannot follow KV-cache decoding; generate with "
                 "use_past_kv_cache=False"
             )
@@ -87,21 +87,21 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
     return src
 
 
-def table_positions(model: Model, scheme: PositionalScheme, table: TableFacts | None) -> PositionSource:
+def table_positions(model: Model, sites: PositionalScheme, table: TableFacts | None) -> PositionSource:
     """Positions of each forward as one absolute position table sees them (``t = row - offset``;
     ``-1``: a padding token's row before position 0): from the row ids its input hook carries, or
     from the rows its output vectors equal. ``table=None``: ``hook_pos_embed`` over ``W_pos``, offset 0."""
-    src = PositionSource(scheme)
+    src = PositionSource(sites)
     hook = table.hook if table is not None else "hook_pos_embed"
     offset = table.offset if table is not None else 0
-    n_pos = table.positions if table is not None else scheme.n_ctx
+    n_pos = table.positions if table is not None else sites.n_ctx
     if table is None or table.ids_index:
-        ids_hook = TABLE_INPUTS[hook] if table is not None else scheme.pos_ids_hook
+        ids_hook = TABLE_INPUTS[hook] if table is not None else sites.pos_ids_hook
 
         def ids(t: torch.Tensor, hook: Any) -> None:
             if t.numel() and n_pos and int(t.max()) - offset >= n_pos:
                 raise DataError(
-                    f"position {int(t.max()) - offset} is beyond the context of {scheme.model_name} ({n_pos} positions: "
+                    f"position {int(t.max()) - offset} is beyond the context of {sites.model_name} ({n_pos} positions: "
                     f"W_pos has rows 0..{n_pos - 1}); shorten the sequence to at most {n_pos} tokens"
                 )
             src.positions = t.long() - offset
