@@ -39,11 +39,11 @@ def parse_layers(layers: str | Sequence[int | str] | None) -> tuple[list[int], b
 
 def layers_to_collect(model: Model, layers: str | Sequence[int | str] | None) -> tuple[list[int], list[int], bool]:
     """``(layers to collect, explicit layers, auto)``: every layer with ``"auto"`` (checked first)."""
-    scheme = inspect(model)
+    sites = inspect(model)
     explicit, auto = parse_layers(layers)
-    lay = list(range(scheme.n_layers)) if auto else list(dict.fromkeys(scheme.check_layers(explicit)))
+    lay = list(range(sites.n_layers)) if auto else list(dict.fromkeys(sites.check_layers(explicit)))
     if auto and explicit:
-        scheme.check_layers(explicit)
+        sites.check_layers(explicit)
     return lay, explicit, auto
 
 
@@ -84,9 +84,9 @@ def collect_latents(
     """The latents of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major (sequence by
     sequence, then position), at ``layers`` (see ``pe_hooks.branching.branches``); ``branch``,
     ``position``, ``prompt`` label those tokens (the ``"auto"`` choice scores them)."""
-    scheme = inspect(model)
+    sites = inspect(model)
     lay, explicit, auto = layers_to_collect(model, layers)
-    names = [scheme.resid_hook(layer, site) for layer in lay]
+    names = [sites.resid_hook(layer, site) for layer in lay]
     acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
         rows = select[b.index]
@@ -99,7 +99,7 @@ def collect_latents(
         keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
         scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
         chosen = choose_layers(scores, n=auto_layers)
-        final = sorted(set(chosen) | set(scheme.check_layers(explicit) if explicit else []))
+        final = sorted(set(chosen) | set(sites.check_layers(explicit) if explicit else []))
         latents = {layer: latents[layer] for layer in final}
         flagged = {layer: flagged[layer] for layer in final}
     return Collected(latents, flagged, scores, chosen)

@@ -96,16 +96,16 @@ def branches(
     Sampling is seeded with ``seed`` inside a forked RNG (the global torch RNG is untouched).
     """
     prompt_list = _check_prompts(prompts)
-    scheme = inspect(model)
-    if not scheme.causal:
+    sites = inspect(model)
+    if not sites.causal:
         raise DataError(
-            f"{scheme.model_name} is not a causal language model: it cannot generate branches. Read given texts "
+            f"{sites.model_name} is not a causal language model: it cannot generate branches. Read given texts "
             "with it instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
             "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
     _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)
     check_collectable(model, layers, site)  # bad layers and sites fail before sampling
-    batch, mask, prompt_len = _prompt_batch(model, scheme, prompt_list, n_branches, max_new_tokens)
+    batch, mask, prompt_len = _prompt_batch(model, sites, prompt_list, n_branches, max_new_tokens)
     use_cache = _decide_kv_cache(model, kv_cache)
     seqs = _sample(model, batch, mask, hooks, seed, progress, max_new_tokens=max_new_tokens, do_sample=True,
                    temperature=temperature, top_p=top_p, use_past_kv_cache=use_cache, stop_at_eos=False)
@@ -155,16 +155,16 @@ def _check_sampling(
 
 
 def _prompt_batch(
-    model: Model, scheme: PositionalScheme, prompts: list[str], n_branches: int, max_new_tokens: int
+    model: Model, sites: PositionalScheme, prompts: list[str], n_branches: int, max_new_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(tokens, mask, prompt_len)``: every prompt left-padded to the longest, ``n_branches`` times."""
     rows = [model.to_tokens(p)[0].cpu() for p in prompts]
     plens = [int(r.shape[0]) for r in rows]
     prompt_len = max(plens)
-    if prompt_len + max_new_tokens > scheme.n_ctx:
+    if prompt_len + max_new_tokens > sites.n_ctx:
         raise DataError(
             f"{prompt_len} prompt tokens + {max_new_tokens} new tokens exceed the context of "
-            f"{scheme.model_name} ({scheme.n_ctx}); lower max_new_tokens or shorten the prompt"
+            f"{sites.model_name} ({sites.n_ctx}); lower max_new_tokens or shorten the prompt"
         )
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

@@ -403,9 +403,9 @@ def _reference_eraser(
     """The eraser of the ``erased (..., reference)`` view, fitted on ``fit_seqs`` sequences of the
     reference corpus at least as long as the branches (up to the context)."""
     t = time.perf_counter()
-    scheme = inspect(model)
+    sites = inspect(model)
     length = int(raw.sequences.shape[1]) if raw.sequences is not None else raw.prompt_len + o["max_new_tokens"]
-    seq_len = min(max(64, length), scheme.n_ctx)
+    seq_len = min(max(64, length), sites.n_ctx)
     ref = load_data(model, None, seq_len=seq_len, n_seqs=o["fit_seqs"], seed=o["seed"])
     eraser = fit_eraser(model, ref, method=o["eraser"], site=o["site"], layers=layers, seq_len=seq_len,
                         sequential=False)  # applied offline to each layer's latents
