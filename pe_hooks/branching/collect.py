@@ -6,10 +6,8 @@ that sampled continuations (``pe_hooks.branching.generate``) and given texts
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pe_hooks.branching.latents import BranchLatents, flag_massive
@@ -53,58 +51,6 @@ def check_collectable(model: Model, layers: str | Sequence[int | str] | None, si
     inspect(model).resid_hook(lay[0], site)
 
 
-@dataclass
-class Collected:
-    """Per-token latents (``latents[layer]`` ``[n, d]``), massive flags, and with ``"auto"`` the
-    scores of every layer and the chosen ones."""
-
-    latents: dict[int, np.ndarray]
-    flagged: dict[int, np.ndarray]
-    layer_scores: pd.DataFrame | None
-    auto_layers: list[int]
-
-
-def collect_latents(
-    model: Model,
-    data: TokenData,
-    select: torch.Tensor,
-    layers: str | Sequence[int | str] | None,
-    *,
-    site: str = "resid_pre",
-    hooks: HookList | None = None,
-    branch: np.ndarray,
-    position: np.ndarray,
-    prompt: np.ndarray,
-    auto_layers: int = 1,
-    massive: float | None = 8.0,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
-) -> Collected:
-    """The latents of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major (sequence by
-    sequence, then position), at ``layers`` (see ``pe_hooks.branching.branches``); ``branch``,
-    ``position``, ``prompt`` label those tokens (the ``"auto"`` choice scores them)."""
-    sites = inspect(model)
-    lay, explicit, auto = layers_to_collect(model, layers)
-    names = [sites.resid_hook(layer, site) for layer in lay]
-    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
-        rows = select[b.index]
-        for n in names:
-            acts[n].append(b.acts[n][rows])
-    latents = {layer: torch.cat(acts.pop(n)).numpy() for layer, n in zip(lay, names)}
-    flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
-    scores, chosen = None, []
-    if auto:
-        keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
-        scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
-        chosen = choose_layers(scores, n=auto_layers)
-        final = sorted(set(chosen) | set(sites.check_layers(explicit) if explicit else []))
-        latents = {layer: latents[layer] for layer in final}
-        flagged = {layer: flagged[layer] for layer in final}
-    return Collected(latents, flagged, scores, chosen)
-
-
 def trajectory_latents(
     model: Model,
     data: TokenData,
@@ -123,19 +69,45 @@ def trajectory_latents(
     seed: int = 0,
     progress: bool = True,
 ) -> BranchLatents:
-    """The ``BranchLatents`` of the tokens ``select`` marks, one trajectory ("branch") per sequence
-    of ``data``: sequence ``i`` belongs to group (prompt) ``group[i]``; ``texts``, ``prompts`` and
-    ``prompt_len`` are recorded as given; the other arguments are ``collect_latents``'."""
+    """The ``BranchLatents`` of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major
+    (sequence by sequence, then position), one trajectory ("branch") per sequence of ``data``, at
+    ``layers`` (see ``pe_hooks.branching.branches``; ``"auto"`` scores every layer on these tokens):
+    sequence ``i`` belongs to group (prompt) ``group[i]``; ``texts``, ``prompts`` and ``prompt_len``
+    are recorded as given."""
     per_row = select.sum(1).numpy()
     branch = np.repeat(np.arange(len(data)), per_row)
     position = data.positions[select].numpy()
     prompt = np.repeat(group, per_row)
-    got = collect_latents(model, data, select, layers, site=site, hooks=hooks, branch=branch, position=position,
-                          prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
-                          progress=progress)
+    lay, explicit, auto = layers_to_collect(model, layers)
+    latents = _selected_acts(model, data, select, lay, site, hooks, batch_size, progress)
+    flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
+    scores, chosen = None, []
+    if auto:
+        keep = {layer: (position > 0) & ~f for layer, f in flagged.items()}
+        scores = layer_scores(latents, keep, branch, position, prompt, seed=seed)
+        chosen = choose_layers(scores, n=auto_layers)
+        final = sorted(set(chosen) | set(inspect(model).check_layers(explicit) if explicit else []))
+        latents = {layer: latents[layer] for layer in final}
+        flagged = {layer: flagged[layer] for layer in final}
     tok = model.tokenizer
     return BranchLatents(
-        latents=got.latents, branch=branch, position=position, token=[tok.decode([int(t)]) for t in data.tokens[select]],
-        prompt=prompt, texts=texts, sequences=data.tokens, prompt_len=prompt_len, flagged=got.flagged, prompts=prompts,
-        layer_scores=got.layer_scores, auto_layers=got.auto_layers,
+        latents=latents, branch=branch, position=position, token=[tok.decode([int(t)]) for t in data.tokens[select]],
+        prompt=prompt, texts=texts, sequences=data.tokens, prompt_len=prompt_len, flagged=flagged, prompts=prompts,
+        layer_scores=scores, auto_layers=chosen,
     )
+
+
+def _selected_acts(
+    model: Model, data: TokenData, select: torch.Tensor, layers: list[int], site: str, hooks: HookList | None,
+    batch_size: int, progress: bool,
+) -> dict[int, np.ndarray]:
+    """``{layer: [n, d]}``: the residual ``site`` of each layer at the tokens ``select`` marks, in one
+    forward over ``data`` (under ``hooks``)."""
+    sites = inspect(model)
+    names = [sites.resid_hook(layer, site) for layer in layers]
+    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
+        rows = select[b.index]
+        for n in names:
+            acts[n].append(b.acts[n][rows])
+    return {layer: torch.cat(acts.pop(n)).numpy() for layer, n in zip(layers, names)}
