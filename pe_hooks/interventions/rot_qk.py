@@ -68,43 +68,43 @@ class RotaryQK(RotaryVerbs):
     name: ClassVar[str] = "rot_qk"
     description: ClassVar[str] = "post-rotation queries/keys (blocks.i.attn.hook_rot_q/k), per head"
 
-    def _kv_heads(self, scheme: PositionalScheme, heads: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    def _kv_heads(self, sites: PositionalScheme, heads: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if heads is None:
             return None
-        group = scheme.n_heads // scheme.n_kv_heads
+        group = sites.n_heads // sites.n_kv_heads
         if group == 1:
             return heads
         groups = {h // group for h in heads}
         whole = {g for g in groups if all(g * group + i in heads for i in range(group))}
         if whole != groups:
-            listing = ", ".join(f"{list(range(g * group, (g + 1) * group))}" for g in range(scheme.n_kv_heads))
+            listing = ", ".join(f"{list(range(g * group, (g + 1) * group))}" for g in range(sites.n_kv_heads))
             raise SchemeError(
-                f"{scheme.model_name} shares each key head among {group} query heads (GQA); a per-head "
+                f"{sites.model_name} shares each key head among {group} query heads (GQA); a per-head "
                 f"rotary edit must cover whole groups: {listing}"
             )
         return tuple(sorted(groups))
 
-    def _build(self, model: Model, scheme: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str) -> HookList:
-        require_rotary(scheme, self.name, verb)
-        if not scheme.rot_q:
-            raise not_supported(self.name, verb, scheme)
-        kv_heads = self._kv_heads(scheme, target.heads)
+    def _build(self, model: Model, sites: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str) -> HookList:
+        require_rotary(sites, self.name, verb)
+        if not sites.rot_q:
+            raise not_supported(self.name, verb, sites)
+        kv_heads = self._kv_heads(sites, target.heads)
         pairs: list[tuple[str, HookFn]] = []
         shared = SharedRule(rule)
-        layout = scheme.rotary_layout.pairs if scheme.rotary_layout else "half"
-        for layer in rotating(scheme, target, self.name, verb):
+        layout = sites.rotary_layout.pairs if sites.rotary_layout else "half"
+        for layer in rotating(sites, target, self.name, verb):
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
             for which, heads in (("q", target.heads), ("k", kv_heads)):
                 store: dict[str, torch.Tensor] = {}
-                pre = (scheme.pre_rot_q if which == "q" else scheme.pre_rot_k)[layer]
-                post = (scheme.rot_q if which == "q" else scheme.rot_k)[layer]
+                pre = (sites.pre_rot_q if which == "q" else sites.pre_rot_k)[layer]
+                post = (sites.rot_q if which == "q" else sites.rot_k)[layer]
                 if pre not in model.hook_dict:
-                    raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
+                    raise not_supported(self.name, verb, sites, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
                 pairs.append((pre, _stash(store)))
-                advice = TABLES_ADVICE if scheme.rotary_cos else NO_TABLES_ADVICE
+                advice = TABLES_ADVICE if sites.rotary_cos else NO_TABLES_ADVICE
                 pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first, advice)))
-        return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
+        return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, sites)}, heads={target.heads or 'all'})")
 
 
 def _stash(store: dict[str, torch.Tensor]) -> HookFn:
