@@ -127,3 +127,26 @@ def test_undecodable_tables_raise_naming_the_limit() -> None:
         g(IDS, position_ids=_arange(IDS).float() + 0.5)  # fractional positions: no integer fits
     with torch.no_grad():  # no hooks left behind after the error
         g(IDS)
+
+
+@pytest.mark.parametrize("site", ["rotary", "rot_qk"])
+@pytest.mark.parametrize("how", ["past the limit", "fractional"])
+def test_positions_past_the_limit_name_the_limit_on_every_rotary_site(site: str, how: str) -> None:
+    """Past 2^20 (or at fractional position ids) both rotary sites refuse naming the limit and the fix;
+    site='rot_qk' said 'not a rotation of the pre-rotation q/k ... use site=rotary' (the wrong thing)."""
+    from pe_hooks.sites.rotary_positions import DECODE_LIMIT
+
+    g = get_model("tiny-llama")
+    pos = _arange(IDS, DECODE_LIMIT + 5000) if how == "past the limit" else _arange(IDS).float() + 0.5
+    with pytest.raises(p.DataError, match=f"decodes positions exactly up to {DECODE_LIMIT}; pass integer position_ids"):
+        with torch.no_grad(), p.replace(g, p.shift(0), site=site).applied(g):
+            g(IDS, position_ids=pos)
+
+
+def test_rot_qk_still_refuses_what_is_not_a_rotation() -> None:
+    """An edit of hook_rot_q before pe-hooks' (so it is no rotation of hook_q) keeps its own message."""
+    g = get_model("tiny-llama")
+    hooks = p.replace(g, p.shift(0), site="rot_qk")
+    spoil = [("blocks.0.attn.hook_rot_q", lambda x, hook: x.flip(-1))]
+    with pytest.raises(p.DataError, match="not a rotation of the pre-rotation q/k"), torch.no_grad():
+        g.run_with_hooks(IDS, fwd_hooks=spoil + list(hooks))
