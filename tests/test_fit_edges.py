@@ -35,6 +35,19 @@ def test_every_fit_path_names_the_layer_of_non_finite_activations(path: str, mon
     assert hook_counts(model) == before  # nothing left attached
 
 
+@pytest.mark.parametrize("erase", ["erase", "erase-mean", "erase-pca", "erase-quadratic"])
+def test_a_sweep_stops_on_non_finite_fit_activations_naming_the_hook_point(erase: str) -> None:
+    """The sweep skips an intervention that does not apply to the model (a SchemeError); non-finite
+    activations are bad data, not inapplicability: a DataError (it was 'every intervention was
+    skipped', an ArgumentError, or with a baseline beside it a warning and a sweep without the eraser)."""
+    model = _nan_after_block_0()
+    before = hook_counts(model)
+    with pytest.raises(DataError, match=r"non-finite activations \(NaN/inf\) at blocks\.1\.hook_resid_pre; check the model"):
+        p.sweep(model, None, [erase], layers=[1], seq_len=16, n_seqs=8, n_fit=16, n_bins=4, folds=2, token_floor=False,
+                nonlinear=(), progress=False)
+    assert hook_counts(model) == before
+
+
 def test_an_eraser_fitted_on_fewer_tokens_than_the_width_warns_naming_the_fix() -> None:
     model = get_model("tiny-gpt2")  # d_model 64
     with pytest.warns(UnderfitWarning, match=r"22 tokens.*d_model 64.*n_seqs.*n_fit"):
