@@ -691,7 +691,7 @@ case("sweep all interventions skipped", "5",
      raises(ArgumentError, "every intervention was skipped"))
 case("sweep intervention callable returning no hooks", "5",
      lambda t: p.sweep(M("tiny-gpt2"), None, {"mine": lambda m, d: 5}, layers=[0], seq_len=16, n_seqs=8, n_bins=4, folds=2,
-                       token_floor=False, progress=False), raises(ArgumentError, "(hook_name, fn) pairs"))
+                       token_floor=False, progress=False), raises(HookListError, "(hook_name, fn) pairs"))
 case("plot_sweep of a sweep with evaluate=False", "5",
      lambda t: __import__("pe_hooks.viz", fromlist=["plot_sweep"]).plot_sweep(small_sweep(evaluate=False), t / "s.png"),
      Result(lambda fig: fig is not None or _fail(fig)))
