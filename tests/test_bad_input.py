@@ -19,7 +19,18 @@ import torch
 import pe_hooks as p
 from pe_hooks.core.atomic import MARKER, read_artefact, write_artefact
 from pe_hooks.core.errors import ArtefactError, ModelLoadError, PeHooksError
-from tests.bad_input_cases import CASES, ITEMS, Case, Cli, Raises, Warns, check_cli, eraser_for, run, small_sweep
+from tests.bad_input_cases import (
+    CASES,
+    ITEMS,
+    Case,
+    Cli,
+    Raises,
+    Warns,
+    check_cli,
+    eraser_for,
+    run,
+    small_sweep,
+)
 from tests.conftest import get_model
 
 

@@ -60,3 +60,15 @@ def test_an_eraser_fitted_on_fewer_tokens_than_the_width_warns_naming_the_fix() 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnderfitWarning)  # enough tokens: no warning
         p.fit_eraser(model, None, n_seqs=8, seq_len=16, layers=[0], progress=False)
+
+
+def test_a_quadratic_fit_with_too_few_tokens_per_bin_names_only_fixes_that_exist() -> None:
+    """At n_bins=2 'use fewer bins (n_bins < 2)' named a fix that is refused (n_bins >= 2)."""
+    model = get_model("tiny-gpt2")
+    with pytest.raises(DataError) as info:
+        p.fit_eraser(model, None, method="quadratic", n_bins=2, n_seqs=2, seq_len=12, layers=[0], progress=False)
+    msg = str(info.value)
+    assert "n_bins < 2" not in msg and "fewer bins" not in msg, msg
+    assert "more or longer sequences (n_seqs=, seq_len=)" in msg and "Quadratic(min_per_bin=" in msg, msg
+    with pytest.raises(DataError, match=r"use fewer bins \(n_bins < 8\)"):  # where fewer bins exist, they are named
+        p.fit_eraser(model, None, method="quadratic", n_seqs=2, seq_len=12, layers=[0], progress=False)
