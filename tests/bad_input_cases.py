@@ -2174,6 +2174,26 @@ case("fit_eraser on 135 tokens: no warning", "23.8",
      lambda t: no_underfit_warning(lambda: eraser_for("tiny-gpt2", n_seqs=9)), Result(lambda r: r == [] or _fail(r)))
 
 
+# ---- state handed over by reference: a tensor the user passes is copied when hooks are built
+def later_edit_changes_nothing(name: str, what: str) -> float:
+    """Max |logit diff| of hooks built from a user's tensor, before vs after the user edits that tensor."""
+    model = M(name)
+    t = torch.arange(20).flip(0).float() if what == "table(t)" else torch.tensor([True] * 4 + [False] * 4)
+    hooks = {"table(t)": lambda: p.replace(model, p.table(t)), "zero(bands=mask)": lambda: p.zero(model, bands=t),
+             "replace(bands=mask)": lambda: p.replace(model, p.shift(2), bands=t),
+             "replace(keep_bands=mask)": lambda: p.replace(model, p.shift(2), keep_bands=t)}[what]()
+    before = run(model, hooks)
+    t.fill_(0) if what == "table(t)" else t.copy_(~t)
+    return float((run(model, hooks) - before).abs().max())
+
+
+for fam, what in (("tiny-gpt2", "table(t)"), ("tiny-bert", "table(t)"), ("tiny-llama", "table(t)"), ("tiny-neox", "table(t)"),
+                  ("tiny-bloom", "table(t)"), ("tiny-llama", "zero(bands=mask)"), ("tiny-llama", "replace(bands=mask)"),
+                  ("tiny-llama", "replace(keep_bands=mask)")):
+    case(f"a later edit of the user's tensor changes no built hook: {what} ({SHORT[fam]})", "23.P",
+         lambda t, f=fam, w=what: later_edit_changes_nothing(f, w), Result(lambda r: r == 0.0 or _fail(r)))
+
+
 ITEMS = {
     "1": "hooks built from one model, run on another",
     "2": "eraser model checks",
@@ -2198,5 +2218,5 @@ ITEMS = {
     "23.A": "issue 23: artefacts verified by content",
     "23.9": "issue 23: interrupted saves, nameless targets",
     "23.10": "issue 23: no process-wide setting changed",
-    "23.P": "issue 23: more of the patterns (hand-built masks, all-False band masks)",
+    "23.P": "issue 23: more of the patterns (hand-built masks, all-False band masks, user tensors kept by reference)",
 }

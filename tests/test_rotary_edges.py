@@ -150,3 +150,30 @@ def test_rot_qk_still_refuses_what_is_not_a_rotation() -> None:
     spoil = [("blocks.0.attn.hook_rot_q", lambda x, hook: x.flip(-1))]
     with pytest.raises(p.DataError, match="not a rotation of the pre-rotation q/k"), torch.no_grad():
         g.run_with_hooks(IDS, fwd_hooks=spoil + list(hooks))
+
+
+# ---- state handed to user code by reference: a tensor the user passes is copied when hooks are built
+
+USER_TENSORS: dict[str, tuple[Any, Any, Any]] = {  # what -> (the user's tensor, hooks built from it, the later edit)
+    "table(t)": (lambda: torch.arange(20).flip(0).float(), lambda g, t: p.replace(g, p.table(t)), lambda t: t.fill_(0)),
+    "zero(bands=mask)": (lambda: torch.tensor([True] * 4 + [False] * 4), lambda g, t: p.zero(g, bands=t),
+                         lambda t: t.fill_(True)),
+    "replace(bands=mask)": (lambda: torch.tensor([True] * 4 + [False] * 4),
+                            lambda g, t: p.replace(g, p.shift(2), bands=t), lambda t: t.fill_(True)),
+}
+
+
+@pytest.mark.parametrize(("name", "what"), [("tiny-gpt2", "table(t)"), ("tiny-llama", "table(t)"),
+                                            ("tiny-llama", "zero(bands=mask)"), ("tiny-llama", "replace(bands=mask)")])
+def test_a_users_later_edit_of_a_tensor_does_not_change_built_hooks(name: str, what: str) -> None:
+    """``table(t)`` and a boolean ``bands=`` mask kept the user's tensor: editing it afterwards changed
+    the hooks silently (0.90 in logits on tiny-gpt2's table, 8.8e-5 on a band mask)."""
+    g = get_model(name)
+    make, build, edit = USER_TENSORS[what]
+    t = make()
+    hooks = build(g, t)
+    with torch.no_grad():
+        before = g.run_with_hooks(IDS, fwd_hooks=list(hooks))
+        edit(t)
+        after = g.run_with_hooks(IDS, fwd_hooks=list(hooks))
+    assert torch.equal(before, after)
