@@ -1442,6 +1442,37 @@ for verb in ("project_out(resid_pre, layer 0, exempt_first)", "eraser at layer 0
          lambda t, v=verb: padded_vs_alone("tiny-bloom", PADDED_VERBS[v]), raises(SchemeError, "padding_side = 'right'"))
 
 
+# more verbs, sites and options on a left-padded batch vs each row alone
+PADDED_MORE: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("tiny-llama", "zero(site=rot_qk)"): lambda m: p.zero(m, site="rot_qk"),
+    ("tiny-llama", "remove(site=rot_qk)"): lambda m: p.remove(m, site="rot_qk"),
+    ("tiny-llama", "replace(shift(2), site=rot_qk)"): lambda m: p.replace(m, p.shift(2), site="rot_qk"),
+    ("tiny-llama", "zero(site=rot_qk, heads=[0, 1], exempt_first)"): lambda m: p.zero(m, site="rot_qk", heads=[0, 1], exempt_first=True),
+    ("tiny-llama", "zero(bands=[0, 1])"): lambda m: p.zero(m, bands=[0, 1]),
+    ("tiny-llama", "remove(bands=[6, 7])"): lambda m: p.remove(m, bands=[6, 7]),
+    ("tiny-llama", "replace(shift(1), keep_bands=[6, 7])"): lambda m: p.replace(m, p.shift(1), keep_bands=[6, 7]),
+    ("tiny-llama", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-llama", "replace(table(reversed 20))"): lambda m: p.replace(m, p.table(torch.arange(20).flip(0))),
+    ("tiny-llama", "project_out(resid_mid, exempt_first)"): lambda m: p.project_out(m, BASIS, site="resid_mid", exempt_first=True),
+    ("tiny-neox", "replace(reverse(16))"): lambda m: p.replace(m, p.reverse(16)),
+    ("tiny-neox", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-bloom", "zero(heads=[0, 2])"): lambda m: p.zero(m, heads=[0, 2]),
+    ("tiny-bloom", "remove(heads=[1])"): lambda m: p.remove(m, heads=[1]),
+    ("tiny-bloom", "replace(scale(0.5))"): lambda m: p.replace(m, p.scale(0.5)),
+    ("tiny-bloom", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-bloom", "project_out(resid_mid, layer 1, exempt_first)"):
+        lambda m: p.project_out(m, BASIS, site="resid_mid", layers=[1], exempt_first=True),
+    ("tiny-gpt2", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-gpt2", "replace(table(reversed 20))"): lambda m: p.replace(m, p.table(torch.arange(20).flip(0))),
+    ("tiny-gpt2", "replace(constant(3))"): lambda m: p.replace(m, p.constant(3)),
+    ("tiny-gpt2", "project_out(resid_post, exempt_first)"): lambda m: p.project_out(m, BASIS, site="resid_post", exempt_first=True),
+    ("tiny-bert", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+}
+for (fam, verb), build in PADDED_MORE.items():
+    case(f"left-padded row = row alone: {verb} ({SHORT[fam]})", "23.1",
+         lambda t, f=fam, b=build: padded_vs_alone(f, b), Result(lambda r: r <= 1e-5 or _fail(r)))
+
+
 def alibi_right_padded(tmp: Path) -> float:
     """The fix the layer-0 refusal names (right padding) gives each row what it gets alone."""
     model = M("tiny-bloom")
