@@ -72,3 +72,30 @@ def test_a_quadratic_fit_with_too_few_tokens_per_bin_names_only_fixes_that_exist
     assert "more or longer sequences (n_seqs=, seq_len=)" in msg and "Quadratic(min_per_bin=" in msg, msg
     with pytest.raises(DataError, match=r"use fewer bins \(n_bins < 8\)"):  # where fewer bins exist, they are named
         p.fit_eraser(model, None, method="quadratic", n_seqs=2, seq_len=12, layers=[0], progress=False)
+
+
+def test_sampling_branches_from_non_finite_logits_names_the_hook_point() -> None:
+    """``branches`` on a model whose residual turns NaN: it was a ValueError from inside
+    torch.distributions (Categorical's logits constraint) during TransformerLens' generate."""
+    model = _nan_after_block_0()
+    before = hook_counts(model)
+    with pytest.raises(DataError, match=r"non-finite activations \(NaN/inf\) at blocks\.1\.hook_resid_post .*while sampling"):
+        p.branches(model, "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False, kv_cache=False)
+    assert hook_counts(model) == before
+
+
+@pytest.mark.parametrize("kv_cache", [None, True])
+def test_the_kv_cache_check_does_not_blame_upstream_for_a_non_finite_model(kv_cache: bool | None) -> None:
+    """NaN logits made the KV-cache self-check report 'an upstream bug ... install the tested pair'
+    (naming the very pair installed): an UpstreamWarning (kv_cache=None) or UpstreamError (True)."""
+    import warnings
+
+    from pe_hooks.models.kv_check import check_kv_cache
+
+    model = _nan_after_block_0()
+    with pytest.raises(DataError, match=r"logits are NaN or inf on a full forward.*check the model's weights and dtype"):
+        check_kv_cache(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", p.UpstreamWarning)
+        with pytest.raises(DataError, match="NaN or inf"):
+            p.branches(model, "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False, kv_cache=kv_cache)
