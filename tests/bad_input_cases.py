@@ -2161,6 +2161,21 @@ case("eraser.transform of activations with a NaN", "23.6",
      lambda t: eraser_for("tiny-gpt2").transform(_arrays_with(NAN)[:16], layer=0), raises(DataError, "drop or fix those rows"))
 
 
+# non-finite activations on the sampling path (branches) and in the KV-cache self-check
+def check_kv_on_nan(tmp: Path) -> Any:
+    from pe_hooks.models.kv_check import check_kv_cache
+
+    return check_kv_cache(nan_model(), refresh=True)
+
+
+case("check_kv_cache on a model with NaN logits", "23.6", check_kv_on_nan, raises(DataError, "check the model's weights and dtype"))
+for kv in (False, None, True):
+    case(f"branches(kv_cache={kv}) on a model whose residual turns NaN", "23.6",
+         lambda t, k=kv: p.branches(nan_model(), "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False,
+                                    kv_cache=k),
+         raises(DataError, "NaN or inf" if kv is not False else NAN_AT.format("blocks.1.hook_resid_post (the final residual) while sampling")))
+
+
 # ---- case 8: under-fitted erasers warn naming the fix (n_seqs= / n_fit= / seq_len=)
 UNDERFIT = "more sequences (n_seqs= of fit_eraser, n_fit= of sweep)"
 for method in ("leace", "mean", "pca"):
@@ -2243,7 +2258,7 @@ ITEMS = {
     "23.3": "issue 23: project_out's k on every site",
     "23.4": "issue 23: position maps that edit their input in place, every site that takes maps",
     "23.5": "issue 23: ALiBi positions under padding",
-    "23.6": "issue 23: non-finite activations on every fit path",
+    "23.6": "issue 23: non-finite activations on every fit path (and sampling, the KV-cache check)",
     "23.7": "issue 23: damaged cache and checkpoint files",
     "23.8": "issue 23: under-fitted erasers warn naming the fix",
     "23.A": "issue 23: artefacts verified by content",
