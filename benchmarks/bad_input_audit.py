@@ -202,7 +202,9 @@ def _headline(c: dict[str, int]) -> str:
             f"degenerate results; {c['state left behind']} left state behind")
 
 
-def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict[str, Any] | None = None) -> str:
+def report(outcomes: list[Outcome], command: str, seconds: float, baselines: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report; ``baselines``: JSON summaries of earlier runs (each item's "before" column
+    comes from the first that has it)."""
     from tests.bad_input_cases import ITEMS
 
     lines = [
@@ -217,13 +219,16 @@ def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict
         f"**{_headline(summary(outcomes)['all'])}.**",
         "",
     ]
-    if baseline is not None:
+    for baseline in baselines or []:
         lines += [
             f"Before ({baseline['label']}): {_headline(baseline['all'])}. (Judged by the same expectations: a "
             "`PeHooksError` whose wording was changed since, e.g. to add the fix, counts as unclear there.)",
             "",
         ]
-    before = " (before)" if baseline is not None else ""
+    before_items: dict[str, Any] = {}
+    for baseline in baselines or []:
+        before_items = {**baseline["items"], **before_items}
+    before = " (before)" if baselines else ""
     lines += [
         "| item | what | cases | clear error | warns | correct result | unclear | silent | state left |"
         + (" unclear / silent / state left, before |" if before else ""),
@@ -236,8 +241,8 @@ def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict
         k = Counter(o.kind for o in mine)
         row = (f"| {item} | {what} | {len(mine)} | {k['clear error']} | {k['warns']} | {k['correct result']} | "
                f"{k['unclear error']} | {k['silent wrong result']} | {sum(1 for o in mine if o.leak)} |")
-        if baseline is not None and item in baseline["items"]:
-            b = baseline["items"][item]
+        if item in before_items:
+            b = before_items[item]
             row += f" {b['unclear error']} / {b['silent wrong result']} / {b['state left behind']} |"
         lines.append(row)
     bad = [o for o in outcomes if o.kind in ("unclear error", "silent wrong result") or o.leak]
@@ -271,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--label", default=None, help="how the JSON summary names this run (default: the git commit)")
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="a JSON summary written by an earlier run (e.g. on older code) to quote beside this one")
+    ap.add_argument("--baseline", type=Path, action="append", default=None,
+                    help="a JSON summary written by an earlier run (e.g. on older code) to quote beside this one; "
+                         "may be given more than once (each item's before column comes from the first that has it)")
     args = ap.parse_args(argv)
     import torch
 
@@ -298,10 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and args.item is None and args.only is None:
         command = "python -m benchmarks.bad_input_audit" + (f" --threads {args.threads}" if args.threads != 1 else "")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
-        if baseline is not None:
-            command += f" --baseline {args.baseline}"
-        args.out.write_text(report(outcomes, command, seconds, baseline))
+        baselines = [json.loads(b.read_text()) for b in args.baseline or []]
+        command += "".join(f" --baseline {b}" for b in args.baseline or [])
+        args.out.write_text(report(outcomes, command, seconds, baselines))
         data = summary(outcomes)
         data["label"] = args.label or f"{_git_head()}, {time.strftime('%Y-%m-%d')}"
         args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
