@@ -100,8 +100,8 @@ def branches(
     scheme = inspect(model)
     if not scheme.causal:
         raise DataError(
-            f"{scheme.model_name} is not a causal language model: it cannot generate branches. Read given texts "
-            "with it instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
+            f"{scheme.model_name} is not a causal language model: it cannot generate branches; use it to read given "
+            "texts instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
             "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
     _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)

@@ -239,8 +239,8 @@ def run_branches(
     kw: dict[str, Any] = dict(n_branches=n_branches, max_new_tokens=max_new_tokens, temperature=temperature,
                               top_p=top_p, seed=seed, site=site, massive=massive, kv_cache=kv_cache, progress=progress)
     if groups is None and not inspect(model).causal and reader is None:
-        raise DataError(f"{name} is not a causal language model: it cannot generate branches. Read given texts with "
-                        "it (texts=..., pe-hooks branches --texts FILE), or sample from a causal model and read with "
+        raise DataError(f"{name} is not a causal language model: it cannot generate branches; use it to read given "
+                        "texts (texts=..., pe-hooks branches --texts FILE), or sample from a causal model and read with "
                         f"this one (run_branches('smollm2-135m', reader={name!r}), --model smollm2-135m --reader {name})")
     if reader is not None:
         _loaded_reader = _loaded(reader, None, device, dtype)  # a bad reader fails before sampling
