@@ -1740,6 +1740,46 @@ case("a save removes the temp folders of interrupted saves (ended processes)", "
      Result(lambda r: (r[0] == [f".eraser.tmp-{os.getpid()}-live0000"] and r[1] == "tiny-gpt2") or _fail(r)))
 
 
+KILLED_SAVE = """
+import sys, time
+import torch
+import pe_hooks.core.atomic as atomic
+from pe_hooks.erasers import fit_on_arrays
+x = torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
+e = fit_on_arrays(x, torch.arange(400) % 20)
+def stalled(folder):  # the tensors are written; stop before the marker, as a slow disk would
+    print("WRITING", flush=True)
+    time.sleep(60)
+atomic._files = stalled
+e.save(sys.argv[1])
+"""
+
+
+def killed_save(tmp: Path, sig: int) -> Any:
+    """A real process killed (``sig``) in the middle of ``eraser.save``: it leaves a ``.eraser.tmp-PID-*``
+    folder with half-written tensors; the next save beside it removes it and the artefact loads."""
+    import subprocess
+
+    target = tmp / "eraser"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(target)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "WRITING"
+    finally:
+        proc.send_signal(sig)
+        proc.wait(30)
+    left = sorted(q.name for q in tmp.iterdir() if q.name.startswith("."))
+    eraser_for("tiny-gpt2").save(target)
+    return left, sorted(q.name for q in tmp.iterdir() if q.name.startswith(".")), p.PositionEraser.load(target).info.model_name
+
+
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    case(f"eraser.save killed by {sig.name} mid-write: the next save removes its temp folder", "23.9",
+         lambda t, s=sig: killed_save(t, s),
+         Result(lambda r: (len(r[0]) == 1 and r[0][0].startswith(".eraser.tmp-") and r[1] == [] and r[2] == "tiny-gpt2")
+                or _fail(r)))
+
+
 def crashed_between_renames(tmp: Path) -> Any:
     """A crash after the old artefact was moved aside and before the new one moved in: the next
     write's clean-up puts the old one back (it is not thrown away with the temp folders)."""
