@@ -32,6 +32,7 @@ from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_bool, check_int, check_number
 from pe_hooks.data import TokenData
+from pe_hooks.data.stream import check_finite_acts
 from pe_hooks.data.tokens import positions_from_mask
 from pe_hooks.models.kv_check import check_kv_cache, require_kv_cache
 from pe_hooks.sites.inspect import inspect
@@ -100,8 +101,8 @@ def branches(
     sites = inspect(model)
     if not sites.causal:
         raise DataError(
-            f"{sites.model_name} is not a causal language model: it cannot generate branches. Read given texts "
-            "with it instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
+            f"{sites.model_name} is not a causal language model: it cannot generate branches; use it to read given "
+            "texts instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
             "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
     _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)
@@ -129,9 +130,14 @@ def _sample(
     """The sampled sequences (prompt + continuation, on CPU), seeded inside a forked RNG (the global
     torch RNG is untouched), under ``hooks``."""
     device = getattr(model.cfg, "device", None) or "cpu"
+    final = inspect(model).resid_hook(inspect(model).n_layers)
+
+    def finite(x: torch.Tensor, hook: Any) -> None:  # else a ValueError from inside the sampler's Categorical
+        check_finite_acts(x, f"{final} (the final residual) while sampling")
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        with (hooks or HookList()).applied(model), torch.no_grad():
+        with ((hooks or HookList()) + [(final, finite)]).applied(model), torch.no_grad():
             out = model.generate(batch.to(device), verbose=progress,
                                  attention_mask=None if bool(mask.all()) else mask.to(device), **generate)
     return (out if isinstance(out, torch.Tensor) else out.sequences).cpu()

@@ -314,9 +314,9 @@ def _source(
         return _Source(built, name, prompt_list, o, groups, kind="texts")
     if reader is None:
         if not inspect(built).causal:
-            raise DataError(f"{name} is not a causal language model: it cannot generate branches. Read given texts "
-                            "with it (texts=..., pe-hooks branches --texts FILE), or sample from a causal model and "
-                            f"read with this one (run_branches('smollm2-135m', reader={name!r}), --model smollm2-135m "
+            raise DataError(f"{name} is not a causal language model: it cannot generate branches; use it to read "
+                            "given texts (texts=..., pe-hooks branches --texts FILE), or sample from a causal model "
+                            f"and read with this one (run_branches('smollm2-135m', reader={name!r}), --model smollm2-135m "
                             f"--reader {name})")
         return _Source(built, name, prompt_list, o)
     read_by, read_name = _loaded(reader, None, o["device"], o["dtype"])

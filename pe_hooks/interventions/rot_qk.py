@@ -20,20 +20,17 @@ from pe_hooks.interventions.rotary import RotaryVerbs, require_rotary, rotating
 from pe_hooks.interventions.rotary_bands import band_mask
 from pe_hooks.interventions.rotary_tables import SharedRule, TableRule, mixed_bands, pair_parts, rotate_bands
 from pe_hooks.sites.inspect import rotary_frequencies
-from pe_hooks.sites.rotary_positions import DecodePlan, decode_plan, decode_positions
+from pe_hooks.sites.rotary_positions import DECODE_LIMIT, decode_plan, decode_positions, residual, undecodable
 from pe_hooks.sites.scheme import PositionalScheme
 
 
-def _decode_from_pair(
-    x: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, pairs: str = "half", plan: DecodePlan | None = None
-) -> torch.Tensor:
-    """Positions from pre-rotation ``x`` and post-rotation ``y`` (``[b, s, h, d]``)."""
-    half = inv.numel()
+def pair_angles(x: torch.Tensor, y: torch.Tensor, half: int, pairs: str = "half") -> torch.Tensor:
+    """Per-band rotation angle ``[b, s, half]`` from pre-rotation ``x`` to post-rotation ``y`` (``[b, s, h, d]``)."""
     x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
     y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
     cross = (x1 * y2 - x2 * y1).sum(dim=2)  # sum over heads: robust to small components
     dot = (x1 * y1 + x2 * y2).sum(dim=2)
-    return decode_positions(torch.atan2(cross, dot), inv.to(x.device), tol=0.05, plan=plan)
+    return torch.atan2(cross, dot)
 
 
 #: what still edits the rotation when ``rot_qk`` cannot: the cos/sin tables (TL 4), or nothing (TL 3)
@@ -42,24 +39,36 @@ NO_TABLES_ADVICE = ("this model has no cos/sin tables to edit instead (Transform
                     "(pe_hooks.fit_eraser) still work")
 
 
-def check_pair(
-    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str, advice: str = TABLES_ADVICE
-) -> None:
-    """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
-    what the model rotates, and an edit rebuilt from it would be silently wrong."""
-    half = inv.numel()
-    ang = t[..., None].float() * inv
-    x1, x2 = (v.float() for v in pair_parts(x, half, pairs))
-    y1, y2 = (v.float() for v in pair_parts(y, half, pairs))
+def _rotation_error(x: torch.Tensor, y: torch.Tensor, ang: torch.Tensor, pairs: str) -> float:
+    """Largest ``|y - scale * rotate(x, ang)|`` (``ang`` ``[b, s, half]``, one scale for the tensor)."""
+    x1, x2 = (v.float() for v in pair_parts(x, ang.shape[-1], pairs))
+    y1, y2 = (v.float() for v in pair_parts(y, ang.shape[-1], pairs))
     c, s = torch.cos(ang)[:, :, None], torch.sin(ang)[:, :, None]
     r1, r2 = x1 * c - x2 * s, x2 * c + x1 * s
     scale = (y1 * r1 + y2 * r2).sum() / (r1 * r1 + r2 * r2).sum().clamp_min(1e-30)
-    err = float(torch.maximum((y1 - scale * r1).abs().max(), (y2 - scale * r2).abs().max()))
-    if err > 1e-3 * (1.0 + float(y.abs().max())):
-        raise DataError(
-            f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
-            f"site='rot_qk' cannot rebuild them; {advice}"
-        )
+    return float(torch.maximum((y1 - scale * r1).abs().max(), (y2 - scale * r2).abs().max()))
+
+
+def check_pair(
+    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str, angles: torch.Tensor | None = None,
+    advice: str = TABLES_ADVICE,
+) -> None:
+    """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
+    what the model rotates, and an edit rebuilt from it would be silently wrong. ``angles``: the
+    pair's own per-band angles (``pair_angles``); where ``y`` is a rotation of ``x`` by them but by
+    no integer position's, the positions are past the decoding limit (or fractional) and the error
+    says so, rather than blaming the model."""
+    tol = 1e-3 * (1.0 + float(y.abs().max()))
+    err = _rotation_error(x, y, t[..., None].float() * inv, pairs)
+    if err <= tol:
+        return
+    if angles is not None and _rotation_error(x, y, angles, pairs) <= tol:
+        raise undecodable("the rotation angles of hook_rot_q/k", float(residual(t, angles, inv).max()), DECODE_LIMIT,
+                          "hook_q/k or hook_rot_q/k")
+    raise DataError(
+        f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
+        f"site='rot_qk' cannot rebuild them; {advice}"
+    )
 
 
 class RotaryQK(RotaryVerbs):
@@ -127,8 +136,9 @@ def _requery(
         elif x.shape != y.shape and x.shape[:2] == y.shape[:2] and x.numel() == y.numel():  # [b, s, h * d]
             x = x.reshape(y.shape)
         invd = inv.to(y.device)
-        t = _decode_from_pair(x, y, invd, layout, plan).long()
-        check_pair(x, y, t, invd, layout, advice)
+        angles = pair_angles(x, y, invd.numel(), layout)
+        t = decode_positions(angles, invd, tol=0.05, plan=plan).long()
+        check_pair(x, y, t, invd, layout, angles, advice)
         # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
         c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first, key)

@@ -45,7 +45,7 @@ def band_mask(bands: Bands, half: int) -> torch.Tensor:
     if b.dtype == torch.bool:
         if b.numel() != half:
             raise SchemeError(f"a boolean band mask needs {half} entries (one per band), got {b.numel()}; pass a mask of {half}")
-        return b
+        return b.detach().flatten().clone()  # a copy: the user's later edits of their mask change nothing
     idx = b.long().flatten()
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= half):
         raise SchemeError(

@@ -105,6 +105,16 @@ def decode_positions(
     return best_t.to(angles.dtype if angles.is_floating_point() else torch.float32)
 
 
+def undecodable(what: str, err: float, limit: int, hooks: str) -> DataError:
+    """The error of angles (``what``: where they were read) that no integer position ``0..limit``
+    reproduces: positions past the limit, fractional position ids, or an edit of ``hooks``."""
+    return DataError(
+        f"{what} of this forward do not match any integer positions 0..{limit} (angle error {err:.2g} rad): "
+        f"pe-hooks decodes positions exactly up to {limit}; pass integer position_ids below that, and do not "
+        f"edit {hooks} under pe-hooks' rotary hooks"
+    )
+
+
 def table_tolerance(dtype: torch.dtype) -> float:
     """Largest angle error (radians) a rotary table in ``dtype`` can carry at a true position."""
     return max(1e-4, 8 * float(torch.finfo(dtype).eps)) if dtype.is_floating_point else 1e-4
@@ -170,11 +180,7 @@ class PositionTracker:
                 best = (err, t)
         assert best is not None
         if best[0] > table_tolerance(sin.dtype):
-            raise DataError(
-                f"the rotary tables of this forward do not match any integer positions 0..{self.limit} (angle error "
-                f"{best[0]:.2g} rad): pe-hooks decodes positions exactly up to {self.limit}; pass integer "
-                "position_ids below that, and do not edit rotary_emb.hook_cos/sin under pe-hooks' rotary hooks"
-            )
+            raise undecodable("the rotary tables", best[0], self.limit, "rotary_emb.hook_cos/sin")
         return best[1].long()
 
     def get(self) -> torch.Tensor:
