@@ -217,19 +217,16 @@ def run_branches(
             (``pe_hooks.branching.texts.read_texts``).
         reader: the model (name or loaded) that reads the sampled branches.
         max_tokens: tokens kept per text read (default: the shortest text's; ``texts``, ``reader``).
-        layers: ``"auto"`` (the layer where position is strongest in the branch latents,
-            ``pe_hooks.branching.layer_choice``), layer indices, or both (``["auto", 0]``); ``"final"``
-            is the final residual stream (``blocks.{n-1}.hook_resid_post`` at any ``site``; layer
-            ``n_layers`` in the metrics and file names, as in ``pe-hooks sweep``).
-        early: also show the same tokens at this layer (an index or ``"final"``).
+        layers, early: as ``pe_hooks.branching.branches``' ``layers`` (``"auto"``, indices, ``"final"``
+            = the final residual stream, layer ``n_layers``); ``early``: one more layer shown.
         intervention: the verb(s) of the intervened views: ``zero``, ``remove``, ``replace:MAP``
             (``pe_hooks.conditions``) or ``none``; a list gives one view each. Sampled branches are
             generated *and* read under it; given texts (and a reader's) are read under it.
         eraser: method of the reference eraser (``leace``, ``mean``, ``pca``, ``quadratic``).
         erase_on: fit the erased view's eraser on the reference corpus (``fit_seqs`` sequences), on
             the branches (cross-fitted), or ``both``.
-        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations.
-        massive: flag tokens with norm > this x median (``None``: flag nothing).
+        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations;
+            ``massive``: flag tokens with norm > this x median (``None``: flag nothing).
         device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
             must already have ``dtype`` if it is given).
         name: the model's name in titles and reports (default: the name given, else the model's own).
