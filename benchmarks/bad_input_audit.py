@@ -8,11 +8,15 @@ Each case is classified as
 
 - **clear error**: a ``PeHooksError`` subclass (the expected one) whose message names the fix (the
   case's phrase); for the CLI, exit code 2 and one line on stderr naming the fix, no traceback;
+- **warns**: the call returned and warned with the expected ``PeHooksWarning`` subclass, whose
+  message names the fix (the case's phrase, and words that say what to do): a valid but weak input
+  (an eraser fitted on fewer tokens than the model's width) that is allowed, and said so;
 - **correct result**: the call returned the exact right answer (the case's check passes);
 - **unclear error**: any other exception (a traceback from inside torch / transformers /
-  safetensors / TransformerLens is reported as such), a ``PeHooksError`` without the fix, a CLI
-  traceback or a multi-line message;
-- **silent wrong result**: no error where one was due, or a wrong / degenerate result;
+  safetensors / TransformerLens is reported as such), a ``PeHooksError`` without the fix, a warning
+  of the expected class without the fix, a CLI traceback or a multi-line message;
+- **silent wrong result**: no error where one was due, no warning where one was due, or a wrong /
+  degenerate result;
 
 and, independently, **state left behind**: hooks still attached to any model (every forward and
 pre-forward hook of every module, TransformerLens hook points included), a changed environment,
@@ -42,7 +46,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-KINDS = ("clear error", "correct result", "unclear error", "silent wrong result")
+KINDS = ("clear error", "warns", "correct result", "unclear error", "silent wrong result")
 # A message names the fix when it says what to do ("pass ...", "use ...", "shorten ...") or what a valid
 # value is ("must be >= 1", "available: ...", "one of ...").
 FIX_WORDS = re.compile(
@@ -108,8 +112,8 @@ def classify(c: Any) -> Outcome:
         before = snapshot()
         value: Any = None
         error: BaseException | None = None
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as seen, contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("always")
             try:
                 value = c.call(tmp)
             except (Exception, SystemExit) as exc:
@@ -119,15 +123,15 @@ def classify(c: Any) -> Outcome:
         stray = [q.name for q in tmp.iterdir() if q.name.startswith(".")]
         if stray:
             leak = ", ".join(filter(None, [leak, f"stray {stray}"]))
-        kind, detail, extra = _judge(c, value, error)  # inside: a CLI check looks at the folder
+        kind, detail, extra = _judge(c, value, error, seen)  # inside: a CLI check looks at the folder
         leak = ", ".join(filter(None, [leak, extra]))
     return Outcome(c, kind, detail, leak, seconds)
 
 
-def _judge(c: Any, value: Any, error: BaseException | None) -> tuple[str, str, str]:
-    """(kind, detail, state left) of one case's outcome."""
+def _judge(c: Any, value: Any, error: BaseException | None, seen: list[Any]) -> tuple[str, str, str]:
+    """(kind, detail, state left) of one case's outcome (``seen``: the warnings it gave)."""
     from pe_hooks.core.errors import PeHooksError
-    from tests.bad_input_cases import Cli, CliRun, Raises, Result, check_cli
+    from tests.bad_input_cases import Cli, CliRun, Raises, Result, Warns, check_cli
 
     exp = c.expect
     if error is not None:
@@ -153,6 +157,14 @@ def _judge(c: Any, value: Any, error: BaseException | None) -> tuple[str, str, s
         return "unclear error", f"{why}: {value.err.strip()[:300]}", ""
     if isinstance(exp, Raises):
         return "silent wrong result", f"no error; returned {type(value).__name__}", ""
+    if isinstance(exp, Warns):
+        msgs = [" ".join(str(w.message).split()) for w in seen if issubclass(w.category, exp.warning)]
+        named = [m for m in msgs if exp.fix in m and FIX_WORDS.search(m)]
+        if named:
+            return "warns", f"{exp.warning.__name__}: {named[0]}", ""
+        if msgs:
+            return "unclear error", f"{exp.warning.__name__} without {exp.fix!r}: {msgs[0]}", ""
+        return "silent wrong result", f"no {exp.warning.__name__}; returned {type(value).__name__}", ""
     assert isinstance(exp, Result)
     try:
         exp.check(value)
@@ -165,12 +177,11 @@ def preload() -> None:
     """Load every shared model before the first case, so state is compared against a loaded model."""
     import torch
 
-    from tests.bad_input_cases import FAMILIES, M, other
+    from tests.bad_input_cases import FAMILIES, M, nan_model, other
 
-    for f in FAMILIES:
-        for model in (M(f), other(f)):
-            with torch.no_grad():  # the bridge registers a few module hooks of its own on the first forward
-                model(torch.tensor([[5, 6, 7, 8]]))
+    for model in [nan_model(), *(m for f in FAMILIES for m in (M(f), other(f)))]:
+        with torch.no_grad():  # the bridge registers a few module hooks of its own on the first forward
+            model(torch.tensor([[5, 6, 7, 8]]))
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -185,12 +196,15 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def _headline(c: dict[str, int]) -> str:
-    return (f"{c['cases']} cases: {c['clear error']} clear errors naming the fix, {c['correct result']} exact correct "
-            f"results, {c['unclear error']} unclear errors, {c['silent wrong result']} silent wrong or degenerate "
-            f"results; {c['state left behind']} left state behind")
+    warns = f"{c.get('warns', 0)} warnings naming the fix, "
+    return (f"{c['cases']} cases: {c['clear error']} clear errors naming the fix, {warns}{c['correct result']} exact "
+            f"correct results, {c['unclear error']} unclear errors, {c['silent wrong result']} silent wrong or "
+            f"degenerate results; {c['state left behind']} left state behind")
 
 
-def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict[str, Any] | None = None) -> str:
+def report(outcomes: list[Outcome], command: str, seconds: float, baselines: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report; ``baselines``: JSON summaries of earlier runs (each item's "before" column
+    comes from the first that has it)."""
     from tests.bad_input_cases import ITEMS
 
     lines = [
@@ -205,31 +219,34 @@ def report(outcomes: list[Outcome], command: str, seconds: float, baseline: dict
         f"**{_headline(summary(outcomes)['all'])}.**",
         "",
     ]
-    if baseline is not None:
+    for baseline in baselines or []:
         lines += [
             f"Before ({baseline['label']}): {_headline(baseline['all'])}. (Judged by the same expectations: a "
             "`PeHooksError` whose wording was changed since, e.g. to add the fix, counts as unclear there.)",
             "",
         ]
-    before = " (before)" if baseline is not None else ""
+    before_items: dict[str, Any] = {}
+    for baseline in baselines or []:
+        before_items = {**baseline["items"], **before_items}
+    before = " (before)" if baselines else ""
     lines += [
-        "| item | what | cases | clear error | correct result | unclear | silent | state left |"
+        "| item | what | cases | clear error | warns | correct result | unclear | silent | state left |"
         + (" unclear / silent / state left, before |" if before else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if before else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if before else ""),
     ]
     for item, what in ITEMS.items():
         mine = [o for o in outcomes if o.case.item == item]
         if not mine:
             continue
         k = Counter(o.kind for o in mine)
-        row = (f"| {item} | {what} | {len(mine)} | {k['clear error']} | {k['correct result']} | "
+        row = (f"| {item} | {what} | {len(mine)} | {k['clear error']} | {k['warns']} | {k['correct result']} | "
                f"{k['unclear error']} | {k['silent wrong result']} | {sum(1 for o in mine if o.leak)} |")
-        if baseline is not None and item in baseline["items"]:
-            b = baseline["items"][item]
+        if item in before_items:
+            b = before_items[item]
             row += f" {b['unclear error']} / {b['silent wrong result']} / {b['state left behind']} |"
         lines.append(row)
     bad = [o for o in outcomes if o.kind in ("unclear error", "silent wrong result") or o.leak]
-    lines += ["", "## Cases that are not a clear error or the correct result", ""]
+    lines += ["", "## Cases that are not a clear error, a warning naming the fix or the correct result", ""]
     lines += [f"- [{o.case.item}] `{o.case.id}`: {o.kind}{' + state left: ' + o.leak if o.leak else ''} — {o.detail}"
               for o in bad] or ["None."]
     lines += ["", "## Every case", "", "| item | case | outcome | s | message / check |", "|---|---|---|---|---|"]
@@ -253,14 +270,15 @@ def _git_head() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bad_input_audit", description=__doc__.split("\n")[0])
-    ap.add_argument("--item", default=None, help="only this item of the issue (1..11, G)")
+    ap.add_argument("--item", default=None, help="only this item of the issue (1..11, G, 23.1..23.P)")
     ap.add_argument("--only", default=None, help="only cases whose id contains this text")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bad-input-audit.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--label", default=None, help="how the JSON summary names this run (default: the git commit)")
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="a JSON summary written by an earlier run (e.g. on older code) to quote beside this one")
+    ap.add_argument("--baseline", type=Path, action="append", default=None,
+                    help="a JSON summary written by an earlier run (e.g. on older code) to quote beside this one; "
+                         "may be given more than once (each item's before column comes from the first that has it)")
     args = ap.parse_args(argv)
     import torch
 
@@ -274,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in cases:
         o = classify(c)
         outcomes.append(o)
-        flag = "" if o.kind in ("clear error", "correct result") and not o.leak else "  <--"
+        flag = "" if o.kind in ("clear error", "warns", "correct result") and not o.leak else "  <--"
         print(f"[{c.item:>2}] {o.kind:<20} {o.seconds:5.2f}s  {c.id}{flag}", flush=True)
         if flag:
             print(f"       {o.detail[:400]}{' | state left: ' + o.leak if o.leak else ''}", flush=True)
@@ -286,10 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and args.item is None and args.only is None:
         command = "python -m benchmarks.bad_input_audit" + (f" --threads {args.threads}" if args.threads != 1 else "")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
-        if baseline is not None:
-            command += f" --baseline {args.baseline}"
-        args.out.write_text(report(outcomes, command, seconds, baseline))
+        baselines = [json.loads(b.read_text()) for b in args.baseline or []]
+        command += "".join(f" --baseline {b}" for b in args.baseline or [])
+        args.out.write_text(report(outcomes, command, seconds, baselines))
         data = summary(outcomes)
         data["label"] = args.label or f"{_git_head()}, {time.strftime('%Y-%m-%d')}"
         args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")

@@ -13,6 +13,8 @@ and ``expect`` is one of
   (a phrase of the fix);
 - ``Result(check)``: ``check(value)`` asserts the exact right answer (``value`` is what ``call``
   returned);
+- ``Warns(warning_class, phrase)``: the call returns, warning with that class and a message
+  containing ``phrase`` (a phrase of the fix);
 - ``Cli(phrase)``: ``call`` runs ``pe_hooks.cli.main([...])``: exit code 2, one line on stderr
   containing ``phrase``, no traceback, nothing written.
 
@@ -52,8 +54,10 @@ from pe_hooks.core.errors import (
     PeHooksError,
     RangeError,
     SchemeError,
+    UnderfitWarning,
 )
 from pe_hooks.data import load_data, stream_activations
+from pe_hooks.sites.rotary_positions import DECODE_LIMIT
 from tests.conftest import get_model, hook_counts
 
 FAMILIES = ["tiny-gpt2", "tiny-neox", "tiny-llama", "tiny-bloom", "tiny-bert"]
@@ -83,6 +87,15 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Warns:
+    """The call returns, and warns with ``warning`` (a ``PeHooksWarning`` subclass) whose message
+    contains ``fix`` (a phrase of the fix)."""
+
+    warning: type[Warning]
+    fix: str
+
+
+@dataclass(frozen=True)
 class Cli:
     fix: str
 
@@ -92,13 +105,13 @@ class Case:
     id: str
     item: str
     call: Callable[[Path], Any]
-    expect: Raises | Result | Cli
+    expect: Raises | Result | Cli | Warns
 
 
 CASES: list[Case] = []
 
 
-def case(id: str, item: str, call: Callable[[Path], Any], expect: Raises | Result | Cli) -> None:
+def case(id: str, item: str, call: Callable[[Path], Any], expect: Raises | Result | Cli | Warns) -> None:
     assert all(c.id != id for c in CASES), f"duplicate case id {id!r}"
     CASES.append(Case(id, item, call, expect))
 
@@ -691,7 +704,7 @@ case("sweep all interventions skipped", "5",
      raises(ArgumentError, "every intervention was skipped"))
 case("sweep intervention callable returning no hooks", "5",
      lambda t: p.sweep(M("tiny-gpt2"), None, {"mine": lambda m, d: 5}, layers=[0], seq_len=16, n_seqs=8, n_bins=4, folds=2,
-                       token_floor=False, progress=False), raises(ArgumentError, "(hook_name, fn) pairs"))
+                       token_floor=False, progress=False), raises(HookListError, "(hook_name, fn) pairs"))
 case("plot_sweep of a sweep with evaluate=False", "5",
      lambda t: __import__("pe_hooks.viz", fromlist=["plot_sweep"]).plot_sweep(small_sweep(evaluate=False), t / "s.png"),
      Result(lambda fig: fig is not None or _fail(fig)))
@@ -1434,6 +1447,37 @@ for verb in ("project_out(resid_pre, layer 0, exempt_first)", "eraser at layer 0
          lambda t, v=verb: padded_vs_alone("tiny-bloom", PADDED_VERBS[v]), raises(SchemeError, "padding_side = 'right'"))
 
 
+# more verbs, sites and options on a left-padded batch vs each row alone
+PADDED_MORE: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("tiny-llama", "zero(site=rot_qk)"): lambda m: p.zero(m, site="rot_qk"),
+    ("tiny-llama", "remove(site=rot_qk)"): lambda m: p.remove(m, site="rot_qk"),
+    ("tiny-llama", "replace(shift(2), site=rot_qk)"): lambda m: p.replace(m, p.shift(2), site="rot_qk"),
+    ("tiny-llama", "zero(site=rot_qk, heads=[0, 1], exempt_first)"): lambda m: p.zero(m, site="rot_qk", heads=[0, 1], exempt_first=True),
+    ("tiny-llama", "zero(bands=[0, 1])"): lambda m: p.zero(m, bands=[0, 1]),
+    ("tiny-llama", "remove(bands=[6, 7])"): lambda m: p.remove(m, bands=[6, 7]),
+    ("tiny-llama", "replace(shift(1), keep_bands=[6, 7])"): lambda m: p.replace(m, p.shift(1), keep_bands=[6, 7]),
+    ("tiny-llama", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-llama", "replace(table(reversed 20))"): lambda m: p.replace(m, p.table(torch.arange(20).flip(0))),
+    ("tiny-llama", "project_out(resid_mid, exempt_first)"): lambda m: p.project_out(m, BASIS, site="resid_mid", exempt_first=True),
+    ("tiny-neox", "replace(reverse(16))"): lambda m: p.replace(m, p.reverse(16)),
+    ("tiny-neox", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-bloom", "zero(heads=[0, 2])"): lambda m: p.zero(m, heads=[0, 2]),
+    ("tiny-bloom", "remove(heads=[1])"): lambda m: p.remove(m, heads=[1]),
+    ("tiny-bloom", "replace(scale(0.5))"): lambda m: p.replace(m, p.scale(0.5)),
+    ("tiny-bloom", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-bloom", "project_out(resid_mid, layer 1, exempt_first)"):
+        lambda m: p.project_out(m, BASIS, site="resid_mid", layers=[1], exempt_first=True),
+    ("tiny-gpt2", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+    ("tiny-gpt2", "replace(table(reversed 20))"): lambda m: p.replace(m, p.table(torch.arange(20).flip(0))),
+    ("tiny-gpt2", "replace(constant(3))"): lambda m: p.replace(m, p.constant(3)),
+    ("tiny-gpt2", "project_out(resid_post, exempt_first)"): lambda m: p.project_out(m, BASIS, site="resid_post", exempt_first=True),
+    ("tiny-bert", "replace(shuffle(16))"): lambda m: p.replace(m, p.shuffle(16)),
+}
+for (fam, verb), build in PADDED_MORE.items():
+    case(f"left-padded row = row alone: {verb} ({SHORT[fam]})", "23.1",
+         lambda t, f=fam, b=build: padded_vs_alone(f, b), Result(lambda r: r <= 1e-5 or _fail(r)))
+
+
 def alibi_right_padded(tmp: Path) -> float:
     """The fix the layer-0 refusal names (right padding) gives each row what it gets alone."""
     model = M("tiny-bloom")
@@ -1701,6 +1745,46 @@ case("a save removes the temp folders of interrupted saves (ended processes)", "
      Result(lambda r: (r[0] == [f".eraser.tmp-{os.getpid()}-live0000"] and r[1] == "tiny-gpt2") or _fail(r)))
 
 
+KILLED_SAVE = """
+import sys, time
+import torch
+import pe_hooks.core.atomic as atomic
+from pe_hooks.erasers import fit_on_arrays
+x = torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
+e = fit_on_arrays(x, torch.arange(400) % 20)
+def stalled(folder):  # the tensors are written; stop before the marker, as a slow disk would
+    print("WRITING", flush=True)
+    time.sleep(60)
+atomic._files = stalled
+e.save(sys.argv[1])
+"""
+
+
+def killed_save(tmp: Path, sig: int) -> Any:
+    """A real process killed (``sig``) in the middle of ``eraser.save``: it leaves a ``.eraser.tmp-PID-*``
+    folder with half-written tensors; the next save beside it removes it and the artefact loads."""
+    import subprocess
+
+    target = tmp / "eraser"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(target)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "WRITING"
+    finally:
+        proc.send_signal(sig)
+        proc.wait(30)
+    left = sorted(q.name for q in tmp.iterdir() if q.name.startswith("."))
+    eraser_for("tiny-gpt2").save(target)
+    return left, sorted(q.name for q in tmp.iterdir() if q.name.startswith(".")), p.PositionEraser.load(target).info.model_name
+
+
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    case(f"eraser.save killed by {sig.name} mid-write: the next save removes its temp folder", "23.9",
+         lambda t, s=sig: killed_save(t, s),
+         Result(lambda r: (len(r[0]) == 1 and r[0][0].startswith(".eraser.tmp-") and r[1] == [] and r[2] == "tiny-gpt2")
+                or _fail(r)))
+
+
 def crashed_between_renames(tmp: Path) -> Any:
     """A crash after the old artefact was moved aside and before the new one moved in: the next
     write's clean-up puts the old one back (it is not thrown away with the temp folders)."""
@@ -1809,6 +1893,398 @@ for fam in ROTARY:
              raises(SchemeError, "a mask with at least one True"))
 
 
+# ---- case 2: rotary positions near and past the decoding limit (2^20), every rotary site
+_hf_refs: dict[str, Any] = {}
+
+
+def hf_ref(name: str) -> Any:
+    """The HF model of ``name`` (eager attention), unedited: an independent reference fed edited position_ids."""
+    if name not in _hf_refs:
+        from pe_hooks.models import load_hf
+
+        ref, _ = load_hf(name)
+        ref.set_attn_implementation("eager")
+        _hf_refs[name] = ref
+    return _hf_refs[name]
+
+
+def hf_mean_tables(name: str, n: int) -> Any:
+    """The HF model of ``name`` with its rotary module patched by hand to return the mean tables over
+    positions ``0..n-1`` for every token (what rotary ``remove()`` does to a row whose largest position is n-1)."""
+    from pe_hooks.models import load_hf
+
+    hf, _ = load_hf(name)
+    hf.set_attn_implementation("eager")
+    for m in (m for m in hf.modules() if hasattr(m, "inv_freq")):
+        ang = torch.arange(n, dtype=torch.float32)[:, None] * m.inv_freq[None]
+        c, s = torch.cos(ang).mean(0), torch.sin(ang).mean(0)
+
+        def forward(x: torch.Tensor, position_ids: torch.Tensor, *a: Any, c: torch.Tensor = c, s: torch.Tensor = s,
+                    **k: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            shape = (*position_ids.shape, 2 * c.numel())
+            return torch.cat([c, c]).expand(shape).to(x.dtype), torch.cat([s, s]).expand(shape).to(x.dtype)
+
+        m.forward = forward
+    return hf
+
+
+LONG_IDS = torch.tensor([[1, 40, 52, 61, 77, 90, 33, 12, 9, 15, 71, 5]])
+# verb -> (hooks, the position_ids HF is fed for the same result; None: HF with remove's mean tables)
+LONG_VERBS: dict[str, tuple[Callable[[Any, str, int], Any], Callable[[torch.Tensor, int], torch.Tensor] | None]] = {
+    "replace(shift(0))": (lambda m, s, o: p.replace(m, p.shift(0), site=s), lambda t, o: t),
+    "replace(t % 97)": (lambda m, s, o: p.replace(m, lambda t: (t % 97).float(), site=s), lambda t, o: t % 97),
+    "replace(shift(3 - offset))": (lambda m, s, o: p.replace(m, p.shift(3 - o), site=s), lambda t, o: t - o + 3),
+    "zero": (lambda m, s, o: p.zero(m, site=s), lambda t, o: torch.zeros_like(t)),
+    "remove": (lambda m, s, o: p.remove(m, site=s), None),
+}
+ROTARY_SITES = [("tiny-llama", "rotary"), ("tiny-neox", "rotary"), ("tiny-llama", "rot_qk")]
+
+
+def long_positions_vs_hf(name: str, site: str, verb: str, offset: int) -> float:
+    """Max |logit diff| of ``verb`` at ``position_ids = arange + offset`` vs HF fed the positions the
+    verb stands for (or, for ``remove``, HF with the mean tables over 0..max t patched in)."""
+    model = M(name)
+    build, want_pos = LONG_VERBS[verb]
+    pos = torch.arange(LONG_IDS.shape[1])[None] + offset
+    with torch.no_grad(), build(model, site, offset).applied(model):
+        got = model(LONG_IDS, position_ids=pos)
+    with torch.no_grad():
+        if want_pos is None:
+            want = hf_mean_tables(name, offset + LONG_IDS.shape[1])(LONG_IDS).logits
+        else:
+            want = hf_ref(name)(LONG_IDS, position_ids=want_pos(pos, offset)).logits
+    return float((got - want).abs().max())
+
+
+for fam, site in ROTARY_SITES:
+    for offset in (20000, 1 << 19, DECODE_LIMIT - LONG_IDS.shape[1] + 1):
+        for verb in LONG_VERBS:
+            case(f"rotary positions +{offset} (max {offset + LONG_IDS.shape[1] - 1}): {verb} at {site} = HF ({SHORT[fam]})",
+                 "23.2", lambda t, f=fam, s=site, v=verb, o=offset: long_positions_vs_hf(f, s, v, o),
+                 Result(lambda r: r <= 1e-5 or _fail(r)))
+    for what, pos in {"positions past 2^20 (+5000)": torch.arange(12)[None] + DECODE_LIMIT + 5000,
+                      "positions at 2,000,000": torch.arange(12)[None] + 2_000_000,
+                      "fractional position_ids (+0.5)": torch.arange(12)[None].float() + 0.5}.items():
+        case(f"{what}: replace(shift(0)) at {site} ({SHORT[fam]})", "23.2",
+             lambda t, f=fam, s=site, q=pos: run_at(M(f), p.replace(M(f), p.shift(0), site=s), q),
+             raises(DataError, f"decodes positions exactly up to {DECODE_LIMIT}; pass integer position_ids below that"))
+for fam in ROTARY:
+    case(f"positions past 2^20: project_out(resid_pre, exempt_first) ({SHORT[fam]})", "23.2",
+         lambda t, f=fam: run_at(M(f), p.project_out(M(f), BASIS, site="resid_pre", layers=[1], exempt_first=True),
+                                 torch.arange(12)[None] + 2_000_000),
+         raises(DataError, f"decodes positions exactly up to {DECODE_LIMIT}"))
+
+
+def run_at(model: Any, hooks: Any, pos: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), hooks.applied(model):
+        return model(LONG_IDS, position_ids=pos)  # type: ignore[no-any-return]
+
+
+def exempt_first_far_from_0(name: str) -> float:
+    """At positions 50000.. no token is at position 0: exempt_first exempts nothing (= without it)."""
+    model = M(name)
+    pos = torch.arange(12)[None] + 50000
+    a = run_at(model, p.project_out(model, BASIS, site="resid_pre", layers=[1], exempt_first=True), pos)
+    b = run_at(model, p.project_out(model, BASIS, site="resid_pre", layers=[1]), pos)
+    return float((a - b).abs().max())
+
+
+for fam in ROTARY:
+    case(f"positions +50000: project_out(resid_pre, exempt_first) exempts no token ({SHORT[fam]})", "23.2",
+         lambda t, f=fam: exempt_first_far_from_0(f), Result(lambda r: r == 0.0 or _fail(r)))
+
+
+def _rope_module(kind: str) -> tuple[Any, bool]:
+    """An HF rotary module configured as a real model's, and whether its tables are interleaved."""
+    from transformers import CohereConfig, GPTNeoXConfig, LlamaConfig
+    from transformers.models.cohere.modeling_cohere import CohereRotaryEmbedding
+    from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXRotaryEmbedding
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 8192}
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}
+    with contextlib.redirect_stderr(io.StringIO()):  # transformers' notes on the scaling fields
+        return {
+            "Llama-2 (base 1e4, head 128)": (LlamaRotaryEmbedding(LlamaConfig(hidden_size=4096, num_attention_heads=32)), False),
+            "Llama-3 (base 5e5, head 128, llama3 scaling)": (LlamaRotaryEmbedding(LlamaConfig(
+                hidden_size=4096, num_attention_heads=32, rope_theta=5e5, max_position_embeddings=131072, rope_scaling=llama3)), False),
+            "Qwen2 (base 1e6, head 128)": (LlamaRotaryEmbedding(LlamaConfig(hidden_size=3584, num_attention_heads=28, rope_theta=1e6)), False),
+            "SmolLM2 (base 1e5, head 64)": (LlamaRotaryEmbedding(LlamaConfig(hidden_size=576, num_attention_heads=9, rope_theta=1e5)), False),
+            "Pythia (NeoX base 1e4, head 64, rotary_pct 0.25)": (GPTNeoXRotaryEmbedding(GPTNeoXConfig(
+                hidden_size=512, num_attention_heads=8, rotary_pct=0.25)), False),
+            "Cohere (base 1e4, head 128, interleaved tables)": (CohereRotaryEmbedding(CohereConfig(
+                hidden_size=4096, num_attention_heads=32)), True),
+            "YaRN (base 1e4, head 64, factor 4)": (LlamaRotaryEmbedding(LlamaConfig(
+                hidden_size=1024, num_attention_heads=16, max_position_embeddings=16384, rope_scaling=yarn)), False),
+        }[kind]
+
+
+ROPE_KINDS = ["Llama-2 (base 1e4, head 128)", "Llama-3 (base 5e5, head 128, llama3 scaling)", "Qwen2 (base 1e6, head 128)",
+              "SmolLM2 (base 1e5, head 64)", "Pythia (NeoX base 1e4, head 64, rotary_pct 0.25)",
+              "Cohere (base 1e4, head 128, interleaved tables)", "YaRN (base 1e4, head 64, factor 4)"]
+
+
+def decode_hf_tables(kind: str, starts: list[int], n: int) -> list[str]:
+    """Decode the tables HF's own rotary module computes at positions ``start..start+n-1`` (for each
+    start) with pe-hooks' position tracker: per window "exact", "refused" (the DataError naming the
+    limit) or "wrong"."""
+    from pe_hooks.sites.rotary_positions import PositionTracker
+
+    module, interleaved = _rope_module(kind)
+    tracker = PositionTracker([(module.inv_freq, 1.0)], interleaved=interleaved)
+    out = []
+    for start in starts:
+        pos = torch.arange(start, start + n)[None]
+        with torch.no_grad():
+            cos, sin = module(torch.zeros(1, 1, 1), pos)
+        try:
+            out.append("exact" if torch.equal(tracker.decode(cos, sin), pos) else "wrong")
+        except DataError as exc:
+            out.append("refused" if f"exactly up to {DECODE_LIMIT}" in str(exc) else f"other error: {exc}")
+    return out
+
+
+for kind in ROPE_KINDS:
+    case(f"HF rotary tables of {kind}: positions 2^20-1023..2^20 decode exactly", "23.2",
+         lambda t, k=kind: decode_hf_tables(k, [DECODE_LIMIT - 1023], 1024), Result(lambda r: r == ["exact"] or _fail(r)))
+    case(f"HF rotary tables of {kind}: past 2^20 (1.5M, 4M, 2^24-64) exact or refused naming the limit, never wrong", "23.2",
+         lambda t, k=kind: decode_hf_tables(k, [1_500_000, 4_000_000, (1 << 24) - 64], 64),
+         Result(lambda r: all(x in ("exact", "refused") for x in r) or _fail(r)))
+
+
+# ---- case 4: position maps that edit their input in place, on every site that takes maps
+# (mutating map, the same map without the in-place edit)
+IN_PLACE_MAPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "q.add_(2)": (lambda q: q.add_(2).float(), lambda q: q.float() + 2),
+    "q.mul_(2)": (lambda q: q.mul_(2).float(), lambda q: q.float() * 2),
+    "q.clamp_(max=5)": (lambda q: q.clamp_(max=5).float(), lambda q: q.clamp(max=5).float()),
+    "q.fill_(3) (constant)": (lambda q: q.fill_(3).float(), lambda q: torch.full_like(q, 3).float()),
+    "q[:, 1:] = 0, returns q": (lambda q: q.index_fill_(-1, torch.arange(1, q.shape[-1]), 0).float(),
+                                lambda q: torch.cat([q[:, :1], torch.zeros_like(q[:, 1:])], -1).float()),
+}
+MAP_SITES = [("tiny-gpt2", "pos_embed"), ("tiny-bert", "pos_embed"), ("tiny-llama", "rotary"), ("tiny-llama", "rot_qk"),
+             ("tiny-neox", "rotary"), ("tiny-bloom", "alibi")]
+
+
+def in_place_vs_pure(name: str, site: str, how: str, padded: bool = False, **kw: Any) -> float:
+    """Max |logit diff| of a map that edits its input in place vs the same map without the edit."""
+    model = M(name)
+    mutating, pure = IN_PLACE_MAPS[how]
+    if padded:
+        k = PAD_LONG.shape[1] - PAD_SHORT.shape[1]
+        ids = torch.cat([torch.cat([torch.zeros(1, k, dtype=torch.long), PAD_SHORT], 1), PAD_LONG])
+        mask = torch.ones_like(ids)
+        mask[0, :k] = 0
+        extra: dict[str, Any] = {"attention_mask": mask}
+    else:
+        ids, extra = LONG_IDS, {}
+    out = []
+    for fn in (mutating, pure):
+        with torch.no_grad(), p.replace(model, fn, site=site, **kw).applied(model):
+            out.append(model(ids, **extra))
+            out.append(model(ids, **extra))  # a second forward: the positions pe-hooks keeps are unchanged
+    return max(float((out[0] - out[2]).abs().max()), float((out[1] - out[2]).abs().max()))
+
+
+for fam, site in MAP_SITES:
+    for how in IN_PLACE_MAPS:
+        case(f"map {how} in place = the same map without the edit ({site}, {SHORT[fam]})", "23.4",
+             lambda t, f=fam, s=site, h=how: in_place_vs_pure(f, s, h), Result(lambda r: r <= 1e-6 or _fail(r)))
+    case(f"map q.add_(2) in place on a left-padded batch ({site}, {SHORT[fam]})", "23.4",
+         lambda t, f=fam, s=site: in_place_vs_pure(f, s, "q.add_(2)", padded=True), Result(lambda r: r <= 1e-6 or _fail(r)))
+for fam in ROTARY:
+    case(f"map q.add_(2) in place with keep_bands ({SHORT[fam]})", "23.4",
+         lambda t, f=fam: in_place_vs_pure(f, "rotary", "q.add_(2)", keep_bands=p.frequency_bands(M(f), "low", 2)),
+         Result(lambda r: r <= 1e-6 or _fail(r)))
+    case(f"map q.add_(2) in place with bands ({SHORT[fam]})", "23.4",
+         lambda t, f=fam: in_place_vs_pure(f, "rotary", "q.add_(2)", bands=p.frequency_bands(M(f), "high", 2)),
+         Result(lambda r: r <= 1e-6 or _fail(r)))
+
+
+def in_place_vs_hf(name: str, site: str) -> float:
+    """``q.add_(2)`` in place vs HF fed ``position_ids + 2`` (the rotary case of the issue: it was cos(t+2), sin(t+4))."""
+    model = M(name)
+    with torch.no_grad(), p.replace(model, lambda q: q.add_(2).float(), site=site).applied(model):
+        got = model(LONG_IDS)
+    with torch.no_grad():
+        want = hf_ref(name)(LONG_IDS, position_ids=torch.arange(12)[None] + 2).logits
+    return float((got - want).abs().max())
+
+
+for fam, site in (("tiny-llama", "rotary"), ("tiny-llama", "rot_qk"), ("tiny-neox", "rotary")):
+    case(f"map q.add_(2) in place = HF with position_ids + 2 ({site}, {SHORT[fam]})", "23.4",
+         lambda t, f=fam, s=site: in_place_vs_hf(f, s), Result(lambda r: r <= 1e-5 or _fail(r)))
+
+
+def in_place_generation(name: str) -> Any:
+    """Cached generation with an in-place map = with the pure map (each step's positions are its own)."""
+    model = M(name)
+    outs = []
+    for fn in IN_PLACE_MAPS["q.add_(2)"]:
+        with torch.no_grad(), p.replace(model, fn).applied(model):
+            outs.append(model.generate(LONG_IDS[:, :6], max_new_tokens=6, do_sample=False, use_past_kv_cache=True,
+                                       verbose=False))
+    return torch.equal(outs[0], outs[1])
+
+
+for fam in ("tiny-gpt2", "tiny-llama"):
+    case(f"generate with map q.add_(2) in place = the pure map ({SHORT[fam]})", "23.4",
+         lambda t, f=fam: in_place_generation(f), Result(lambda r: r is True or _fail(r)))
+
+
+# ---- case 6: non-finite activations on every fit path: a DataError naming the hook point, nothing attached
+def _nan_mlp_out_of_block_0(model: Any) -> None:
+    bias = next(w for n, w in model.named_parameters() if ".h.0." in n and "mlp" in n and "c_proj" in n and n.endswith("bias"))
+    with torch.no_grad():
+        bias.fill_(NAN)
+
+
+def nan_model() -> Any:
+    """tiny-gpt2 of its own whose block 0 MLP writes NaN: blocks.0.hook_resid_mid is finite,
+    blocks.0.hook_resid_post / blocks.1.hook_resid_pre and after are not."""
+    from tests.conftest import get_edited_model
+
+    return get_edited_model("tiny-gpt2@nan-mlp0", "tiny-gpt2", _nan_mlp_out_of_block_0)
+
+
+@contextlib.contextmanager
+def one_forward_per_site() -> Iterator[None]:
+    """The sequential fit's other path: one partial forward per site (activations too big for one pass)."""
+    import pe_hooks.erasers.fit as fit
+
+    old = fit.ONE_PASS_BYTES
+    fit.ONE_PASS_BYTES = 0
+    try:
+        yield
+    finally:
+        fit.ONE_PASS_BYTES = old
+
+
+def fit_on_nan(method: str, layers: list[int], path: str, site: str = "resid_pre") -> Any:
+    kw: dict[str, Any] = dict(method=method, layers=layers, site=site, seq_len=16, n_seqs=8, progress=False,
+                              sequential=path != "independent")
+    if method == "quadratic":
+        kw["n_bins"] = 2
+    with one_forward_per_site() if path == "sequential, one forward per site" else contextlib.nullcontext():
+        return p.fit_eraser(nan_model(), None, **kw)
+
+
+NAN_AT = "non-finite activations (NaN/inf) at {}; check the model dtype and inputs"
+for method in ("leace", "mean", "pca", "quadratic"):
+    for layers in ([1], [0, 1]):
+        for path in ("sequential, one pass", "sequential, one forward per site", "independent"):
+            case(f"fit_eraser({method}, layers={layers}, {path}) on NaN activations", "23.6",
+                 lambda t, m=method, la=layers, pa=path: fit_on_nan(m, la, pa),
+                 raises(DataError, NAN_AT.format("blocks.1.hook_resid_pre")))
+for site, layers, hook in (("resid_mid", [0, 1], "blocks.1.hook_resid_mid"), ("resid_post", [0], "blocks.0.hook_resid_post")):
+    case(f"fit_eraser(site={site}, layers={layers}) on NaN activations", "23.6",
+         lambda t, s=site, la=layers: fit_on_nan("leace", la, "sequential, one pass", s), raises(DataError, NAN_AT.format(hook)))
+for iv in ("erase", "erase-mean", "erase-pca", "erase-quadratic", "erase-inmodel"):
+    case(f"sweep([{iv!r}]) on NaN fit activations", "23.6",
+         lambda t, i=iv: p.sweep(nan_model(), None, [i], layers=[1], seq_len=16, n_seqs=8, n_fit=16, n_bins=4, folds=2,
+                                 token_floor=False, nonlinear=(), progress=False),
+         raises(DataError, NAN_AT.format("blocks.1.hook_resid_pre")))
+case("sweep(['baseline', 'erase']) on NaN activations", "23.6",
+     lambda t: p.sweep(nan_model(), None, ["baseline", "erase"], layers=[1], seq_len=16, n_seqs=8, n_fit=16, n_bins=4,
+                       folds=2, token_floor=False, nonlinear=(), progress=False),
+     raises(DataError, NAN_AT.format("blocks.1.hook_resid_pre")))
+for how, value in (("NaN", NAN), ("inf", INF)):
+    for method in ("leace", "quadratic"):
+        case(f"fit_on_arrays({method}) with one {how}", "23.6",
+             lambda t, v=value, m=method: p.erasers.fit_on_arrays(_arrays_with(v), torch.arange(200) % 16, method=m),
+             raises(DataError, "drop or fix those rows first"))
+
+
+def _arrays_with(value: float) -> torch.Tensor:
+    x = torch.randn(200, 64, generator=torch.Generator().manual_seed(0))
+    x[5, 3] = value
+    return x
+
+
+case("eraser.transform of activations with a NaN", "23.6",
+     lambda t: eraser_for("tiny-gpt2").transform(_arrays_with(NAN)[:16], layer=0), raises(DataError, "drop or fix those rows"))
+
+
+# non-finite activations on the sampling path (branches) and in the KV-cache self-check
+def check_kv_on_nan(tmp: Path) -> Any:
+    from pe_hooks.models.kv_check import check_kv_cache
+
+    return check_kv_cache(nan_model(), refresh=True)
+
+
+case("check_kv_cache on a model with NaN logits", "23.6", check_kv_on_nan, raises(DataError, "check the model's weights and dtype"))
+for kv in (False, None, True):
+    case(f"branches(kv_cache={kv}) on a model whose residual turns NaN", "23.6",
+         lambda t, k=kv: p.branches(nan_model(), "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False,
+                                    kv_cache=k),
+         raises(DataError, "NaN or inf" if kv is not False else NAN_AT.format("blocks.1.hook_resid_post (the final residual) while sampling")))
+
+
+# ---- case 8: under-fitted erasers warn naming the fix (n_seqs= / n_fit= / seq_len=)
+UNDERFIT = "more sequences (n_seqs= of fit_eraser, n_fit= of sweep)"
+for method in ("leace", "mean", "pca"):
+    case(f"fit_eraser({method}) on 22 tokens of a 64-wide model", "23.8",
+         lambda t, m=method: p.fit_eraser(M("tiny-gpt2"), None, method=m, n_seqs=2, seq_len=12, layers=[0], progress=False),
+         Warns(UnderfitWarning, UNDERFIT))
+case("fit_eraser(quadratic, n_bins=2) on 44 tokens (22 a bin) of a 64-wide model", "23.8",
+     lambda t: p.fit_eraser(M("tiny-gpt2"), None, method="quadratic", n_bins=2, n_seqs=4, seq_len=12, layers=[0], progress=False),
+     Warns(UnderfitWarning, UNDERFIT))
+# fewer tokens a bin than a covariance needs: refused, naming only fixes that exist (it said 'n_bins < 2')
+case("fit_eraser(quadratic, n_bins=2) on 22 tokens (11 a bin)", "23.8",
+     lambda t: p.fit_eraser(M("tiny-gpt2"), None, method="quadratic", n_bins=2, n_seqs=2, seq_len=12, layers=[0], progress=False),
+     raises(DataError, "use more or longer sequences (n_seqs=, seq_len=), or a lower min_per_bin"))
+for fam in ("tiny-llama", "tiny-bloom"):
+    case(f"fit_eraser on 22 tokens, layers 0 and 1 ({SHORT[fam]})", "23.8",
+         lambda t, f=fam: p.fit_eraser(M(f), None, n_seqs=2, seq_len=12, layers=[0, 1], progress=False),
+         Warns(UnderfitWarning, UNDERFIT))
+for iv in ("erase", "erase-mean", "erase-pca", "erase-inmodel"):
+    case(f"sweep({iv!r}, n_fit=2)", "23.8",
+         lambda t, i=iv: p.sweep(M("tiny-gpt2"), None, ["baseline", i], layers=[0], n_seqs=8, n_fit=2, seq_len=16, n_bins=4,
+                                 folds=2, token_floor=False, nonlinear=(), progress=False),
+         Warns(UnderfitWarning, "n_fit= of sweep"))
+case("fit_on_arrays on 40 rows of width 64", "23.8",
+     lambda t: p.erasers.fit_on_arrays(torch.randn(40, 64, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 8),
+     Warns(UnderfitWarning, "fit on more tokens"))
+
+
+def no_underfit_warning(call: Callable[[], Any]) -> Any:
+    """The UnderfitWarnings ``call`` gives (none expected: enough tokens)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in seen if issubclass(w.category, UnderfitWarning)]
+
+
+case("fit_eraser on 64 tokens of a 64-wide model: no warning (the boundary)", "23.8",
+     lambda t: no_underfit_warning(lambda: p.fit_eraser(M("tiny-gpt2"), None, n_seqs=4, seq_len=17, layers=[0], progress=False)),
+     Result(lambda r: r == [] or _fail(r)))
+case("fit_eraser on 135 tokens: no warning", "23.8",
+     lambda t: no_underfit_warning(lambda: eraser_for("tiny-gpt2", n_seqs=9)), Result(lambda r: r == [] or _fail(r)))
+
+
+# ---- state handed over by reference: a tensor the user passes is copied when hooks are built
+def later_edit_changes_nothing(name: str, what: str) -> float:
+    """Max |logit diff| of hooks built from a user's tensor, before vs after the user edits that tensor."""
+    model = M(name)
+    t = torch.arange(20).flip(0).float() if what == "table(t)" else torch.tensor([True] * 4 + [False] * 4)
+    hooks = {"table(t)": lambda: p.replace(model, p.table(t)), "zero(bands=mask)": lambda: p.zero(model, bands=t),
+             "replace(bands=mask)": lambda: p.replace(model, p.shift(2), bands=t),
+             "replace(keep_bands=mask)": lambda: p.replace(model, p.shift(2), keep_bands=t)}[what]()
+    before = run(model, hooks)
+    t.fill_(0) if what == "table(t)" else t.copy_(~t)
+    return float((run(model, hooks) - before).abs().max())
+
+
+for fam, what in (("tiny-gpt2", "table(t)"), ("tiny-bert", "table(t)"), ("tiny-llama", "table(t)"), ("tiny-neox", "table(t)"),
+                  ("tiny-bloom", "table(t)"), ("tiny-llama", "zero(bands=mask)"), ("tiny-llama", "replace(bands=mask)"),
+                  ("tiny-llama", "replace(keep_bands=mask)")):
+    case(f"a later edit of the user's tensor changes no built hook: {what} ({SHORT[fam]})", "23.P",
+         lambda t, f=fam, w=what: later_edit_changes_nothing(f, w), Result(lambda r: r == 0.0 or _fail(r)))
+
+
 ITEMS = {
     "1": "hooks built from one model, run on another",
     "2": "eraser model checks",
@@ -1823,11 +2299,15 @@ ITEMS = {
     "11": "the unclear ones (types, artefacts, token ids, CLI)",
     "G": "guarantees that already held",
     "23.1": "issue 23: a left-padded row gets what it gets alone (every verb, eraser, family)",
+    "23.2": "issue 23: rotary positions near and past the decoding limit (2^20), every rotary site",
     "23.3": "issue 23: project_out's k on every site",
+    "23.4": "issue 23: position maps that edit their input in place, every site that takes maps",
     "23.5": "issue 23: ALiBi positions under padding",
+    "23.6": "issue 23: non-finite activations on every fit path (and sampling, the KV-cache check)",
     "23.7": "issue 23: damaged cache and checkpoint files",
+    "23.8": "issue 23: under-fitted erasers warn naming the fix",
     "23.A": "issue 23: artefacts verified by content",
     "23.9": "issue 23: interrupted saves, nameless targets",
     "23.10": "issue 23: no process-wide setting changed",
-    "23.P": "issue 23: more of the patterns (hand-built masks, all-False band masks)",
+    "23.P": "issue 23: more of the patterns (hand-built masks, all-False band masks, user tensors kept by reference)",
 }

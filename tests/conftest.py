@@ -36,6 +36,19 @@ def get_model(name: str, seed: int = 0) -> object:
     return _models[key]
 
 
+def get_edited_model(key: str, name: str, edit: Callable[[object], None]) -> object:
+    """A model of its own (``load_model(name)``, then ``edit(model)``: e.g. weights set to NaN), shared
+    under ``key`` and checked for leftover hooks like ``get_model``'s."""
+    from pe_hooks.models import load_model
+
+    if key not in _models:
+        model = load_model(name)
+        edit(model)
+        _models[key] = model
+        _baseline[key] = hook_counts(model)
+    return _models[key]
+
+
 @pytest.fixture(scope="session")
 def model_factory() -> Callable[[str], object]:
     return get_model

@@ -3,7 +3,8 @@ complete, no traceback from inside a dependency.
 
 Table-driven: every case of ``tests/bad_input_cases.py`` (the table ``benchmarks/bad_input_audit.py``
 classifies too) is one test: the call, and either the ``PeHooksError`` subclass it must raise with a
-phrase of the fix its message must contain, the one-line CLI error, or the exact right result.
+phrase of the fix its message must contain, the warning it must give (with a phrase of the fix), the
+one-line CLI error, or the exact right result.
 Tiny models only; the whole file runs in well under two minutes.
 """
 
@@ -18,7 +19,18 @@ import torch
 import pe_hooks as p
 from pe_hooks.core.atomic import MARKER, read_artefact, write_artefact
 from pe_hooks.core.errors import ArtefactError, ModelLoadError, PeHooksError
-from tests.bad_input_cases import CASES, ITEMS, Case, Cli, Raises, check_cli, eraser_for, run, small_sweep
+from tests.bad_input_cases import (
+    CASES,
+    ITEMS,
+    Case,
+    Cli,
+    Raises,
+    Warns,
+    check_cli,
+    eraser_for,
+    run,
+    small_sweep,
+)
 from tests.conftest import get_model
 
 
@@ -35,6 +47,11 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     elif isinstance(exp, Cli):
         why = check_cli(case.call(tmp_path), exp.fix)
         assert why is None, why
+    elif isinstance(exp, Warns):
+        with pytest.warns(exp.warning) as seen:
+            case.call(tmp_path)
+        msgs = [" ".join(str(w.message).split()) for w in seen if issubclass(w.category, exp.warning)]
+        assert any(exp.fix in m for m in msgs), msgs
     else:
         exp.check(case.call(tmp_path))
     stray = [q.name for q in tmp_path.iterdir() if q.name.startswith(".")]

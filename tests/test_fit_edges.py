@@ -35,6 +35,19 @@ def test_every_fit_path_names_the_layer_of_non_finite_activations(path: str, mon
     assert hook_counts(model) == before  # nothing left attached
 
 
+@pytest.mark.parametrize("erase", ["erase", "erase-mean", "erase-pca", "erase-quadratic"])
+def test_a_sweep_stops_on_non_finite_fit_activations_naming_the_hook_point(erase: str) -> None:
+    """The sweep skips an intervention that does not apply to the model (a SchemeError); non-finite
+    activations are bad data, not inapplicability: a DataError (it was 'every intervention was
+    skipped', an ArgumentError, or with a baseline beside it a warning and a sweep without the eraser)."""
+    model = _nan_after_block_0()
+    before = hook_counts(model)
+    with pytest.raises(DataError, match=r"non-finite activations \(NaN/inf\) at blocks\.1\.hook_resid_pre; check the model"):
+        p.sweep(model, None, [erase], layers=[1], seq_len=16, n_seqs=8, n_fit=16, n_bins=4, folds=2, token_floor=False,
+                nonlinear=(), progress=False)
+    assert hook_counts(model) == before
+
+
 def test_an_eraser_fitted_on_fewer_tokens_than_the_width_warns_naming_the_fix() -> None:
     model = get_model("tiny-gpt2")  # d_model 64
     with pytest.warns(UnderfitWarning, match=r"22 tokens.*d_model 64.*n_seqs.*n_fit"):
@@ -47,3 +60,42 @@ def test_an_eraser_fitted_on_fewer_tokens_than_the_width_warns_naming_the_fix() 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnderfitWarning)  # enough tokens: no warning
         p.fit_eraser(model, None, n_seqs=8, seq_len=16, layers=[0], progress=False)
+
+
+def test_a_quadratic_fit_with_too_few_tokens_per_bin_names_only_fixes_that_exist() -> None:
+    """At n_bins=2 'use fewer bins (n_bins < 2)' named a fix that is refused (n_bins >= 2)."""
+    model = get_model("tiny-gpt2")
+    with pytest.raises(DataError) as info:
+        p.fit_eraser(model, None, method="quadratic", n_bins=2, n_seqs=2, seq_len=12, layers=[0], progress=False)
+    msg = str(info.value)
+    assert "n_bins < 2" not in msg and "fewer bins" not in msg, msg
+    assert "more or longer sequences (n_seqs=, seq_len=)" in msg and "Quadratic(min_per_bin=" in msg, msg
+    with pytest.raises(DataError, match=r"use fewer bins \(n_bins < 8\)"):  # where fewer bins exist, they are named
+        p.fit_eraser(model, None, method="quadratic", n_seqs=2, seq_len=12, layers=[0], progress=False)
+
+
+def test_sampling_branches_from_non_finite_logits_names_the_hook_point() -> None:
+    """``branches`` on a model whose residual turns NaN: it was a ValueError from inside
+    torch.distributions (Categorical's logits constraint) during TransformerLens' generate."""
+    model = _nan_after_block_0()
+    before = hook_counts(model)
+    with pytest.raises(DataError, match=r"non-finite activations \(NaN/inf\) at blocks\.1\.hook_resid_post .*while sampling"):
+        p.branches(model, "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False, kv_cache=False)
+    assert hook_counts(model) == before
+
+
+@pytest.mark.parametrize("kv_cache", [None, True])
+def test_the_kv_cache_check_does_not_blame_upstream_for_a_non_finite_model(kv_cache: bool | None) -> None:
+    """NaN logits made the KV-cache self-check report 'an upstream bug ... install the tested pair'
+    (naming the very pair installed): an UpstreamWarning (kv_cache=None) or UpstreamError (True)."""
+    import warnings
+
+    from pe_hooks.models.kv_check import check_kv_cache
+
+    model = _nan_after_block_0()
+    with pytest.raises(DataError, match=r"logits are NaN or inf on a full forward.*check the model's weights and dtype"):
+        check_kv_cache(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", p.UpstreamWarning)
+        with pytest.raises(DataError, match="NaN or inf"):
+            p.branches(model, "Hello there", n_branches=2, max_new_tokens=4, layers=[0], progress=False, kv_cache=kv_cache)

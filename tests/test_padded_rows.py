@@ -13,7 +13,7 @@ import torch
 import pe_hooks as p
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.models import load_hf
-from tests.bad_input_cases import eraser_for
+from tests.bad_input_cases import eraser_for, hf_mean_tables
 from tests.conftest import get_model
 
 SHORT = torch.tensor([[1, 40, 52, 61]])
@@ -125,18 +125,7 @@ def test_rotary_remove_on_a_padded_row_is_its_own_mean(name: str) -> None:
     g = get_model(name)
     alone, in_batch = row_vs_alone(g, p.remove(g))
     assert float((alone - in_batch).abs().max()) <= 1e-5  # was 0.003 on tiny-llama (the long row's mean)
-    hf, _ = load_hf(name)
-    hf.set_attn_implementation("eager")
-    n = SHORT.shape[1]
-    for m in (m for m in hf.modules() if hasattr(m, "inv_freq")):
-        ang = torch.arange(n, dtype=torch.float32)[:, None] * m.inv_freq[None]
-        c, s = torch.cos(ang).mean(0), torch.sin(ang).mean(0)
-
-        def forward(x: torch.Tensor, position_ids: torch.Tensor, *a: object, c=c, s=s, **k: object):  # type: ignore[no-untyped-def]
-            shape = (*position_ids.shape, 2 * c.numel())
-            return torch.cat([c, c]).expand(shape).to(x.dtype), torch.cat([s, s]).expand(shape).to(x.dtype)
-
-        m.forward = forward  # type: ignore[method-assign]
+    hf = hf_mean_tables(name, SHORT.shape[1])
     with torch.no_grad():
         want = hf(SHORT).logits[0]
     assert float((in_batch - want).abs().max()) <= 1e-5

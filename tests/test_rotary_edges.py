@@ -15,6 +15,7 @@ import torch
 
 import pe_hooks as p
 from pe_hooks.models import load_hf
+from tests.bad_input_cases import hf_mean_tables
 from tests.conftest import get_model
 
 ATOL = 1e-5
@@ -118,7 +119,9 @@ def test_long_positions_vs_hf(name: str, offset: int) -> None:
         assert _diff(got, want) <= ATOL, hooks.label  # was 2.5e-3 at +20000, an error at +50000
     with torch.no_grad(), p.remove(g).applied(g):  # mean over each row's own 0..max t
         got = g(IDS, position_ids=pos)
-    assert torch.isfinite(got).all()
+    with torch.no_grad():  # HF with its rotary module patched by hand to those mean tables
+        want = hf_mean_tables(name, offset + IDS.shape[1])(IDS).logits
+    assert _diff(got, want) <= ATOL
 
 
 def test_undecodable_tables_raise_naming_the_limit() -> None:
@@ -127,3 +130,53 @@ def test_undecodable_tables_raise_naming_the_limit() -> None:
         g(IDS, position_ids=_arange(IDS).float() + 0.5)  # fractional positions: no integer fits
     with torch.no_grad():  # no hooks left behind after the error
         g(IDS)
+
+
+@pytest.mark.parametrize("site", ["rotary", "rot_qk"])
+@pytest.mark.parametrize("how", ["past the limit", "fractional"])
+def test_positions_past_the_limit_name_the_limit_on_every_rotary_site(site: str, how: str) -> None:
+    """Past 2^20 (or at fractional position ids) both rotary sites refuse naming the limit and the fix;
+    site='rot_qk' said 'not a rotation of the pre-rotation q/k ... use site=rotary' (the wrong thing)."""
+    from pe_hooks.sites.rotary_positions import DECODE_LIMIT
+
+    g = get_model("tiny-llama")
+    pos = _arange(IDS, DECODE_LIMIT + 5000) if how == "past the limit" else _arange(IDS).float() + 0.5
+    with pytest.raises(p.DataError, match=f"decodes positions exactly up to {DECODE_LIMIT}; pass integer position_ids"):
+        with torch.no_grad(), p.replace(g, p.shift(0), site=site).applied(g):
+            g(IDS, position_ids=pos)
+
+
+def test_rot_qk_still_refuses_what_is_not_a_rotation() -> None:
+    """An edit of hook_rot_q before pe-hooks' (so it is no rotation of hook_q) keeps its own message."""
+    g = get_model("tiny-llama")
+    hooks = p.replace(g, p.shift(0), site="rot_qk")
+    spoil = [("blocks.0.attn.hook_rot_q", lambda x, hook: x.flip(-1))]
+    with pytest.raises(p.DataError, match="not a rotation of the pre-rotation q/k"), torch.no_grad():
+        g.run_with_hooks(IDS, fwd_hooks=spoil + list(hooks))
+
+
+# ---- state handed to user code by reference: a tensor the user passes is copied when hooks are built
+
+USER_TENSORS: dict[str, tuple[Any, Any, Any]] = {  # what -> (the user's tensor, hooks built from it, the later edit)
+    "table(t)": (lambda: torch.arange(20).flip(0).float(), lambda g, t: p.replace(g, p.table(t)), lambda t: t.fill_(0)),
+    "zero(bands=mask)": (lambda: torch.tensor([True] * 4 + [False] * 4), lambda g, t: p.zero(g, bands=t),
+                         lambda t: t.fill_(True)),
+    "replace(bands=mask)": (lambda: torch.tensor([True] * 4 + [False] * 4),
+                            lambda g, t: p.replace(g, p.shift(2), bands=t), lambda t: t.fill_(True)),
+}
+
+
+@pytest.mark.parametrize(("name", "what"), [("tiny-gpt2", "table(t)"), ("tiny-llama", "table(t)"),
+                                            ("tiny-llama", "zero(bands=mask)"), ("tiny-llama", "replace(bands=mask)")])
+def test_a_users_later_edit_of_a_tensor_does_not_change_built_hooks(name: str, what: str) -> None:
+    """``table(t)`` and a boolean ``bands=`` mask kept the user's tensor: editing it afterwards changed
+    the hooks silently (0.90 in logits on tiny-gpt2's table, 8.8e-5 on a band mask)."""
+    g = get_model(name)
+    make, build, edit = USER_TENSORS[what]
+    t = make()
+    hooks = build(g, t)
+    with torch.no_grad():
+        before = g.run_with_hooks(IDS, fwd_hooks=list(hooks))
+        edit(t)
+        after = g.run_with_hooks(IDS, fwd_hooks=list(hooks))
+    assert torch.equal(before, after)

@@ -1,18 +1,16 @@
 """One forward over finished token sequences -> per-token latents at the chosen layers, with the
-massive-activation flags and (``layers="auto"``) the layer choice: the part of ``branches`` that
-sampled continuations (``pe_hooks.branching.generate``) and given texts
-(``pe_hooks.branching.texts``) share."""
+massive-activation flags and (``layers="auto"``) the layer choice, as a ``BranchLatents``: the part
+that sampled continuations (``pe_hooks.branching.generate``) and given texts
+(``pe_hooks.branching.texts``) share (``trajectory_latents``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
-from pe_hooks.branching.latents import flag_massive
+from pe_hooks.branching.latents import BranchLatents, flag_massive
 from pe_hooks.branching.layer_choice import choose_layers, layer_scores
 from pe_hooks.core.errors import ArgumentError
 from pe_hooks.core.hooklist import HookList
@@ -52,16 +50,16 @@ def resolve_layers(model: Model, layers: Sequence[int | str]) -> list[int]:
     """Layer indices: negative ones count from the end (``-1`` = the last block's input), and
     ``"final"`` (or ``n_layers``, as in ``pe-hooks sweep``) is the final residual stream, layer
     ``n_layers``; a layer the model lacks raises ``RangeError``, a repeated one ``ArgumentError``."""
-    scheme = inspect(model)
-    n = scheme.n_layers
+    sites = inspect(model)
+    n = sites.n_layers
     final = [i for i, v in enumerate(layers) if _named(v, FINAL) or (not isinstance(v, (str, bool)) and v == n)]
     rest = [v for i, v in enumerate(layers) if i not in final]
     if any(isinstance(v, str) for v in rest):
         parse_layers(rest)  # names the bad value
-    checked = iter(scheme.check_layers(rest) if rest else [])
+    checked = iter(sites.check_layers(rest) if rest else [])
     out = [n if i in final else next(checked) for i in range(len(layers))]
     if len(set(out)) != len(out):
-        raise ArgumentError(f"layers {list(layers)} name a layer twice (\"final\" is layer {n} of {scheme.model_name}); "
+        raise ArgumentError(f"layers {list(layers)} name a layer twice (\"final\" is layer {n} of {sites.model_name}); "
                             "give each layer once")
     return out
 
@@ -69,71 +67,87 @@ def resolve_layers(model: Model, layers: Sequence[int | str]) -> list[int]:
 def layer_hook(model: Model, layer: int, site: str = "resid_pre") -> str:
     """The hook point of ``layer`` at ``site``; layer ``n_layers`` is the final residual stream
     (``blocks.{n-1}.hook_resid_post``) at any site."""
-    scheme = inspect(model)
-    scheme.resid_hook(0, site)  # a site the model lacks fails here, naming the ones it has
-    if layer == scheme.n_layers:
-        return scheme.resid["resid_post"][-1]
-    return scheme.resid_hook(layer, site)
+    sites = inspect(model)
+    sites.resid_hook(0, site)  # a site the model lacks fails here, naming the ones it has
+    if layer == sites.n_layers:
+        return sites.resid["resid_post"][-1]
+    return sites.resid_hook(layer, site)
 
 
 def layers_to_collect(model: Model, layers: str | Sequence[int | str] | None) -> tuple[list[int], list[int], bool]:
     """``(layers to collect, explicit layers, auto)``: every layer with ``"auto"`` (the explicit ones
     checked first, and added after the blocks' inputs), indices resolved (``resolve_layers``)."""
-    scheme = inspect(model)
+    sites = inspect(model)
     asked, auto = parse_layers(layers)
     explicit = resolve_layers(model, asked) if asked else []
-    lay = list(dict.fromkeys(list(range(scheme.n_layers)) + explicit)) if auto else explicit
+    lay = list(dict.fromkeys(list(range(sites.n_layers)) + explicit)) if auto else explicit
     return lay, explicit, auto
 
 
-@dataclass
-class Collected:
-    """Per-token latents (``latents[layer]`` ``[n, d]``), massive flags, and with ``"auto"`` the
-    scores of every layer and the chosen ones."""
-
-    latents: dict[int, np.ndarray]
-    flagged: dict[int, np.ndarray]
-    layer_scores: pd.DataFrame | None
-    auto_layers: list[int]
+def check_collectable(model: Model, layers: str | Sequence[int | str] | None, site: str) -> None:
+    """Bad layers and sites fail before any work (sampling, tokenising)."""
+    lay, _, _ = layers_to_collect(model, layers)
+    layer_hook(model, lay[0], site)
 
 
-def collect_latents(
+def trajectory_latents(
     model: Model,
     data: TokenData,
     select: torch.Tensor,
+    group: np.ndarray,
     layers: str | Sequence[int | str] | None,
     *,
+    texts: list[str],
+    prompts: list[str],
+    prompt_len: int,
     site: str = "resid_pre",
     hooks: HookList | None = None,
-    branch: np.ndarray,
-    position: np.ndarray,
-    prompt: np.ndarray,
     auto_layers: int = 1,
     massive: float | None = 8.0,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
-) -> Collected:
-    """The latents of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major (sequence by
-    sequence, then position), at ``layers`` (see ``pe_hooks.branching.branches``); ``branch``,
-    ``position``, ``prompt`` label those tokens (the ``"auto"`` choice scores them)."""
-    scheme = inspect(model)
+) -> BranchLatents:
+    """The ``BranchLatents`` of the tokens ``select`` (``[n_seq, seq]`` bool) marks, row-major
+    (sequence by sequence, then position), one trajectory ("branch") per sequence of ``data``, at
+    ``layers`` (see ``pe_hooks.branching.branches``; ``"auto"`` scores every layer on these tokens):
+    sequence ``i`` belongs to group (prompt) ``group[i]``; ``texts``, ``prompts`` and ``prompt_len``
+    are recorded as given."""
+    per_row = select.sum(1).numpy()
+    branch = np.repeat(np.arange(len(data)), per_row)
+    position = data.positions[select].numpy()
+    prompt = np.repeat(group, per_row)
     lay, explicit, auto = layers_to_collect(model, layers)
-    names = [layer_hook(model, layer, site) for layer in lay]
-    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
-        rows = select[b.index]
-        for n in names:
-            acts[n].append(b.acts[n][rows])
-    latents = {layer: torch.cat(acts.pop(n)).numpy() for layer, n in zip(lay, names)}
+    latents = _selected_acts(model, data, select, lay, site, hooks, batch_size, progress)
     flagged = {layer: flag_massive(v, massive) for layer, v in latents.items()}
     scores, chosen = None, []
     if auto:
-        blocks = {layer: v for layer, v in latents.items() if layer < scheme.n_layers}  # auto scores the blocks' inputs
+        n_blocks = inspect(model).n_layers
+        blocks = {layer: v for layer, v in latents.items() if layer < n_blocks}  # auto scores the blocks' inputs
         keep = {layer: (position > 0) & ~flagged[layer] for layer in blocks}
         scores = layer_scores(blocks, keep, branch, position, prompt, seed=seed)
         chosen = choose_layers(scores, n=auto_layers)
         kept = sorted(set(chosen) | set(explicit))
         latents = {layer: latents[layer] for layer in kept}
         flagged = {layer: flagged[layer] for layer in kept}
-    return Collected(latents, flagged, scores, chosen)
+    tok = model.tokenizer
+    return BranchLatents(
+        latents=latents, branch=branch, position=position, token=[tok.decode([int(t)]) for t in data.tokens[select]],
+        prompt=prompt, texts=texts, sequences=data.tokens, prompt_len=prompt_len, flagged=flagged, prompts=prompts,
+        layer_scores=scores, auto_layers=chosen,
+    )
+
+
+def _selected_acts(
+    model: Model, data: TokenData, select: torch.Tensor, layers: list[int], site: str, hooks: HookList | None,
+    batch_size: int, progress: bool,
+) -> dict[int, np.ndarray]:
+    """``{layer: [n, d]}``: the residual ``site`` of each layer at the tokens ``select`` marks, in one
+    forward over ``data`` (under ``hooks``)."""
+    names = [layer_hook(model, layer, site) for layer in layers]
+    acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for b in stream_activations(model, data, names, batch_size=batch_size, hooks=hooks, progress=progress, desc="latents"):
+        rows = select[b.index]
+        for n in names:
+            acts[n].append(b.acts[n][rows])
+    return {layer: torch.cat(acts.pop(n)).numpy() for layer, n in zip(layers, names)}

@@ -260,10 +260,11 @@ class QuadraticSiteFitter:
         counts = self.counts
         low = [(k, int(c)) for k, c in enumerate(counts.tolist()) if c < self.min_per_bin]
         if low:
+            fewer = [f"fewer bins (n_bins < {self.n_bins})"] if self.n_bins > 2 else []  # 2 is the fewest there are
             raise DataError(
                 f"position bins {low} (bin, tokens) have fewer than {self.min_per_bin} tokens, too few to "
-                f"estimate a {self.d}x{self.d} covariance: use fewer bins (n_bins < {self.n_bins}), more or "
-                "longer sequences, or lower min_per_bin"
+                f"estimate a {self.d}x{self.d} covariance: use {', '.join(fewer + ['more or longer sequences (n_seqs=, seq_len=)'])}, "
+                "or a lower min_per_bin (Quadratic(min_per_bin=...))"
             )
         er = self.fitter.eraser
         return QuadraticMap(

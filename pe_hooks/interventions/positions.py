@@ -115,7 +115,7 @@ def table(new_positions: torch.Tensor) -> PositionMap:
         ) from exc
     if raw.dtype == torch.bool or raw.is_complex():
         raise SchemeError(f"a position table must hold real positions, got a {raw.dtype} tensor; pass integer or float positions")
-    tab = raw.to(torch.float32)
+    tab = raw.detach().to(torch.float32, copy=True)  # the user's later edits of their tensor change nothing
     if tab.ndim != 1 or tab.numel() == 0:
         raise SchemeError(
             f"a position table must be a non-empty 1-D tensor (entry t = new position of t), got shape {tuple(tab.shape)}; "

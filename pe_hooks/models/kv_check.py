@@ -26,7 +26,7 @@ from inspect import signature
 
 import torch
 
-from pe_hooks.core.errors import UpstreamError
+from pe_hooks.core.errors import DataError, UpstreamError
 from pe_hooks.core.types import Model
 
 #: The pair the test suite passed on (``lock/tl4.txt``); named in the error message.
@@ -94,7 +94,8 @@ def check_kv_cache(model: Model, *, steps: int = 4, tol: float = DEFAULT_TOL, re
     """Measure cached decoding against a full forward on ``model`` (once per model; see module doc).
 
     Hooks already attached to the model stay attached for both runs, so a position-dependent hook
-    that mishandles the cache is caught too.
+    that mishandles the cache is caught too. A model whose full forward gives NaN / inf logits raises
+    ``DataError`` (the cache is not to blame).
     """
     if not refresh and model in _RESULTS and _RESULTS[model].tol == tol:
         return _RESULTS[model]
@@ -114,6 +115,12 @@ def check_kv_cache(model: Model, *, steps: int = 4, tol: float = DEFAULT_TOL, re
         full_mask = torch.cat([mask, torch.ones(mask.shape[0], steps, dtype=mask.dtype, device=mask.device)], 1)
         fwd_kwargs = {"attention_mask": full_mask} if kwargs else {}
         full = model(seqs, **fwd_kwargs).float()
+    if not bool(torch.isfinite(full).all()):  # nothing to judge the cache by: the model itself is broken
+        raise DataError(
+            "the model's logits are NaN or inf on a full forward (the KV-cache self-check's sequence), so cached "
+            "decoding cannot be judged and anything sampled would be garbage: check the model's weights and dtype "
+            "(and any hooks attached to it)"
+        )
     p = tokens.shape[1]
     ref = full[:, p - 1 : p - 1 + steps]
     err = float((step_logits - ref).abs().max())

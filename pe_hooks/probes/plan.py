@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from pe_hooks.conditions import InterventionSpec, Resolved, parse_intervention, resolve_intervention
-from pe_hooks.core.errors import ArgumentError, DataError, PeHooksError
+from pe_hooks.core.errors import ArgumentError, DataError, SchemeError
 from pe_hooks.core.hooklist import HookList
 from pe_hooks.core.types import Model
 from pe_hooks.core.validate import check_indices
@@ -138,7 +138,7 @@ def plan_sweep(
         try:
             resolved[name] = resolve_intervention(name, spec, model, fit_data, hook_names,
                                                   positions=probe_data.seq_len, seed=opts.seed)
-        except PeHooksError as exc:
+        except SchemeError as exc:  # does not apply to this model; bad data (a DataError) stops the sweep
             warnings.warn(f"sweep: skipping '{name}': {exc}", stacklevel=3)
             skipped[name] = str(exc)
     streams = _streams(resolved, sites, t_min)

@@ -76,7 +76,8 @@ def sweep(
             language (``pe_hooks.conditions``: ``"baseline"``, ``"zero"``, ``"remove"``,
             ``"replace:shift=3"``, ``"erase"`` (LEACE), ``"erase-mean"``, ``"erase-pca"``, ...), a hook
             list, or a callable ``(model, fit_data) -> hooks``; a list of names also works.
-            Interventions that do not apply to the model are skipped with a warning.
+            Interventions that do not apply to the model (a ``SchemeError``) are skipped with a warning;
+            bad data while fitting an eraser (non-finite activations, too few tokens) raises ``DataError``.
         layers: layers to probe (``n_layers`` = the final residual); all by default.
         evaluate: score the classifier probe (accuracy, its shuffled control, chance), the position
             error (MAE) and the bin distance on the sample. ``False`` keeps the held-out ridge R²/RMSE

@@ -105,6 +105,16 @@ def decode_positions(
     return best_t.to(angles.dtype if angles.is_floating_point() else torch.float32)
 
 
+def undecodable(what: str, err: float, limit: int, hooks: str) -> DataError:
+    """The error of angles (``what``: where they were read) that no integer position ``0..limit``
+    reproduces: positions past the limit, fractional position ids, or an edit of ``hooks``."""
+    return DataError(
+        f"{what} of this forward do not match any integer positions 0..{limit} (angle error {err:.2g} rad): "
+        f"pe-hooks decodes positions exactly up to {limit}; pass integer position_ids below that, and do not "
+        f"edit {hooks} under pe-hooks' rotary hooks"
+    )
+
+
 def table_tolerance(dtype: torch.dtype) -> float:
     """Largest angle error (radians) a rotary table in ``dtype`` can carry at a true position."""
     return max(1e-4, 8 * float(torch.finfo(dtype).eps)) if dtype.is_floating_point else 1e-4
@@ -117,9 +127,9 @@ def angles_from_tables(cos: torch.Tensor, sin: torch.Tensor, half: int, interlea
     return torch.atan2(s.float(), c.float())
 
 
-def candidate_freqs(model: Model, scheme: PositionalScheme) -> list[tuple[torch.Tensor, float]]:
+def candidate_freqs(model: Model, sites: PositionalScheme) -> list[tuple[torch.Tensor, float]]:
     seen: list[tuple[torch.Tensor, float]] = []
-    for layer in range(scheme.n_layers):
+    for layer in range(sites.n_layers):
         inv, s = rotary_frequencies(model, layer)
         if not any(inv.shape == o.shape and torch.equal(inv, o) for o, _ in seen):
             seen.append((inv, s))
@@ -146,8 +156,8 @@ class PositionTracker:
     def __post_init__(self) -> None:
         self._plans = [decode_plan(inv, self.limit) for inv, _ in self.candidates]  # per model, not per forward
 
-    def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
-        assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
+    def hooks(self, sites: PositionalScheme) -> list[tuple[str, HookFn]]:
+        assert sites.rotary_cos is not None and sites.rotary_sin is not None
 
         def stash(cos: torch.Tensor, hook: Any) -> None:
             self._cos = cos
@@ -156,7 +166,7 @@ class PositionTracker:
             assert self._cos is not None, "rotary cos hook did not fire before sin"
             self.positions = self.decode(self._cos, sin)
 
-        return [(scheme.rotary_cos, stash), (scheme.rotary_sin, decode)]
+        return [(sites.rotary_cos, stash), (sites.rotary_sin, decode)]
 
     def decode(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Integer positions ``[b, s]`` of tables ``cos``/``sin``, checked (see the class doc)."""
@@ -170,11 +180,7 @@ class PositionTracker:
                 best = (err, t)
         assert best is not None
         if best[0] > table_tolerance(sin.dtype):
-            raise DataError(
-                f"the rotary tables of this forward do not match any integer positions 0..{self.limit} (angle error "
-                f"{best[0]:.2g} rad): pe-hooks decodes positions exactly up to {self.limit}; pass integer "
-                "position_ids below that, and do not edit rotary_emb.hook_cos/sin under pe-hooks' rotary hooks"
-            )
+            raise undecodable("the rotary tables", best[0], self.limit, "rotary_emb.hook_cos/sin")
         return best[1].long()
 
     def get(self) -> torch.Tensor:
