@@ -1951,7 +1951,7 @@ def long_positions_vs_hf(name: str, site: str, verb: str, offset: int) -> float:
 
 
 for fam, site in ROTARY_SITES:
-    for offset in (20000, 1 << 19, DECODE_LIMIT - LONG_IDS.shape[1] + 1):
+    for offset in (20000, DECODE_LIMIT - LONG_IDS.shape[1] + 1):  # the issue's +20000, and up to the limit
         for verb in LONG_VERBS:
             case(f"rotary positions +{offset} (max {offset + LONG_IDS.shape[1] - 1}): {verb} at {site} = HF ({SHORT[fam]})",
                  "23.2", lambda t, f=fam, s=site, v=verb, o=offset: long_positions_vs_hf(f, s, v, o),
