@@ -1087,6 +1087,11 @@ case("fit_eraser layers=[1.5]", "11", lambda t: p.fit_eraser(M("tiny-gpt2"), Non
      raises(ArgumentError, "must be integers"))
 case("branches layers=['0']", "11", lambda t: p.branches(M("tiny-gpt2"), "hi there", layers=["0"], progress=False),
      raises(ArgumentError, "pass integers"))
+case("branches layers=['final', 2] (final is layer 2)", "11",
+     lambda t: p.branches(M("tiny-gpt2"), "hi there", layers=["final", 2], progress=False),
+     raises(ArgumentError, "name a layer twice"))
+case("branches layers=['last']", "11", lambda t: p.branches(M("tiny-gpt2"), "hi there", layers=["last"], progress=False),
+     raises(ArgumentError, '"final" (the final residual stream)'))
 case("negative layers count from the end", "11", lambda t: p.zero(M("tiny-llama"), layers=[-1]),
      Result(lambda h: h.names == p.zero(M("tiny-llama"), layers=[1]).names or _fail(h.names)))
 for what, value in {"5": 5, "'a'": "a", "None": None, "[('x', 5)]": [("x", 5)], "[('x',)]": [("x",)], "{}": {}}.items():
@@ -1235,7 +1240,7 @@ for argv, fix in [
     (("branches", "--model", "tiny-gpt2", "--tokens", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--branches", "1", "--out", "{tmp}/b"), "must be >= 2"),
     (("branches", "--model", "tiny-gpt2", "--layer", "9", "--out", "{tmp}/b"), "has layers 0..1"),
-    (("branches", "--model", "tiny-gpt2", "--layer", "x", "--out", "{tmp}/b"), "a layer is an integer or 'auto'"),
+    (("branches", "--model", "tiny-gpt2", "--layer", "x", "--out", "{tmp}/b"), "a layer is an integer, 'auto' or 'final'"),
     (("branches", "--model", "tiny-gpt2", "--early", "9", "--out", "{tmp}/b"), "has layers 0..1"),
     (("branches", "--model", "tiny-gpt2", "--intervention", "bogus", "--out", "{tmp}/b"), "unknown --intervention"),
     (("branches", "--model", "tiny-gpt2", "--intervention", "replace:shift", "--out", "{tmp}/b"), "needs a value"),

@@ -1,6 +1,7 @@
 """Issue 25: ALiBi beyond the tiny BLOOM: MPT (``build_mpt_alibi_tensor``, 6 heads: not a power of
 two) and BLOOM at 4 layers, each vs the HF model with its ALiBi builder patched by hand, and
-Falcon with ``alibi=True`` (TransformerLens reimplements its attention).
+Falcon with ``alibi=True`` (TransformerLens reimplements its attention with other slopes: refused,
+measured, with a canary for the upstream fix).
 
 pe-hooks assumes no slope formula: it reads each head's slope from layer 0's scores with the
 queries zeroed (``sites.alibi_bias``). The reference (``cli.arch_check.alibi_check``) patches the
@@ -13,12 +14,17 @@ largest value (measured 1.5e-3 to 0.58).
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 import pe_hooks as p
-from pe_hooks.cli.arch_check import IDS, TOL, alibi_builder_patched, alibi_check, build_pair, passed
+from pe_hooks.cli.arch_check import IDS, alibi_check, build_pair, passed
+from pe_hooks.sites.alibi_bias import alibi_facts
+from pe_hooks.sites.facts import model_facts
+from pe_hooks.sites.fidelity import AttentionFidelity
+from pe_hooks.sites.registry import BRIDGE_NOT_HF, describe
 
 
 @pytest.mark.parametrize("name", ["MptForCausalLM", "BloomForCausalLM"])
@@ -43,20 +49,35 @@ def test_measured_mpt_slopes_are_hfs() -> None:
 
 
 def test_falcon_alibi_bridge_differs_from_hf_upstream() -> None:
-    """UPSTREAM (transformer-lens 4.3.0): the bridge's Falcon ALiBi attention does not reproduce HF
-    Falcon with ``alibi=True`` (bare logits differ by ~2.5e-2), so only what the bridge holds can be
-    edited. pe-hooks reads the slopes the bridge really adds (half of BLOOM's here) and ``zero``
-    removes them exactly: the bridge then equals HF with its ALiBi builder returning no bias.
-    When this test fails because the bare difference is gone, add Falcon+alibi to the test above."""
+    """UPSTREAM CANARY (transformer-lens 4.3.0): the bridge reimplements Falcon's attention with
+    ``alibi=True`` and adds half of BLOOM's slopes (the slopes read from its scores), while HF
+    Falcon adds BLOOM's (``build_alibi_tensor``): bare logits differ by ~2.5e-2. pe-hooks measures
+    that (``sites.fidelity``: each bridge attention block vs its own HF module) and refuses the
+    model with the registry's ``BRIDGE_NOT_HF`` reason. When this test fails because the bare
+    difference is gone, the refusal lifts by itself (nothing names Falcon): add Falcon+alibi to
+    the verb test above and drop its refusal from tests/test_architectures.py's REFUSED_NAMES."""
     g, ref = build_pair("FalconForCausalLM+alibi")
-    s = p.inspect(g)
-    assert s.family.alibi_slopes == pytest.approx([0.125, 0.03125, 0.0078125, 0.001953125])
     mask = {"attention_mask": torch.ones_like(IDS)}
     with torch.no_grad():
         bare = float((g(IDS) - ref(IDS, **mask).logits).abs().max())  # type: ignore[operator]
-        with alibi_builder_patched(ref, s.n_heads, IDS.shape[1], None):
-            want = ref(IDS, **mask).logits
-        with p.zero(g).applied(g):
-            got = g(IDS)  # type: ignore[operator]
     assert bare > 1e-3
-    assert float((got - want).abs().max()) <= TOL
+    slopes = alibi_facts(g).slopes  # what the bridge's scores hold
+    hf = sys.modules[type(ref).__module__].build_alibi_tensor(torch.ones(1, 8), 4, torch.float32)  # [heads, 1, 8]
+    assert slopes == pytest.approx([0.125, 0.03125, 0.0078125, 0.001953125])
+    assert (hf[:, 0, 1] - hf[:, 0, 0]).tolist() == pytest.approx([2 * m for m in slopes])  # HF: BLOOM's, twice as large
+    fidelity = model_facts(g).attention
+    assert fidelity is not None and fidelity.differs == (0, 1, 2, 3) and fidelity.worst > 1e-2, fidelity
+    assert BRIDGE_NOT_HF in p.inspect(g).refused
+
+
+def test_bridge_not_hf_is_a_measured_refusal() -> None:
+    """The refusal is the registry's data applied to measured facts, not a class name: the same
+    ALiBi facts with attention equal to HF fit the 'alibi' family; with one block off, refused."""
+    g, _ = build_pair("BloomForCausalLM")
+    facts = model_facts(g)
+    assert facts.attention is not None and not facts.attention.differs and facts.attention.worst <= 1e-6
+    ok, why = describe("bridge", p.Scheme.ALIBI, facts, None, None, alibi_facts(g))
+    assert ok is not None and ok.name == "alibi" and why == ""
+    off = replace(facts, attention=AttentionFidelity({0: 0.0, 1: 3e-2}))
+    spec, why = describe("bridge", p.Scheme.ALIBI, off, None, None, alibi_facts(g))
+    assert spec is None and why.startswith(BRIDGE_NOT_HF) and "blocks [1] differ by up to 0.03" in why

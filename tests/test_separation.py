@@ -110,6 +110,45 @@ def test_umap_is_seeded() -> None:
     assert np.allclose(umap_embed(x, seed=3), umap_embed(x, seed=3))
 
 
+def test_umap_of_a_small_data_set_is_umaps_own_bit_for_bit() -> None:
+    """Below 4096 points ``umap_embed`` hands UMAP the exact neighbour graph it would build itself
+    (``pe_hooks.branching.umap_knn``): the distances equal UMAP's own ``pairwise_distances`` with its
+    numba metric, and the embedding equals a plain seeded UMAP's, bit for bit (duplicated rows: ties)."""
+    import umap
+    from sklearn.metrics import pairwise_distances
+    from sklearn.preprocessing import StandardScaler
+
+    from pe_hooks.branching.analysis import umap_embed
+    from pe_hooks.branching.umap_knn import SMALL_DATA, exact_distances
+
+    x, _, _ = planted(seed=6)
+    x[1] = x[0]  # a tie in every row's neighbour order
+    z = StandardScaler().fit_transform(x)
+    want = pairwise_distances(z.astype(np.float32), metric=umap.distances.euclidean)
+    got = exact_distances(z)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=2, n_jobs=1).fit_transform(z)
+    assert len(x) < SMALL_DATA and np.array_equal(umap_embed(x, seed=2), plain)
+
+
+def test_permuted_path_ratio_is_path_ratio_of_the_permuted_labels() -> None:
+    """The nulls' shortcut (label codes computed once, then permuted) gives exactly the path ratio
+    recomputed from the permuted labels, also with gaps and a duplicated (branch, position) cell."""
+    from pe_hooks.branching.scores import permuted_path_ratio
+
+    x, b, t = planted(seed=8)
+    b, t = np.append(b, b[3]), np.append(t, t[3])
+    x = np.vstack([x, x[3:4] + 0.5])
+    keep = np.random.default_rng(0).random(len(b)) > 0.1
+    x, b, t = x[keep], b[keep], t[keep]
+    ratio = permuted_path_ratio(x, b, t)
+    assert ratio(None) == path_ratio(x, b, t)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        perm = rng.permutation(len(x))
+        assert ratio(perm) == path_ratio(x, b[perm], t[perm])
+
+
 def test_metric_errors() -> None:
     x, b, t = planted(seed=0)
     with pytest.raises(DataError, match="two branches"):

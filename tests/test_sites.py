@@ -132,3 +132,24 @@ def test_unknown_architecture_is_a_clear_error() -> None:
         SchemeError, match=r"cannot edit the positions of architecture 'Linear'.*forward failed.*probes .*still work"
     ):
         inspect(Fake())
+
+
+def _module_hooks(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    kinds = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+    return {n: tuple(len(getattr(m, k)) for k in kinds) for n, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel", "BloomForCausalLM"])
+def test_inspect_adds_no_hook_on_any_module(arch: str) -> None:
+    """``inspect`` measures with a forward and leaves no hook behind on ANY module (not only the
+    hook points and the HF model: ``test_architectures``). TransformerLens wires its own capture
+    hooks into the blocks (8 forward pre-hooks on a 4-layer Llama) on a bridge's first forward,
+    whoever runs it, so the fresh bridge runs one plain forward first."""
+    from pe_hooks.cli.arch_check import build_pair
+
+    g, _ = build_pair(arch)
+    with torch.no_grad():
+        g(torch.tensor([[1, 40, 52, 61]]))  # type: ignore[operator]
+    before = _module_hooks(g)  # type: ignore[arg-type]
+    inspect(g)
+    assert _module_hooks(g) == before  # type: ignore[arg-type]

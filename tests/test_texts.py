@@ -272,3 +272,59 @@ def test_cli_reader_writes_beside_the_generator(tmp_path: Path, monkeypatch: pyt
     assert saved["source"] == "reader" and saved["generator"] == "tiny-gpt2" and list(saved["groups"]) == ["the cat", "a dog"]
     md = (tmp_path / "branches-tiny-bert-reading-tiny-gpt2" / "metrics.md").read_text()
     assert md.startswith("# Branches of tiny-gpt2, read by tiny-bert")
+
+
+def test_final_layer_is_the_final_residual_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"final"`` (``--layer final``) = the last block's ``resid_post``, at any site: against the
+    model's own forward, and the whole run equal to ``site="resid_post", layers=[n-1]`` (the reference
+    eraser fitted at the same hook), reported as layer ``n_layers``."""
+    model = get_model("tiny-bert")
+    texts = {"a": _texts(3, seed=5), "b": _texts(3, seed=6)}
+    flat = texts["a"] + texts["b"]
+    n = 2  # tiny-bert's layers
+    lat = text_latents(model, texts, layers=["final", 0], progress=False)
+    assert sorted(lat.latents) == [0, n]
+    mid = text_latents(model, texts, layers=["final"], site="resid_mid", progress=False)
+    post = text_latents(model, texts, layers=[n - 1], site="resid_post", progress=False)
+    np.testing.assert_array_equal(mid.latents[n], lat.latents[n])
+    np.testing.assert_array_equal(post.latents[n - 1], lat.latents[n])
+    np.testing.assert_array_equal(text_latents(model, texts, layers=[n], progress=False).latents[n], lat.latents[n])
+    k = len(lat.branch) // len(flat)
+    whole = [i for i, x in enumerate(flat) if model.to_tokens(x).shape[1] == k + 2]  # read uncut: [CLS] x [SEP]
+    assert whole
+    for i in whole:  # the model's own forward on the text alone
+        _, cache = model.run_with_cache(model.to_tokens(flat[i]))
+        want = cache[f"blocks.{n - 1}.hook_resid_post"][0, 1:k + 1].numpy()
+        np.testing.assert_allclose(lat.latents[n][lat.branch == i], want, rtol=0, atol=1e-5)
+    assert not np.allclose(lat.latents[n], text_latents(model, texts, layers=[-1], progress=False).latents[n - 1])
+    auto = text_latents(model, texts, layers=["auto", "final"], progress=False)
+    assert auto.layer_scores is not None and sorted(auto.layer_scores["layer"]) == [0, 1]  # auto scores the blocks
+    assert n in auto.latents and set(auto.auto_layers) <= {0, 1}
+
+    monkeypatch.setattr("pe_hooks.branching.analysis.umap_embed", lambda x, **k: np.asarray(x)[:, :2])
+    kw: dict[str, Any] = dict(texts=texts, intervention="zero", fit_seqs=8, n_perm=10, progress=False)
+    run = run_branches(model, layers=["final"], **kw)
+    ref = run_branches(model, layers=[n - 1], site="resid_post", **kw)
+    assert run.layers == [n] and "final residual" in run.title(n) and "final" not in ref.title(n - 1)
+    got, want = run.metrics, ref.metrics.assign(layer=n)
+    assert {"erased (leace, reference)", "intervened (zero)"} <= set(got["view"])
+    __import__("pandas").testing.assert_frame_equal(got, want)
+    with pytest.raises(ArgumentError, match="name a layer twice"):
+        run_branches(model, layers=["final", n], **kw)
+
+
+def test_cli_layer_final(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--layer final`` is listed in --help, writes layer ``n_layers``; a bad name is one line naming it."""
+    from pe_hooks.cli.main import main
+
+    monkeypatch.setattr("pe_hooks.branching.analysis.umap_embed", lambda x, **k: np.asarray(x)[:, :2])
+
+    assert main(["branches", "--help"]) == 0
+    assert "'final' (the final residual stream" in " ".join(capsys.readouterr().out.split())
+    (tmp_path / "t.txt").write_text("\n".join(_texts(3, seed=9)) + "\n")
+    assert main(["branches", "--model", "tiny-bert", "--texts", str(tmp_path / "t.txt"), "--layer", "final",
+                 "--intervention", "zero", "--fit-seqs", "8", "--n-perm", "10", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "branches-tiny-bert" / "branches-layer2.png").exists()
+    capsys.readouterr()
+    assert main(["branches", "--model", "tiny-bert", "--layer", "last", "--out", str(tmp_path / "x")]) == 2
+    assert "a layer is an integer, 'auto' or 'final', not 'last'" in capsys.readouterr().err

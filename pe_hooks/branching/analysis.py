@@ -6,6 +6,7 @@ position (``pe_hooks.branching.separation``), with the headline scores and their
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pe_hooks.branching.latents import View
 from pe_hooks.branching.layer_choice import heldout_position_r2, position_folds
 from pe_hooks.branching.scores import headline_scores
 from pe_hooks.branching.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
+from pe_hooks.branching.umap_knn import SMALL_DATA, exact_knn
 from pe_hooks.core.atomic import atomic_write_bytes
 from pe_hooks.core.errors import DataError
 
@@ -55,17 +57,24 @@ class BranchAnalysis:
 def umap_embed(
     x: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean"
 ) -> np.ndarray:
-    """Seeded 2-D UMAP of standardised latents (``random_state`` makes it deterministic)."""
+    """Seeded 2-D UMAP of standardised latents (``random_state`` makes it deterministic). Below
+    ``SMALL_DATA`` points the exact neighbour graph UMAP would build is computed in compiled code and
+    handed to it (``pe_hooks.branching.umap_knn``: the same embedding, bit for bit, ~20x faster)."""
     import umap
 
     if len(x) < 4:
         raise DataError(f"UMAP needs at least 4 points, got {len(x)}")
     z = StandardScaler().fit_transform(x)
+    k = min(n_neighbors, len(x) - 1)
+    exact = len(z) < SMALL_DATA and metric == "euclidean"
     reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric=metric, random_state=seed,
+        n_components=2, n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed,
         n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so avoids umap's warning
+        precomputed_knn=(*exact_knn(z, k), None) if exact else (None, None, None),
     )
-    return np.asarray(reducer.fit_transform(z))
+    with warnings.catch_warnings():  # no search index: only transform() of new points needs one
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        return np.asarray(reducer.fit_transform(z))
 
 
 def analyze(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pe_hooks.branching.collect import collect_latents, layers_to_collect
+from pe_hooks.branching.collect import check_collectable, trajectory_latents
 from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents
 from pe_hooks.core.errors import ArgumentError, DataError, UpstreamWarning
 from pe_hooks.core.hooklist import HookList
@@ -78,7 +78,8 @@ def branches(
             (held-out positional share, ``pe_hooks.branching.layer_choice``; every layer is scored
             from the one collection forward, and the scores are returned in ``layer_scores``).
             A list of layers (negative ones count from the end) may contain ``"auto"`` as well,
-            e.g. ``["auto", 0]``. Until it has chosen, ``"auto"`` holds every layer's latents
+            e.g. ``["auto", 0]``, and ``"final"``: the final residual stream
+            (``blocks.{n-1}.hook_resid_post`` at any ``site``), layer ``n_layers`` in the results. Until it has chosen, ``"auto"`` holds every layer's latents
             (tokens x layers x d floats: 280 MB for 4 prompts x 8 branches x 128 tokens of
             SmolLM2-135M).
         auto_layers: how many layers ``"auto"`` chooses.
@@ -97,37 +98,28 @@ def branches(
     Sampling is seeded with ``seed`` inside a forked RNG (the global torch RNG is untouched).
     """
     prompt_list = _check_prompts(prompts)
-    scheme = inspect(model)
-    if not scheme.causal:
+    sites = inspect(model)
+    if not sites.causal:
         raise DataError(
-            f"{scheme.model_name} is not a causal language model: it cannot generate branches; use it to read given "
+            f"{sites.model_name} is not a causal language model: it cannot generate branches; use it to read given "
             "texts instead (run_branches(model, texts=...), pe-hooks branches --texts FILE), or generate with a "
             "causal model and read with this one (run_branches('smollm2-135m', reader=model), --reader)"
         )
     _check_sampling(n_branches, max_new_tokens, temperature, top_p, seed, batch_size, massive, kv_cache)
-    lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before sampling
-    scheme.resid_hook(lay[0], site)
-    batch, mask, prompt_len = _prompt_batch(model, scheme, prompt_list, n_branches, max_new_tokens)
+    check_collectable(model, layers, site)  # bad layers and sites fail before sampling
+    batch, mask, prompt_len = _prompt_batch(model, sites, prompt_list, n_branches, max_new_tokens)
     use_cache = _decide_kv_cache(model, kv_cache)
     seqs = _sample(model, batch, mask, hooks, seed, progress, max_new_tokens=max_new_tokens, do_sample=True,
                    temperature=temperature, top_p=top_p, use_past_kv_cache=use_cache, stop_at_eos=False)
-    n_seq, n_new = seqs.shape[0], seqs.shape[1] - prompt_len
-    full_mask = torch.cat([mask, torch.ones(n_seq, n_new, dtype=torch.long)], 1).bool()
-    td = TokenData(seqs, full_mask, positions_from_mask(full_mask))
-    branch = np.repeat(np.arange(n_seq), n_new)
-    position = td.positions[:, prompt_len:].reshape(-1).numpy()
-    prompt = np.repeat(np.arange(len(prompt_list)), n_branches * n_new)
+    full_mask = torch.cat([mask, torch.ones(seqs.shape[0], seqs.shape[1] - prompt_len, dtype=torch.long)], 1).bool()
     select = torch.zeros_like(full_mask)
-    select[:, prompt_len:] = True
-    got = collect_latents(model, td, select, layers, site=site, hooks=hooks, branch=branch, position=position,
-                          prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
-                          progress=progress)
-    tok = model.tokenizer
-    return BranchLatents(
-        latents=got.latents, branch=branch, position=position,
-        token=[tok.decode([int(t)]) for s in seqs for t in s[prompt_len:]], prompt=prompt,
-        texts=[tok.decode(s[prompt_len:]) for s in seqs], sequences=seqs, prompt_len=prompt_len, flagged=got.flagged,
-        prompts=prompt_list, layer_scores=got.layer_scores, auto_layers=got.auto_layers,
+    select[:, prompt_len:] = True  # the generated tokens
+    group = np.repeat(np.arange(len(prompt_list)), n_branches)  # each sequence's prompt
+    texts = [model.tokenizer.decode(s[prompt_len:]) for s in seqs]
+    return trajectory_latents(
+        model, TokenData(seqs, full_mask, positions_from_mask(full_mask)), select, group, layers, texts=texts,
+        prompts=prompt_list, prompt_len=prompt_len, site=site, hooks=hooks, auto_layers=auto_layers, massive=massive,
+        batch_size=batch_size, seed=seed, progress=progress,
     )
 
 
@@ -170,16 +162,16 @@ def _check_sampling(
 
 
 def _prompt_batch(
-    model: Model, scheme: PositionalScheme, prompts: list[str], n_branches: int, max_new_tokens: int
+    model: Model, sites: PositionalScheme, prompts: list[str], n_branches: int, max_new_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(tokens, mask, prompt_len)``: every prompt left-padded to the longest, ``n_branches`` times."""
     rows = [model.to_tokens(p)[0].cpu() for p in prompts]
     plens = [int(r.shape[0]) for r in rows]
     prompt_len = max(plens)
-    if prompt_len + max_new_tokens > scheme.n_ctx:
+    if prompt_len + max_new_tokens > sites.n_ctx:
         raise DataError(
             f"{prompt_len} prompt tokens + {max_new_tokens} new tokens exceed the context of "
-            f"{scheme.model_name} ({scheme.n_ctx}); lower max_new_tokens or shorten the prompt"
+            f"{sites.model_name} ({sites.n_ctx}); lower max_new_tokens or shorten the prompt"
         )
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

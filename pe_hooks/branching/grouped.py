@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from pe_hooks.branching.scores import _null, _permuted, path_ratio
+from pe_hooks.branching.scores import _null, _permuted, permuted_path_ratio
 from pe_hooks.core.errors import DataError
 
 
@@ -44,12 +44,10 @@ def grouped_path_ratio(
     if not parts:
         raise DataError("no group has two branches to compare")
 
-    def draw(rng: np.random.Generator) -> float:
-        out = []
-        for z, b, t in parts:
-            perm = rng.permutation(len(z))
-            out.append(path_ratio(z, b[perm], t[perm]))
-        return float(np.mean(out))
+    ratios = [(permuted_path_ratio(z, b, t), len(z)) for z, b, t in parts]
 
-    observed = float(np.mean([path_ratio(z, b, t) for z, b, t in parts]))
+    def draw(rng: np.random.Generator) -> float:
+        return float(np.mean([ratio(rng.permutation(n)) for ratio, n in ratios]))
+
+    observed = float(np.mean([ratio(None) for ratio, _ in ratios]))
     return _null(observed, _permuted(draw, n_perm, seed), "path_ratio_by_group")

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 
 from pe_hooks.branching.analysis import BranchAnalysis, analyze
+from pe_hooks.branching.collect import layer_hook, parse_layers, resolve_layers
 from pe_hooks.branching.generate import branches
 from pe_hooks.branching.grouped import grouped_path_ratio
 from pe_hooks.branching.latents import DEFAULT_PROMPTS, BranchLatents
@@ -43,6 +44,11 @@ from pe_hooks.sites.inspect import inspect
 #: What ``BranchesRun.save`` and ``pe-hooks branches`` write into the report folder.
 BRANCHES_FILES = ("branches-layer*.png", "metrics.csv", "layer-scores.csv", "metrics.md", "branches.md", "texts.json")
 ERASE_ON = ("reference", "branches", "both")
+#: ``branches``' sampling options, as ``run_branches`` passes them on
+SAMPLING = ("n_branches", "max_new_tokens", "temperature", "top_p", "seed", "site", "massive", "kv_cache", "progress")
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -69,6 +75,8 @@ class BranchesRun:
     #: the reader's generator, and its sampled branches (``source == "reader"``)
     generator: str | None = None
     generated: BranchLatents | None = None
+    #: the reader's (or model's) number of layers: layer ``n_layers`` is the final residual stream
+    n_layers: int | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -98,7 +106,7 @@ class BranchesRun:
     def title(self, layer: int) -> str:
         """The figure title of ``layer``: model, layer (and whether ``auto`` chose it), setting."""
         o = self.options
-        how = " (auto)" if layer in self.raw.auto_layers else ""
+        how = " (auto)" if layer in self.raw.auto_layers else " (final residual)" if layer == self.n_layers else ""
         if self.source == "texts":
             return (f"{self.name}, layer {layer}{how} ({o['site']}): {len(self.prompts)} group(s), "
                     f"{len(self.raw.texts)} given texts x {_tokens_per_text(self.raw)} tokens")
@@ -170,7 +178,7 @@ def run_branches(
     max_new_tokens: int = 128,
     layers: str | Sequence[int | str] = "auto",
     auto_layers: int = 1,
-    early: int | None = None,
+    early: int | str | None = None,
     site: str = "resid_pre",
     intervention: str | Sequence[str] = "remove",
     eraser: str = "leace",
@@ -190,10 +198,9 @@ def run_branches(
     name: str | None = None,
     progress: bool = True,
 ) -> BranchesRun:
-    """Everything ``pe-hooks branches`` computes, as a ``BranchesRun`` (the command's options are
-    these keywords: ``--branches`` = ``n_branches``, ``--tokens`` = ``max_new_tokens``, ``--layer`` =
-    ``layers``, ``--neighbors`` = ``n_neighbors``, ``--kv-cache auto/on/off`` = ``None/True/False``,
-    ``--texts FILE`` = ``texts``, ``--reader`` = ``reader``, ``--max-tokens`` = ``max_tokens``).
+    """Everything ``pe-hooks branches`` computes, as a ``BranchesRun`` (the command's options are these
+    keywords, by the same names but ``--branches`` = ``n_branches``, ``--tokens`` = ``max_new_tokens``,
+    ``--layer`` = ``layers``, ``--neighbors`` = ``n_neighbors``, ``--kv-cache auto/on/off`` = ``None/True/False``).
 
     Three sources of trajectories, one report:
 
@@ -210,71 +217,130 @@ def run_branches(
             (``pe_hooks.branching.texts.read_texts``).
         reader: the model (name or loaded) that reads the sampled branches.
         max_tokens: tokens kept per text read (default: the shortest text's; ``texts``, ``reader``).
-        layers: ``"auto"`` (the layer where position is strongest in the branch latents,
-            ``pe_hooks.branching.layer_choice``), layer indices, or both (``["auto", 0]``).
-        early: also show the same tokens at this layer.
+        layers, early: as ``pe_hooks.branching.branches``' ``layers`` (``"auto"``, indices, ``"final"``
+            = the final residual stream, layer ``n_layers``); ``early``: one more layer shown.
         intervention: the verb(s) of the intervened views: ``zero``, ``remove``, ``replace:MAP``
             (``pe_hooks.conditions``) or ``none``; a list gives one view each. Sampled branches are
             generated *and* read under it; given texts (and a reader's) are read under it.
         eraser: method of the reference eraser (``leace``, ``mean``, ``pca``, ``quadratic``).
         erase_on: fit the erased view's eraser on the reference corpus (``fit_seqs`` sequences), on
             the branches (cross-fitted), or ``both``.
-        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations.
-        massive: flag tokens with norm > this x median (``None``: flag nothing).
+        n_neighbors, min_dist: UMAP's; ``k``: kNN metrics' neighbours; ``n_perm``: the nulls' permutations;
+            ``massive``: flag tokens with norm > this x median (``None``: flag nothing).
         device, dtype: ``load_model``'s (a model loaded by name: float32 by default; a built model
             must already have ``dtype`` if it is given).
         name: the model's name in titles and reports (default: the name given, else the model's own).
     """
     options = {k: v for k, v in locals().items() if k not in ("model", "prompts", "texts", "reader")}
     _check_options(options)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    src = _source(model, prompts, texts, reader, options, timings)
+    plan = _layer_plan(src.model, layers, early)  # bad layers fail before any work
+    timings["load"] = time.perf_counter() - t0 - timings.get("generate", 0.0)
+    raw = _timed(timings, f"{src.stage} (+ score every layer)" if plan.auto else src.stage, src.latents,
+                 plan.collect, auto_layers=auto_layers, max_tokens=max_tokens)
+    chosen = sorted(set(raw.auto_layers) | set(plan.explicit))
+    reference = _reference_eraser(src.model, raw, chosen, options, timings) if erase_on != "branches" else None
+    inter = _intervened(src, raw, chosen, options, timings)
+    erasers = {layer: None if reference is None else _AtHook(reference, layer_hook(src.model, layer, site))
+               for layer in chosen}
+    analyses = _timed(timings, "UMAP + metrics", _analyses, raw, chosen, erasers, inter, plan.early, options)
+    return BranchesRun(src.name, options, raw.prompts, raw, next(iter(inter.values()), None), analyses, timings,
+                       source=src.kind, interventions=inter, generator=src.generator, generated=src.generated,
+                       n_layers=inspect(src.model).n_layers)
+
+
+def _timed(timings: dict[str, float], stage: str, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work(*args, **kwargs)``, its wall time recorded as ``timings[stage]``."""
+    t = time.perf_counter()
+    out = work(*args, **kwargs)
+    timings[stage] = time.perf_counter() - t
+    return out
+
+
+@dataclass
+class _Source:
+    """Where the trajectories come from: ``model`` (named ``name``) samples branches of ``prompts``
+    (``groups is None``), or reads the texts ``groups`` (given texts, or a generator's branches);
+    ``options``: ``run_branches``'."""
+
+    model: Model
+    name: str
+    prompts: list[str]
+    options: dict[str, Any]
+    groups: dict[str, list[str]] | None = None
+    kind: str = "sampled"  # BranchesRun.source
+    generator: str | None = None
+    generated: BranchLatents | None = None
+
+    @property
+    def stage(self) -> str:
+        """The name of the collection stage in ``BranchesRun.timings``."""
+        return "generate + collect" if self.groups is None else "read"
+
+    def latents(
+        self, layers: Sequence[int | str], *, hooks: HookList | None = None, auto_layers: int = 1,
+        max_tokens: int | None = None,
+    ) -> BranchLatents:
+        """The trajectories' latents at ``layers`` (under ``hooks``): new branches sampled, or the
+        texts read (``max_tokens`` per text)."""
+        o = self.options
+        if self.groups is None:
+            return branches(self.model, self.prompts, hooks=hooks, layers=layers, auto_layers=auto_layers,
+                            **{k: o[k] for k in SAMPLING})
+        return text_latents(self.model, self.groups, hooks=hooks, layers=layers, auto_layers=auto_layers,
+                            site=o["site"], max_tokens=max_tokens, massive=o["massive"], seed=o["seed"],
+                            progress=o["progress"])
+
+
+def _source(
+    model: str | Model, prompts: str | Sequence[str] | None, texts: TextsLike | None, reader: str | Model | None,
+    o: dict[str, Any], timings: dict[str, float],
+) -> _Source:
+    """The source of the trajectories (``run_branches``' three): bad texts fail before any model is
+    loaded, a bad reader before anything is sampled; with a reader, the branches are sampled here
+    (``timings["generate"]``)."""
     if texts is not None and (prompts is not None or reader is not None):
         raise ArgumentError("texts= are read by model=; give prompts (sampled branches, optionally read by reader=) "
                             "or texts, not both")
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    groups = read_texts(texts) if texts is not None else None  # bad texts fail before any work
-    model, name = _loaded(model, name, device, dtype)
-    source, generator, generated = "sampled" if groups is None else "texts", None, None
+    groups = read_texts(texts) if texts is not None else None
+    built, name = _loaded(model, o["name"], o["device"], o["dtype"])
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts or DEFAULT_PROMPTS)
-    kw: dict[str, Any] = dict(n_branches=n_branches, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, seed=seed, site=site, massive=massive, kv_cache=kv_cache, progress=progress)
-    if groups is None and not inspect(model).causal and reader is None:
-        raise DataError(f"{name} is not a causal language model: it cannot generate branches; use it to read given "
-                        "texts (texts=..., pe-hooks branches --texts FILE), or sample from a causal model and read with "
-                        f"this one (run_branches('smollm2-135m', reader={name!r}), --model smollm2-135m --reader {name})")
-    if reader is not None:
-        _loaded_reader = _loaded(reader, None, device, dtype)  # a bad reader fails before sampling
-        t = time.perf_counter()
-        generated = branches(model, prompt_list, **(kw | {"layers": [0]}))
-        timings["generate"] = time.perf_counter() - t
-        source, generator, groups = "reader", name, groups_of(generated)
-        model, name = _loaded_reader
-    scheme = inspect(model)
-    asked = [layers] if isinstance(layers, str) else list(layers)
-    explicit = [v for v in asked if not isinstance(v, str)]
-    explicit = scheme.check_layers(explicit) if explicit else []  # fail before any work
-    early_layer = None if early is None else scheme.check_layers([early])[0]
-    timings["load"] = time.perf_counter() - t0 - timings.get("generate", 0.0)
-    t = time.perf_counter()
-    collect: list[int | str] = list(dict.fromkeys(asked + ([early_layer] if early_layer is not None else [])))
-    auto = any(isinstance(v, str) for v in asked)
-    if groups is None:
-        raw = branches(model, prompt_list, layers=collect, auto_layers=auto_layers, **kw)
-    else:
-        raw = text_latents(model, groups, layers=collect, auto_layers=auto_layers, site=site, max_tokens=max_tokens,
-                           massive=massive, seed=seed, progress=progress)
-        prompt_list = raw.prompts
-    what = "generate + collect" if groups is None else "read"
-    timings[f"{what} (+ score every layer)" if auto else what] = time.perf_counter() - t
-    chosen = sorted(set(raw.auto_layers) | set(explicit))
-    reference = _reference_eraser(model, raw, chosen, options, timings) if erase_on in ("reference", "both") else None
-    inter = _intervened(model, raw, groups, prompt_list, chosen, options, kw, timings)
-    t = time.perf_counter()
-    analyses = {layer: _analyse(raw, layer, reference, inter, early_layer, options) for layer in chosen}
-    timings["UMAP + metrics"] = time.perf_counter() - t
-    first = next(iter(inter.values()), None)
-    return BranchesRun(name, options, prompt_list, raw, first, analyses, timings, source=source, interventions=inter,
-                       generator=generator, generated=generated)
+    if groups is not None:
+        return _Source(built, name, prompt_list, o, groups, kind="texts")
+    if reader is None:
+        if not inspect(built).causal:
+            raise DataError(f"{name} is not a causal language model: it cannot generate branches; use it to read "
+                            "given texts (texts=..., pe-hooks branches --texts FILE), or sample from a causal model "
+                            f"and read with this one (run_branches('smollm2-135m', reader={name!r}), --model smollm2-135m "
+                            f"--reader {name})")
+        return _Source(built, name, prompt_list, o)
+    read_by, read_name = _loaded(reader, None, o["device"], o["dtype"])
+    generator = _Source(built, name, prompt_list, o)
+    generated = _timed(timings, "generate", generator.latents, [0])
+    return _Source(read_by, read_name, prompt_list, o, groups_of(generated), kind="reader", generator=name,
+                   generated=generated)
+
+
+class _LayerPlan(NamedTuple):
+    """The layers ``run_branches`` collects (``"auto"`` included), the explicit ones, the early one."""
+
+    collect: list[int | str]
+    explicit: list[int]
+    early: int | None
+    auto: bool
+
+
+def _layer_plan(model: Model, layers: str | Sequence[int | str], early: int | str | None) -> _LayerPlan:
+    """``run_branches``' ``layers`` and ``early``, checked against the model (``"final"`` resolved to
+    layer ``n_layers``)."""
+    named, auto = parse_layers(layers)
+    explicit = resolve_layers(model, named) if named else []
+    early_layer = None if early is None else resolve_layers(model, [early])[0]
+    collect: list[int | str] = list(dict.fromkeys((["auto"] if auto else []) + explicit +
+                                                  ([early_layer] if early_layer is not None else [])))
+    return _LayerPlan(collect, explicit, early_layer, auto)
 
 
 def _loaded(
@@ -300,26 +366,21 @@ def _tokens_per_text(raw: BranchLatents) -> int:
 
 
 def _intervened(
-    model: Model, raw: BranchLatents, groups: dict[str, list[str]] | None, prompts: list[str], layers: list[int],
-    o: dict[str, Any], kw: dict[str, Any], timings: dict[str, float],
+    src: _Source, raw: BranchLatents, layers: list[int], o: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, BranchLatents]:
     """The latents of each intervened view: new branches sampled and read under it, or (given texts)
     the same texts read under it."""
     out: dict[str, BranchLatents] = {}
     length = int(raw.sequences.shape[1]) if raw.sequences is not None else raw.prompt_len + o["max_new_tokens"]
     for spec in _specs(o["intervention"]):
-        hooks = intervention_hooks(model, spec, length, seed=o["seed"])
+        hooks = intervention_hooks(src.model, spec, length, seed=o["seed"])
         if hooks is None:
             continue
-        t = time.perf_counter()
-        if groups is None:
-            out[spec] = branches(model, prompts, hooks=hooks, layers=layers, **kw)
-            timings["generate + collect (intervened)" if len(out) == 1 else f"generate + collect ({spec})"] = (
-                time.perf_counter() - t)
+        if src.groups is None:
+            stage = "generate + collect (intervened)" if not out else f"generate + collect ({spec})"
         else:
-            out[spec] = text_latents(model, groups, hooks=hooks, layers=layers, site=o["site"],
-                                     max_tokens=_tokens_per_text(raw), massive=o["massive"], progress=o["progress"])
-            timings[f"read ({spec})"] = time.perf_counter() - t
+            stage = f"read ({spec})"
+        out[spec] = _timed(timings, stage, src.latents, layers, hooks=hooks, max_tokens=_tokens_per_text(raw))
     return out
 
 
@@ -347,18 +408,39 @@ def _reference_eraser(
     """The eraser of the ``erased (..., reference)`` view, fitted on ``fit_seqs`` sequences of the
     reference corpus at least as long as the branches (up to the context)."""
     t = time.perf_counter()
-    scheme = inspect(model)
+    sites = inspect(model)
     length = int(raw.sequences.shape[1]) if raw.sequences is not None else raw.prompt_len + o["max_new_tokens"]
-    seq_len = min(max(64, length), scheme.n_ctx)
+    seq_len = min(max(64, length), sites.n_ctx)
     ref = load_data(model, None, seq_len=seq_len, n_seqs=o["fit_seqs"], seed=o["seed"])
-    eraser = fit_eraser(model, ref, method=o["eraser"], site=o["site"], layers=layers, seq_len=seq_len,
+    hooks = list(dict.fromkeys(layer_hook(model, layer, o["site"]) for layer in layers))
+    eraser = fit_eraser(model, ref, method=o["eraser"], site=o["site"], hook_names=hooks, seq_len=seq_len,
                         sequential=False)  # applied offline to each layer's latents
     timings["fit eraser (reference)"] = time.perf_counter() - t
     return eraser
 
 
+@dataclass(frozen=True)
+class _AtHook:
+    """The reference eraser applied at one layer's hook point (by name: the final residual stream,
+    layer ``n_layers``, is no ``blocks.{n_layers}`` hook)."""
+
+    eraser: PositionEraser
+    hook: str
+
+    def transform(self, x: Any, *, positions: Any = None) -> Any:
+        return self.eraser.transform(x, hook_name=self.hook, positions=positions)
+
+
+def _analyses(
+    raw: BranchLatents, layers: list[int], erasers: dict[int, _AtHook | None], inter: dict[str, BranchLatents],
+    early: int | None, o: dict[str, Any],
+) -> dict[int, BranchAnalysis]:
+    """The analysis of every layer in ``layers`` (``_analyse``), each with its layer's eraser."""
+    return {layer: _analyse(raw, layer, erasers[layer], inter, early, o) for layer in layers}
+
+
 def _analyse(
-    raw: BranchLatents, layer: int, eraser: PositionEraser | None, inter: dict[str, BranchLatents],
+    raw: BranchLatents, layer: int, eraser: _AtHook | None, inter: dict[str, BranchLatents],
     early: int | None, o: dict[str, Any],
 ) -> BranchAnalysis:
     """The views of one layer, their UMAP and scores (+ ``path_ratio_by_group`` with two or more groups)."""

@@ -74,11 +74,31 @@ def _pair_sums(z: np.ndarray, sq: np.ndarray, codes: np.ndarray) -> tuple[float,
 
 def path_ratio(z: np.ndarray, branch: np.ndarray, position: np.ndarray) -> float:
     """``A / W`` of the module docstring (``nan`` if either set of pairs is empty)."""
+    return permuted_path_ratio(z, branch, position)(None)
+
+
+def permuted_path_ratio(
+    z: np.ndarray, branch: np.ndarray, position: np.ndarray
+) -> Callable[[np.ndarray | None], float]:
+    """``perm -> path_ratio(z, branch[perm], position[perm])`` (``None``: unpermuted), the label codes
+    computed once: the code of a tuple of labels is its rank among the distinct tuples, so the codes
+    of permuted labels are the permuted codes -- the same numbers as recomputing them, for the
+    ``n_perm`` draws of a null at the cost of one."""
     z = np.asarray(z, dtype=np.float64)
     sq = (z * z).sum(1)
-    s_t, n_t = _pair_sums(z, sq, _codes(position))
-    s_b, n_b = _pair_sums(z, sq, _codes(branch))
-    s_tb, n_tb = _pair_sums(z, sq, _codes(branch, position))
+    codes = (_codes(position), _codes(branch), _codes(branch, position))
+
+    def ratio(perm: np.ndarray | None) -> float:
+        c_t, c_b, c_tb = codes if perm is None else (c[perm] for c in codes)
+        return _ratio(z, sq, c_t, c_b, c_tb)
+
+    return ratio
+
+
+def _ratio(z: np.ndarray, sq: np.ndarray, c_t: np.ndarray, c_b: np.ndarray, c_tb: np.ndarray) -> float:
+    s_t, n_t = _pair_sums(z, sq, c_t)
+    s_b, n_b = _pair_sums(z, sq, c_b)
+    s_tb, n_tb = _pair_sums(z, sq, c_tb)
     n_a, n_w = n_t - n_tb, n_b - n_tb
     if n_a <= 0 or n_w <= 0:
         return float("nan")
@@ -142,19 +162,12 @@ def headline_scores(
         raise DataError("need at least two branches to score the branches' paths")
     z = StandardScaler().fit_transform(x) if standardize and x.shape[1] > 2 else x
     n = len(z)
-    out = _null(
-        path_ratio(z, branch, position),
-        _permuted(lambda r: path_ratio(z, *_jointly(branch, position, r.permutation(n))), n_perm, seed),
-        "path_ratio",
-    )
+    ratio = permuted_path_ratio(z, branch, position)  # (branch, position) permuted jointly
+    out = _null(ratio(None), _permuted(lambda r: ratio(r.permutation(n)), n_perm, seed), "path_ratio")
     idx = knn_index(z, k)
     out |= _null(knn_purity(idx, branch), _permuted(lambda r: knn_purity(idx, r.permutation(branch)), n_perm, seed),
                  "knn_branch_purity")
     return out
-
-
-def _jointly(branch: np.ndarray, position: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return branch[perm], position[perm]
 
 
 def verdict(ratio: float, lo: float = float("nan"), hi: float = float("nan")) -> str:

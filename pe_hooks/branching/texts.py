@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pe_hooks.branching.collect import collect_latents, layers_to_collect
+from pe_hooks.branching.collect import check_collectable, trajectory_latents
 from pe_hooks.branching.latents import BranchLatents
 from pe_hooks.core.errors import DataError
 from pe_hooks.core.hooklist import HookList
@@ -206,22 +206,13 @@ def text_latents(
     grouped and aligned); the other arguments are ``pe_hooks.branching.branches``'. ``hooks``: an
     intervention active while the texts are read. Nothing is generated: any model will do."""
     groups = read_texts(texts)
-    lay, _, _ = layers_to_collect(model, layers)  # bad layers and sites fail before any work
-    inspect(model).resid_hook(lay[0], site)
+    check_collectable(model, layers, site)  # bad layers and sites fail before any work
     flat = [t for g in groups.values() for t in g]
-    data, content, n_tok = tokenize_trajectories(model, flat, max_tokens)
-    branch = np.repeat(np.arange(len(flat)), n_tok)
-    prompt = np.repeat(np.arange(len(groups)), [len(g) * n_tok for g in groups.values()])
-    position = data.positions[content].numpy()
-    got = collect_latents(model, data, content, layers, site=site, hooks=hooks, branch=branch, position=position,
-                          prompt=prompt, auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed,
-                          progress=progress)
-    tok = model.tokenizer
-    return BranchLatents(
-        latents=got.latents, branch=branch, position=position,
-        token=[tok.decode([int(t)]) for t in data.tokens[content]], prompt=prompt, texts=flat,
-        sequences=data.tokens, prompt_len=0, flagged=got.flagged, prompts=list(groups),
-        layer_scores=got.layer_scores, auto_layers=got.auto_layers,
+    data, content, _ = tokenize_trajectories(model, flat, max_tokens)
+    group = np.repeat(np.arange(len(groups)), [len(g) for g in groups.values()])  # each text's group
+    return trajectory_latents(
+        model, data, content, group, layers, texts=flat, prompts=list(groups), prompt_len=0, site=site, hooks=hooks,
+        auto_layers=auto_layers, massive=massive, batch_size=batch_size, seed=seed, progress=progress,
     )
 
 

@@ -341,15 +341,15 @@ def reference_check(
     Raises ``SchemeError`` when pe-hooks refuses the architecture (``PositionalScheme.refused``).
     """
     g, ref = pair if pair is not None else build_pair(name)
-    scheme = p.inspect(g)
-    scheme.require_positions()
-    if scheme.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):
+    sites = p.inspect(g)
+    sites.require_positions()
+    if sites.scheme in (p.Scheme.LEARNED, p.Scheme.SINUSOIDAL):
         return learned_check(g, ref)
-    if scheme.scheme is p.Scheme.RELATIVE:
+    if sites.scheme is p.Scheme.RELATIVE:
         return relative_check(g, ref)
-    if scheme.scheme is p.Scheme.ALIBI:
+    if sites.scheme is p.Scheme.ALIBI:
         return alibi_check(g, ref)
-    if scheme.scheme is not p.Scheme.ROTARY:
+    if sites.scheme is not p.Scheme.ROTARY:
         return {}
     ids = IDS
     pos = torch.arange(ids.shape[1])[None]
@@ -367,7 +367,7 @@ def reference_check(
         with inv_freq_edited(ref, torch.zeros_like):
             record("zero", _bridge(g, p.zero(g), ids), _hf(ref, ids))
     if "bands" in want:
-        first = scheme.rotary_layers[0]
+        first = sites.rotary_layers[0]
         n_bands = rotary_frequencies(g, first)[0].numel()
         bands = p.frequency_bands(g, "high", max(1, n_bands // 2), layer=first)
 
@@ -384,7 +384,7 @@ def reference_check(
     if "replace" in want:
         rev = p.reverse(ids.shape[1])
         record("replace", _bridge(g, p.replace(g, rev), ids), _hf(ref, ids, position_ids=pos.flip(-1)))
-    if "rot_qk" in want and scheme.rot_q:
+    if "rot_qk" in want and sites.rot_q:
         rev = p.reverse(ids.shape[1])
         record("rot_qk", _bridge(g, p.replace(g, rev, site="rot_qk"), ids), _hf(ref, ids, position_ids=pos.flip(-1)))
     if "kv_cache" in want:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from pe_hooks import conditions
+from pe_hooks.branching.collect import LAYER_NAMES
 from pe_hooks.branching.run import BRANCHES_FILES
 from pe_hooks.branching.texts import read_texts
 from pe_hooks.cli.args import int_at_least, number_in
@@ -53,11 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--branches", type=int_at_least(2), default=8, help="continuations per prompt (default 8)")
     p.add_argument("--tokens", type=int_at_least(2), default=128, help="new tokens per continuation (default 128)")
     p.add_argument("--layer", type=layer_arg, action="append", default=None,
-                   help="layer (repeatable; negative counts from the end), or 'auto' (default): the layer where "
-                   "position is measurably strongest in the branch latents (held-out positional share; if no layer "
-                   "has one, where position is most decodable)")
+                   help="layer (repeatable; negative counts from the end), 'final' (the final residual stream, "
+                   "blocks.{n-1}.hook_resid_post at any --site; reported as layer n_layers, as in pe-hooks sweep), "
+                   "or 'auto' (default): the layer where position is measurably strongest in the branch latents "
+                   "(held-out positional share; if no layer has one, where position is most decodable)")
     p.add_argument("--auto-layers", type=int_at_least(1), default=1, help="how many layers 'auto' picks (default 1)")
-    p.add_argument("--early", type=int, default=None, help="also show the same tokens at this early layer")
+    p.add_argument("--early", type=early_arg, default=None,
+                   help="also show the same tokens at this early layer (an integer or 'final')")
     p.add_argument("--site", default="resid_pre", choices=["resid_pre", "resid_mid", "resid_post"])
     p.add_argument("--intervention", action="append", default=None, help=INTERVENTION_HELP)
     p.add_argument("--eraser", default="leace", choices=["leace", "mean", "pca", "quadratic"], help="method of the erased view")
@@ -86,13 +89,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def layer_arg(text: str) -> int | str:
-    """``--layer`` values: an integer or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
+    """``--layer`` / ``--early`` values: an integer, ``auto`` or ``final`` (``LAYER_NAMES``)."""
+    if text.strip().lower() in LAYER_NAMES:
+        return text.strip().lower()
     try:
         return int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"a layer is an integer or 'auto', not {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"a layer is an integer, 'auto' or 'final', not {text!r}") from exc
+
+
+def early_arg(text: str) -> int | str:
+    """``--early``: an integer or ``final``."""
+    value = layer_arg(text)
+    if value == "auto":
+        raise argparse.ArgumentTypeError("--early is a layer: an integer or 'final', not 'auto'")
+    return value
 
 
 def _folder_name(model: str, reader: str | None) -> str:

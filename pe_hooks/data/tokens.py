@@ -110,17 +110,17 @@ def tokenize_texts(
     A BOS token (``[CLS]`` on BERT) is prepended when the model prepends one, so position 0 is
     the BOS and the text starts at position 1, as in the model's own ``to_tokens``.
     """
-    scheme = inspect(model)
-    if seq_len > scheme.n_ctx:
+    sites = inspect(model)
+    if seq_len > sites.n_ctx:
         raise DataError(
-            f"seq_len {seq_len} exceeds the context of {scheme.model_name} ({scheme.n_ctx}); lower seq_len"
+            f"seq_len {seq_len} exceeds the context of {sites.model_name} ({sites.n_ctx}); lower seq_len"
         )
     if seq_len < 2:
         raise DataError("seq_len must be at least 2")
     tok = model.tokenizer
     if tok is None:
         raise DataError("the model has no tokenizer; pass token ids (a LongTensor [n, seq]) instead of text")
-    bos = _bos_id(tok) if (scheme.prepend_bos if prepend_bos is None else prepend_bos) else None
+    bos = _bos_id(tok) if (sites.prepend_bos if prepend_bos is None else prepend_bos) else None
     body = seq_len - (1 if bos is not None else 0)
     rows: list[list[int]] = []
     kept: list[str] = []
@@ -164,10 +164,10 @@ def load_data(
     check_int(seq_len, "seq_len", minimum=2)
     if n_seqs is not None:
         check_int(n_seqs, "n_seqs", minimum=1)
-    scheme = inspect(model)
+    sites = inspect(model)
     vocab = int(getattr(model.cfg, "d_vocab", 0) or 0) or None
     if isinstance(data, TokenData):
-        check_token_ids(data.tokens, vocab=vocab, n_ctx=scheme.n_ctx, name="TokenData.tokens")
+        check_token_ids(data.tokens, vocab=vocab, n_ctx=sites.n_ctx, name="TokenData.tokens")
         return check_token_data(data)
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
@@ -190,7 +190,7 @@ def load_data(
             )
         if data.shape[1] < 2:
             raise DataError("token sequences must have at least 2 tokens; pass longer sequences")
-        check_token_ids(data, vocab=vocab, n_ctx=scheme.n_ctx)
+        check_token_ids(data, vocab=vocab, n_ctx=sites.n_ctx)
         if n_seqs is not None and data.shape[0] < n_seqs and not at_most:
             raise DataError(
                 f"the token tensor has {data.shape[0]} sequences but {n_seqs} are needed; pass more rows or lower n_seqs"

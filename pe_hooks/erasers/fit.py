@@ -194,20 +194,14 @@ def fit_eraser(
     check_bool(exempt_first, "exempt_first")
     if sequential is not None:
         check_bool(sequential, "sequential")
-    scheme = inspect(model)
-    if site not in scheme.resid:
-        raise DataError(f"site '{site}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
-    lay = scheme.check_layers(list(range(scheme.n_layers)) if layers is None else layers)
+    sites = inspect(model)
+    names, sequential = _fit_sites(sites, site, layers, hook_names, sequential)
     td: TokenData = load_data(model, data, seq_len=seq_len, n_seqs=n_seqs, at_most=True)
     T = _max_position(td, exempt_first)
-    names = _site_names(scheme, site, lay, hook_names)
-    _check_enough_tokens(opts, int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum()), scheme.d_model)
-    sequential = len(names) > 1 if sequential is None else sequential
-    if sequential:  # each site is fitted on states erased at every site before it: forward order
-        names = _forward_order(scheme, names)
-    fitters = {n: opts.fitter(scheme.d_model, T) for n in names}
+    _check_enough_tokens(opts, int(td.mask[:, 1:].sum()) if exempt_first else int(td.mask.sum()), sites.d_model)
+    fitters = {n: opts.fitter(sites.d_model, T) for n in names}
     info = EraserInfo(
-        model_name=scheme.model_name, d_model=scheme.d_model, n_layers=scheme.n_layers, method=opts.name,
+        model_name=sites.model_name, d_model=sites.d_model, n_layers=sites.n_layers, method=opts.name,
         site=site, features=getattr(opts, "features", "fourier"), max_position=T, exempt_first=exempt_first,
         sequential=sequential, options=asdict(opts), fingerprint=model_fingerprint(model),
     )
@@ -229,27 +223,42 @@ def _max_position(td: TokenData, exempt_first: bool) -> int:
     return T
 
 
-def _forward_order(scheme: PositionalScheme, names: list[str]) -> list[str]:
+def _fit_sites(
+    sites: PositionalScheme, site: str, layers: list[int] | range | None, hook_names: list[str] | None,
+    sequential: bool | None,
+) -> tuple[list[str], bool]:
+    """``(hook points to fit, in the order they are fitted; whether sequentially)``: ``site`` x
+    ``layers`` (all by default) or exactly ``hook_names``; sequential by default when there are
+    several, and then in forward order (each site is fitted on states erased at every site before it)."""
+    if site not in sites.resid:
+        raise DataError(f"site '{site}' does not exist on {sites.architecture}; available: {', '.join(sites.resid)}")
+    lay = sites.check_layers(list(range(sites.n_layers)) if layers is None else layers)
+    names = _site_names(sites, site, lay, hook_names)
+    sequential = len(names) > 1 if sequential is None else sequential
+    return (_forward_order(sites, names) if sequential else names), sequential
+
+
+def _forward_order(sites: PositionalScheme, names: list[str]) -> list[str]:
     """``names`` once each, in the order a forward reaches them."""
-    order = [group[layer] for layer in range(scheme.n_layers) for site_ in RESID_SITES
-             for group in [scheme.resid.get(site_, ())] if layer < len(group)]
+    order = [group[layer] for layer in range(sites.n_layers) for site_ in RESID_SITES
+             for group in [sites.resid.get(site_, ())] if layer < len(group)]
     return sorted(dict.fromkeys(names), key=order.index)
 
 
-def _site_names(scheme: PositionalScheme, site: str, layers: list[int], hook_names: list[str] | None) -> list[str]:
+def _site_names(sites: PositionalScheme, site: str, layers: list[int], hook_names: list[str] | None) -> list[str]:
     """The hook points to fit: ``site`` x ``layers``, or exactly ``hook_names`` (residual ones)."""
     if hook_names is None:
-        return [scheme.resid[site][layer] for layer in layers]
-    known = {n for group in scheme.resid.values() for n in group}
+        return [sites.resid[site][layer] for layer in layers]
+    known = {n for group in sites.resid.values() for n in group}
     if isinstance(hook_names, str) or not list(hook_names):
         raise DataError(
             f"hook_names={hook_names!r} selects no site; pass None (site x layers) or a list of residual hook "
-            f"points such as ['{scheme.resid[site][0]}']"
+            f"points such as ['{sites.resid[site][0]}']"
         )
     bad = [n for n in hook_names if n not in known]
     if bad:
         raise DataError(
-            f"hook_names must be residual hook points of this model; not: {bad} (e.g. '{scheme.resid[site][0]}')"
+            f"hook_names must be residual hook points of this model; not: {bad} (e.g. '{sites.resid[site][0]}')"
         )
     return list(hook_names)
 

@@ -1,7 +1,7 @@
 """ALiBi (BLOOM): site ``"alibi"`` at ``blocks.i.attn.hook_attn_scores``.
 
 ALiBi adds a per-head linear bias to the pre-softmax scores; there is no bias-only hook, so the
-bias is edited inside the scores. Its form depends on the backend (``scheme.alibi_form``):
+bias is edited inside the scores. Its form depends on the backend (``sites.alibi_form``):
 
 - TL 4 bridge over HF BLOOM: ``+ m_h * t_k`` (key position ``t_k``; ``m_h`` the head's slope), which
   equals the textbook ``m_h * (t_k - t_q)`` up to a per-row constant;
@@ -59,16 +59,16 @@ class AlibiScores:
     description: ClassVar[str] = "ALiBi bias inside the pre-softmax attention scores"
     accepts: ClassVar[dict[str, tuple[str, ...]]] = {}
 
-    def _build(self, model: Model, scheme: PositionalScheme, target: Target, verb: str, new_bias: Callable[..., torch.Tensor]) -> HookList:
-        if scheme.scheme is not Scheme.ALIBI:
-            raise not_supported(self.name, verb, scheme)
+    def _build(self, model: Model, sites: PositionalScheme, target: Target, verb: str, new_bias: Callable[..., torch.Tensor]) -> HookList:
+        if sites.scheme is not Scheme.ALIBI:
+            raise not_supported(self.name, verb, sites)
         if target.exempt_first:
             raise SchemeError("exempt_first does not apply to ALiBi (the bias is between pairs of positions)")
-        measured = scheme.family.alibi_slopes  # as the scores hook holds them (sites.alibi_bias)
-        slopes = torch.tensor(measured, dtype=torch.float32) if measured else alibi_slopes(scheme.n_heads)
-        heads = torch.zeros(scheme.n_heads, dtype=torch.bool)
+        measured = sites.family.alibi_slopes  # as the scores hook holds them (sites.alibi_bias)
+        slopes = torch.tensor(measured, dtype=torch.float32) if measured else alibi_slopes(sites.n_heads)
+        heads = torch.zeros(sites.n_heads, dtype=torch.bool)
         heads[list(target.heads) if target.heads is not None else slice(None)] = True
-        relative = scheme.alibi_form is AlibiForm.RELATIVE
+        relative = sites.alibi_form is AlibiForm.RELATIVE
 
         def fn(scores: torch.Tensor, hook: Any) -> torch.Tensor:
             valid, kpos, qpos = positions_from_scores(scores)
@@ -84,23 +84,23 @@ class AlibiScores:
             out = torch.where(sel, scores - old.to(scores.dtype) + new.to(scores.dtype), scores)
             return out
 
-        pairs: list[tuple[str, HookFn]] = [(scheme.attn_scores[i], fn) for i in target.layers]
-        label = f"{verb}(alibi, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})"
+        pairs: list[tuple[str, HookFn]] = [(sites.attn_scores[i], fn) for i in target.layers]
+        label = f"{verb}(alibi, layers={fmt_layers(target.layers, sites)}, heads={target.heads or 'all'})"
         return HookList(pairs, label=label)
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
-        return self._build(model, scheme, target, "zero", lambda m, k, q, v: torch.zeros(()))
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+        return self._build(model, sites, target, "zero", lambda m, k, q, v: torch.zeros(()))
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
 
         def mean_bias(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             bias = m * (k - q) * v
             return bias.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
 
-        return self._build(model, scheme, target, "remove", mean_bias)
+        return self._build(model, sites, target, "remove", mean_bias)
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
 
         def mapped(m: torch.Tensor, k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -108,15 +108,15 @@ class AlibiScores:
             fq = positions(q.reshape(q.shape[0], -1).long()).reshape(q.shape)
             return m * (fk - fq)
 
-        hooks = self._build(model, scheme, target, "replace", mapped)
+        hooks = self._build(model, sites, target, "replace", mapped)
         hooks.label = hooks.label.replace("replace(alibi", f"replace(alibi, {positions.name}")
         return hooks
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
         raise not_supported(
-            self.name, "project_out", scheme,
+            self.name, "project_out", sites,
             "ALiBi is a bias on attention scores, not a vector: use zero/remove/replace, or project a "
             "fitted residual subspace out with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
         )

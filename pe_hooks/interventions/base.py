@@ -29,7 +29,7 @@ Stacks = str | Sequence[str] | None
 
 @dataclass(frozen=True)
 class Target:
-    """Options common to every verb, validated against the scheme.
+    """Options common to every verb, validated against the model's sites.
 
     Attributes:
         layers: layers to act on (all layers when the user gave none).
@@ -46,26 +46,26 @@ class Target:
 
     @classmethod
     def resolve(
-        cls, scheme: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks = None
+        cls, sites: PositionalScheme, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks = None
     ) -> Target:
-        lay = tuple(range(scheme.n_layers)) if layers is None else tuple(scheme.check_layers(layers))
+        lay = tuple(range(sites.n_layers)) if layers is None else tuple(sites.check_layers(layers))
         hd: tuple[int, ...] | None = None
         if heads is not None:
-            hd = tuple(check_indices(heads, "heads", scheme.n_heads, what="the model has heads"))
+            hd = tuple(check_indices(heads, "heads", sites.n_heads, what="the model has heads"))
         if not isinstance(exempt_first, bool):
             raise ArgumentError(f"exempt_first must be True or False, got {exempt_first!r}")
-        return cls(layers=lay, heads=hd, exempt_first=exempt_first, stacks=_stacks(scheme, stacks))
+        return cls(layers=lay, heads=hd, exempt_first=exempt_first, stacks=_stacks(sites, stacks))
 
 
-def _stacks(scheme: PositionalScheme, stacks: Stacks) -> tuple[str, ...] | None:
+def _stacks(sites: PositionalScheme, stacks: Stacks) -> tuple[str, ...] | None:
     if stacks is None:
         return None
     given = (stacks,) if isinstance(stacks, str) else tuple(stacks)
-    have = scheme.stacks
+    have = sites.stacks
     bad = [s for s in given if s not in have]
     if not given or bad or len(set(given)) != len(given):
         raise SchemeError(
-            f"stacks={stacks!r}: {scheme.model_name} has the positional stacks {', '.join(map(repr, have)) or 'none'}; "
+            f"stacks={stacks!r}: {sites.model_name} has the positional stacks {', '.join(map(repr, have)) or 'none'}; "
             "pass some of them once each (e.g. stacks='encoder'), or leave stacks= out for all"
         )
     return given
@@ -111,29 +111,29 @@ class SiteOps(Protocol):
     @property
     def accepts(self) -> Mapping[str, tuple[str, ...]]: ...
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList: ...
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList: ...
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList: ...
 
 
-def not_supported(site: str, verb: str, scheme: PositionalScheme, alternative: str | None = None) -> SchemeError:
+def not_supported(site: str, verb: str, sites: PositionalScheme, alternative: str | None = None) -> SchemeError:
     """The standard error for a verb that does not apply at a site on this model; the advice is
     the registry's (``site_advice``) unless ``alternative`` is given."""
-    advice = site_advice(site, scheme.family) if alternative is None else alternative
+    advice = site_advice(site, sites.family) if alternative is None else alternative
     return SchemeError(
-        f"'{verb}' at site '{site}' does not apply to {scheme.model_name} "
-        f"({scheme.scheme.value} positions, {scheme.architecture}). {advice}"
+        f"'{verb}' at site '{site}' does not apply to {sites.model_name} "
+        f"({sites.scheme.value} positions, {sites.architecture}). {advice}"
     )
 
 
-def fmt_layers(layers: tuple[int, ...], scheme: PositionalScheme) -> str:
+def fmt_layers(layers: tuple[int, ...], sites: PositionalScheme) -> str:
     """``"all"`` or ``"0,2"``: the layers part of a hook list's label."""
-    return "all" if len(layers) == scheme.n_layers else ",".join(map(str, layers))
+    return "all" if len(layers) == sites.n_layers else ",".join(map(str, layers))

@@ -84,38 +84,38 @@ class PosEmbed:
     description: ClassVar[str] = "absolute position table output (hook_pos_embed, decoder_pos_embed.hook_out)"
     accepts: ClassVar[dict[str, tuple[str, ...]]] = {"remove": ("reference",)}
 
-    def _check(self, scheme: PositionalScheme, verb: str, target: Target) -> str:
-        if scheme.scheme not in (Scheme.LEARNED, Scheme.SINUSOIDAL) or scheme.pos_embed is None:
-            raise not_supported(self.name, verb, scheme)
+    def _check(self, sites: PositionalScheme, verb: str, target: Target) -> str:
+        if sites.scheme not in (Scheme.LEARNED, Scheme.SINUSOIDAL) or sites.pos_embed is None:
+            raise not_supported(self.name, verb, sites)
         if target.heads is not None:
             raise SchemeError("heads= does not apply to the positional embedding (it is not per head); leave heads= out")
-        if len(target.layers) != scheme.n_layers:
+        if len(target.layers) != sites.n_layers:
             raise SchemeError(
                 "layers= does not apply to the positional embedding (it enters once, before layer 0); leave layers= "
                 "out, or act on the residual stream of chosen layers with pe_hooks.project_out(model, basis, "
                 "site='resid_pre', layers=...)"
             )
-        return scheme.pos_embed
+        return sites.pos_embed
 
-    def _tables(self, model: Model, scheme: PositionalScheme, target: Target) -> list[tuple[TableFacts | None, str, torch.Tensor]]:
+    def _tables(self, model: Model, sites: PositionalScheme, target: Target) -> list[tuple[TableFacts | None, str, torch.Tensor]]:
         """``(facts, hook, rows of positions 0..n-1)`` of each table the verb acts on."""
-        if not scheme.family.tables:  # TL 3.x or a table not measured: hook_pos_embed over W_pos
-            return [(None, scheme.pos_embed or "hook_pos_embed", model.W_pos)]
+        if not sites.family.tables:  # TL 3.x or a table not measured: hook_pos_embed over W_pos
+            return [(None, sites.pos_embed or "hook_pos_embed", model.W_pos)]
         out: list[tuple[TableFacts | None, str, torch.Tensor]] = []
-        for t in scheme.family.tables:
+        for t in sites.family.tables:
             if target.stacks is None or STACKS[t.hook] in target.stacks:
                 full = position_table(model, t.hook)
                 out.append((t, t.hook, (full if full is not None else model.W_pos)[t.offset:]))
         return out
 
     def _build(
-        self, model: Model, scheme: PositionalScheme, target: Target, verb: str, label: str,
+        self, model: Model, sites: PositionalScheme, target: Target, verb: str, label: str,
         new_rows: Any, basis: torch.Tensor | None = None,
     ) -> HookList:
-        self._check(scheme, verb, target)
+        self._check(sites, verb, target)
         pairs: list[tuple[str, HookFn]] = []
-        for table, site_hook, w_pos in self._tables(model, scheme, target):
-            src = table_positions(model, scheme, table)
+        for table, site_hook, w_pos in self._tables(model, sites, target):
+            src = table_positions(model, sites, table)
 
             def fn(x: torch.Tensor, hook: Any, src: Any = src, w_pos: torch.Tensor = w_pos, name: str = site_hook) -> torch.Tensor:
                 xb = x if x.ndim == 3 else x[None]  # [seq, d] tables: no batch dimension
@@ -130,12 +130,12 @@ class PosEmbed:
             pairs += [*src.hooks, (site_hook, fn)]
         return HookList(pairs, label=label, basis=basis)
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
-        return self._build(model, scheme, target, "zero", "zero(pos_embed)", lambda x, t, w, h: torch.zeros_like(x, dtype=torch.float32))
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+        return self._build(model, sites, target, "zero", "zero(pos_embed)", lambda x, t, w, h: torch.zeros_like(x, dtype=torch.float32))
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         reference = options.reference
-        n_ctx = min(int(w.shape[0]) for _, _, w in self._tables(model, scheme, target)) if scheme.pos_embed else scheme.n_ctx
+        n_ctx = min(int(w.shape[0]) for _, _, w in self._tables(model, sites, target)) if sites.pos_embed else sites.n_ctx
         if reference is not None:
             ref = torch.as_tensor(list(reference), dtype=torch.long)
             if ref.numel() == 0 or int(ref.min()) < 0 or int(ref.max()) >= n_ctx:
@@ -149,10 +149,10 @@ class PosEmbed:
                 return w[ref.to(w.device)].mean(0).expand_as(x)
             return own_prefix_mean(w, t).expand_as(x)  # each row its own 0..max t
 
-        return self._build(model, scheme, target, "remove", "remove(pos_embed)", rows)
+        return self._build(model, sites, target, "remove", "remove(pos_embed)", rows)
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, hook: str) -> torch.Tensor:
@@ -168,16 +168,16 @@ class PosEmbed:
             frac = (new_t - lo.float())[..., None]
             return w[lo] * (1 - frac) + w[hi] * frac
 
-        return self._build(model, scheme, target, "replace", f"replace(pos_embed, {positions.name})", rows)
+        return self._build(model, sites, target, "replace", f"replace(pos_embed, {positions.name})", rows)
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
         """Each table loses its own top-``k`` principal directions (``basis=None``) or ``basis``;
         the returned list's ``.basis`` is the first table's."""
-        self._check(scheme, "project_out", target)
-        tables = self._tables(model, scheme, target)
-        given = None if basis is None else orthonormal_basis(basis, scheme.d_model, k)
+        self._check(sites, "project_out", target)
+        tables = self._tables(model, sites, target)
+        given = None if basis is None else orthonormal_basis(basis, sites.d_model, k)
         bases = {hook: w_pos_components(w.detach().float(), k) if given is None else given for _, hook, w in tables}
 
         def rows(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor, hook: str) -> torch.Tensor:
@@ -186,4 +186,4 @@ class PosEmbed:
             return xf - (xf @ bb.T) @ bb
 
         first = next(iter(bases.values()))
-        return self._build(model, scheme, target, "project_out", f"project_out(pos_embed, k={first.shape[0]})", rows, first)
+        return self._build(model, sites, target, "project_out", f"project_out(pos_embed, k={first.shape[0]})", rows, first)

@@ -49,24 +49,24 @@ class RelativeBias:
     description: ClassVar[str] = "relative position bias (T5 buckets), per stack and head"
     accepts: ClassVar[dict[str, tuple[str, ...]]] = {}
 
-    def _build(self, model: Model, scheme: PositionalScheme, target: Target, verb: str, new_bias: NewBias,
+    def _build(self, model: Model, sites: PositionalScheme, target: Target, verb: str, new_bias: NewBias,
                label: str) -> HookList:
-        if scheme.scheme is not Scheme.RELATIVE or not scheme.family.relative:
-            raise not_supported(self.name, verb, scheme)
+        if sites.scheme is not Scheme.RELATIVE or not sites.family.relative:
+            raise not_supported(self.name, verb, sites)
         if target.exempt_first:
             raise SchemeError("exempt_first does not apply to a relative bias (it is between pairs of positions); leave it out")
-        if len(target.layers) != scheme.n_layers:
+        if len(target.layers) != sites.n_layers:
             raise SchemeError(
                 "layers= does not apply to a relative position bias: each stack computes it once, in its first layer, "
                 "and every layer adds the same bias; leave layers= out (heads= and stacks= select parts of it)"
             )
         pairs: list[tuple[str, HookFn]] = []
-        for rel in scheme.family.relative:
+        for rel in sites.family.relative:
             if target.stacks is not None and STACKS[rel.hook] not in target.stacks:
                 continue
             if rel.windowed and verb == "replace":
                 raise SchemeError(
-                    f"replace does not apply to the {STACKS[rel.hook]} bias of {scheme.model_name}: it is computed over a "
+                    f"replace does not apply to the {STACKS[rel.hook]} bias of {sites.model_name}: it is computed over a "
                     "local block window (positions inside the window, not in the sequence); zero and remove apply, and "
                     "replace(..., stacks='decoder') edits the decoder's bias"
                 )
@@ -87,10 +87,10 @@ class RelativeBias:
         stacks_txt = "all" if target.stacks is None else ",".join(target.stacks)
         return HookList(pairs, label=f"{label}, stacks={stacks_txt}, heads={heads_txt})")
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
-        return self._build(model, scheme, target, "zero", lambda x, q, k, r, w, b: torch.zeros_like(x), "zero(relative")
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+        return self._build(model, sites, target, "zero", lambda x, q, k, r, w, b: torch.zeros_like(x), "zero(relative")
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
 
         def mean_bias(x: torch.Tensor, t_q: torch.Tensor, t_k: torch.Tensor, rel: RelativeFacts, w: torch.Tensor,
                       b: Any) -> torch.Tensor:
@@ -100,10 +100,10 @@ class RelativeBias:
             mean = (x.float() * used[..., None]).sum((0, 1)) / used.sum().clamp(min=1)
             return mean.expand_as(x)
 
-        return self._build(model, scheme, target, "remove", mean_bias, "remove(relative")
+        return self._build(model, sites, target, "remove", mean_bias, "remove(relative")
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
 
         def mapped(x: torch.Tensor, t_q: torch.Tensor, t_k: torch.Tensor, rel: RelativeFacts, w: torch.Tensor,
@@ -112,13 +112,13 @@ class RelativeBias:
             fk = positions(t_k[None]).reshape(-1).float()
             return w[buckets((fk[None, :] - fq[:, None]).round().long())]
 
-        return self._build(model, scheme, target, "replace", mapped, f"replace(relative, {positions.name}")
+        return self._build(model, sites, target, "replace", mapped, f"replace(relative, {positions.name}")
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
         raise not_supported(
-            self.name, "project_out", scheme,
+            self.name, "project_out", sites,
             "A relative position bias is a number per head and key-query pair, not a vector: use zero/remove/replace "
             "at site='relative', or project a fitted residual subspace out with site='resid_pre' or "
             "pe_hooks.fit_eraser(model, data).",

@@ -37,29 +37,29 @@ class Residual:
             "an eraser: pe_hooks.fit_eraser(model, data)."
         )
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         raise self._unsupported("zero")
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         raise self._unsupported("remove")
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
         raise self._unsupported("replace")
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
         if basis is None:
             raise SchemeError(
-                f"project_out at '{self.name}' needs a basis [k, {scheme.d_model}] or a fitted eraser "
+                f"project_out at '{self.name}' needs a basis [k, {sites.d_model}] or a fitted eraser "
                 "(pe_hooks.fit_eraser(model, data)); only the learned pos_embed site has a default basis (PCs of W_pos)"
             )
-        if self.name not in scheme.resid:
-            raise SchemeError(f"'{self.name}' does not exist on {scheme.architecture}; available: {', '.join(scheme.resid)}")
-        b = orthonormal_basis(basis, scheme.d_model, k)
-        src = position_source(model, scheme) if target.exempt_first else None
+        if self.name not in sites.resid:
+            raise SchemeError(f"'{self.name}' does not exist on {sites.architecture}; available: {', '.join(sites.resid)}")
+        b = orthonormal_basis(basis, sites.d_model, k)
+        src = position_source(model, sites) if target.exempt_first else None
 
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
             bb = b.to(x.device, torch.float32)
@@ -70,6 +70,6 @@ class Residual:
             return out
 
         pairs: list[tuple[str, HookFn]] = list(src.hooks) if src is not None else []
-        pairs += [(scheme.resid[self.name][i], fn) for i in target.layers]
-        label = f"project_out({self.name}, k={b.shape[0]}, layers={fmt_layers(target.layers, scheme)})"
+        pairs += [(sites.resid[self.name][i], fn) for i in target.layers]
+        label = f"project_out({self.name}, k={b.shape[0]}, layers={fmt_layers(target.layers, sites)})"
         return HookList(pairs, label=label, basis=b)

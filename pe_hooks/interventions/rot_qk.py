@@ -33,6 +33,12 @@ def pair_angles(x: torch.Tensor, y: torch.Tensor, half: int, pairs: str = "half"
     return torch.atan2(cross, dot)
 
 
+#: what still edits the rotation when ``rot_qk`` cannot: the cos/sin tables (TL 4), or nothing (TL 3)
+TABLES_ADVICE = "use site='rotary' (per-layer cos/sin tables)"
+NO_TABLES_ADVICE = ("this model has no cos/sin tables to edit instead (TransformerLens 3.x); residual erasers "
+                    "(pe_hooks.fit_eraser) still work")
+
+
 def _rotation_error(x: torch.Tensor, y: torch.Tensor, ang: torch.Tensor, pairs: str) -> float:
     """Largest ``|y - scale * rotate(x, ang)|`` (``ang`` ``[b, s, half]``, one scale for the tensor)."""
     x1, x2 = (v.float() for v in pair_parts(x, ang.shape[-1], pairs))
@@ -44,7 +50,8 @@ def _rotation_error(x: torch.Tensor, y: torch.Tensor, ang: torch.Tensor, pairs: 
 
 
 def check_pair(
-    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str, angles: torch.Tensor | None = None
+    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, inv: torch.Tensor, pairs: str, angles: torch.Tensor | None = None,
+    advice: str = TABLES_ADVICE,
 ) -> None:
     """``y`` must be ``x`` rotated by ``t w`` (up to a scale): else the pre-rotation hook is not
     what the model rotates, and an edit rebuilt from it would be silently wrong. ``angles``: the
@@ -60,7 +67,7 @@ def check_pair(
                           "hook_q/k or hook_rot_q/k")
     raise DataError(
         f"hook_rot_q/k are not a rotation of the pre-rotation q/k on this model (max error {err:.2g}): "
-        "site='rot_qk' cannot rebuild them; use site='rotary' (per-layer cos/sin tables)"
+        f"site='rot_qk' cannot rebuild them; {advice}"
     )
 
 
@@ -70,42 +77,43 @@ class RotaryQK(RotaryVerbs):
     name: ClassVar[str] = "rot_qk"
     description: ClassVar[str] = "post-rotation queries/keys (blocks.i.attn.hook_rot_q/k), per head"
 
-    def _kv_heads(self, scheme: PositionalScheme, heads: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    def _kv_heads(self, sites: PositionalScheme, heads: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if heads is None:
             return None
-        group = scheme.n_heads // scheme.n_kv_heads
+        group = sites.n_heads // sites.n_kv_heads
         if group == 1:
             return heads
         groups = {h // group for h in heads}
         whole = {g for g in groups if all(g * group + i in heads for i in range(group))}
         if whole != groups:
-            listing = ", ".join(f"{list(range(g * group, (g + 1) * group))}" for g in range(scheme.n_kv_heads))
+            listing = ", ".join(f"{list(range(g * group, (g + 1) * group))}" for g in range(sites.n_kv_heads))
             raise SchemeError(
-                f"{scheme.model_name} shares each key head among {group} query heads (GQA); a per-head "
+                f"{sites.model_name} shares each key head among {group} query heads (GQA); a per-head "
                 f"rotary edit must cover whole groups: {listing}"
             )
         return tuple(sorted(groups))
 
-    def _build(self, model: Model, scheme: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str) -> HookList:
-        require_rotary(scheme, self.name, verb)
-        if not scheme.rot_q:
-            raise not_supported(self.name, verb, scheme)
-        kv_heads = self._kv_heads(scheme, target.heads)
+    def _build(self, model: Model, sites: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str) -> HookList:
+        require_rotary(sites, self.name, verb)
+        if not sites.rot_q:
+            raise not_supported(self.name, verb, sites)
+        kv_heads = self._kv_heads(sites, target.heads)
         pairs: list[tuple[str, HookFn]] = []
         shared = SharedRule(rule)
-        layout = scheme.rotary_layout.pairs if scheme.rotary_layout else "half"
-        for layer in rotating(scheme, target, self.name, verb):
+        layout = sites.rotary_layout.pairs if sites.rotary_layout else "half"
+        for layer in rotating(sites, target, self.name, verb):
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
             for which, heads in (("q", target.heads), ("k", kv_heads)):
                 store: dict[str, torch.Tensor] = {}
-                pre = (scheme.pre_rot_q if which == "q" else scheme.pre_rot_k)[layer]
-                post = (scheme.rot_q if which == "q" else scheme.rot_k)[layer]
+                pre = (sites.pre_rot_q if which == "q" else sites.pre_rot_k)[layer]
+                post = (sites.rot_q if which == "q" else sites.rot_k)[layer]
                 if pre not in model.hook_dict:
-                    raise not_supported(self.name, verb, scheme, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
+                    raise not_supported(self.name, verb, sites, f"the pre-rotation hook {pre} does not exist here; use site='rotary'.")
                 pairs.append((pre, _stash(store)))
-                pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first)))
-        return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, scheme)}, heads={target.heads or 'all'})")
+                advice = TABLES_ADVICE if sites.rotary_cos else NO_TABLES_ADVICE
+                pairs.append((post, _requery(store, shared, inv, scaling, mask, layout, heads, target.exempt_first, advice)))
+        return HookList(pairs, label=f"{verb}(rot_qk, layers={fmt_layers(target.layers, sites)}, heads={target.heads or 'all'})")
 
 
 def _stash(store: dict[str, torch.Tensor]) -> HookFn:
@@ -117,7 +125,7 @@ def _stash(store: dict[str, torch.Tensor]) -> HookFn:
 
 def _requery(
     store: dict[str, torch.Tensor], rule: SharedRule, inv: torch.Tensor, scaling: float, mask: torch.Tensor,
-    layout: str, heads: tuple[int, ...] | None, exempt_first: bool,
+    layout: str, heads: tuple[int, ...] | None, exempt_first: bool, advice: str,
 ) -> HookFn:
     plan, key = decode_plan(inv), tuple(inv.tolist())  # per layer, once (not on every forward)
 
@@ -130,7 +138,7 @@ def _requery(
         invd = inv.to(y.device)
         angles = pair_angles(x, y, invd.numel(), layout)
         t = decode_positions(angles, invd, tol=0.05, plan=plan).long()
-        check_pair(x, y, t, invd, layout, angles)
+        check_pair(x, y, t, invd, layout, angles, advice)
         # the model's own per-band rotation at the decoded positions (kept for unedited bands)
         ang = t[..., None].float() * invd
         c, s = mixed_bands(rule, t, invd, scaling, torch.cos(ang) * scaling, torch.sin(ang) * scaling, mask, exempt_first, key)

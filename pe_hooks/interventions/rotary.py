@@ -75,18 +75,18 @@ from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
 from pe_hooks.sites.scheme import PositionalScheme
 
 
-def require_rotary(scheme: PositionalScheme, site: str, verb: str) -> None:
-    if scheme.scheme is not Scheme.ROTARY:
-        raise not_supported(site, verb, scheme)
+def require_rotary(sites: PositionalScheme, site: str, verb: str) -> None:
+    if sites.scheme is not Scheme.ROTARY:
+        raise not_supported(site, verb, sites)
 
 
-def rotating(scheme: PositionalScheme, target: Target, site: str, verb: str) -> list[int]:
+def rotating(sites: PositionalScheme, target: Target, site: str, verb: str) -> list[int]:
     """The target layers whose q/k rotate (NoPE layers are left alone); an error if none does."""
-    layers = [i for i in target.layers if i in scheme.rotary_layers]
+    layers = [i for i in target.layers if i in sites.rotary_layers]
     if not layers:
         raise not_supported(
-            site, verb, scheme,
-            f"layers {list(target.layers)} do not rotate (NoPE); the rotating layers are {list(scheme.rotary_layers)}.",
+            site, verb, sites,
+            f"layers {list(target.layers)} do not rotate (NoPE); the rotating layers are {list(sites.rotary_layers)}.",
         )
     return layers
 
@@ -103,19 +103,19 @@ class RotaryVerbs:
     }
 
     def _build(
-        self, model: Model, scheme: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str
+        self, model: Model, sites: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str
     ) -> HookList:
         raise NotImplementedError
 
-    def zero(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
-        return self._build(model, scheme, target, TableRule("zero"), options.bands, "zero")
+    def zero(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+        return self._build(model, sites, target, TableRule("zero"), options.bands, "zero")
 
-    def remove(self, model: Model, scheme: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
+    def remove(self, model: Model, sites: PositionalScheme, target: Target, options: SiteOptions) -> HookList:
         rule = TableRule("remove", reference=options.reference)
-        return self._build(model, scheme, target, rule, options.bands, "remove")
+        return self._build(model, sites, target, rule, options.bands, "remove")
 
     def replace(
-        self, model: Model, scheme: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
+        self, model: Model, sites: PositionalScheme, target: Target, positions: PositionMap, options: SiteOptions
     ) -> HookList:
         keep: tuple[int, ...] | None = None
         if options.keep_bands is not None:
@@ -124,20 +124,20 @@ class RotaryVerbs:
                     "give bands= (edit these bands, the rest keep the model's rotation) or keep_bands= "
                     "(only these bands rotate, by the new positions; the rest get none), not both"
                 )
-            require_rotary(scheme, self.name, "replace")
+            require_rotary(sites, self.name, "replace")
             half = rotary_frequencies(model, target.layers[0])[0].numel()
             keep = tuple(int(i) for i in band_mask(options.keep_bands, half).nonzero().flatten())
         rule = TableRule("replace", positions=positions, keep=keep)
-        hooks = self._build(model, scheme, target, rule, options.bands, "replace")
+        hooks = self._build(model, sites, target, rule, options.bands, "replace")
         hooks.label = hooks.label.replace(", layers=", f", {positions.name}, layers=", 1)
         return hooks
 
     def project_out(
-        self, model: Model, scheme: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
+        self, model: Model, sites: PositionalScheme, target: Target, basis: torch.Tensor | None, k: int | None
     ) -> HookList:
-        require_rotary(scheme, self.name, "project_out")
+        require_rotary(sites, self.name, "project_out")
         raise not_supported(
-            self.name, "project_out", scheme,
+            self.name, "project_out", sites,
             "Rotary position is a rotation, not an added vector: use zero/remove/replace here, or "
             "project out a fitted residual subspace with site='resid_pre' or pe_hooks.fit_eraser(model, data).",
         )
@@ -150,25 +150,25 @@ class RotaryTables(RotaryVerbs):
     description: ClassVar[str] = "per-layer rotary cos/sin tables (blocks.i.attn.hook_cos/sin)"
 
     def _build(
-        self, model: Model, scheme: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str
+        self, model: Model, sites: PositionalScheme, target: Target, rule: TableRule, bands: Bands, verb: str
     ) -> HookList:
-        require_rotary(scheme, self.name, verb)
-        if not scheme.layer_cos or scheme.rotary_cos is None:
-            raise not_supported(self.name, verb, scheme)
+        require_rotary(sites, self.name, verb)
+        if not sites.layer_cos or sites.rotary_cos is None:
+            raise not_supported(self.name, verb, sites)
         if target.heads is not None:
             raise SchemeError(
-                "cos/sin tables are shared by all heads of a layer; " + per_head_advice(self.name, scheme.family)
+                "cos/sin tables are shared by all heads of a layer; " + per_head_advice(self.name, sites.family)
             )
-        tables = scheme.rotary_layout.tables if scheme.rotary_layout else "halves"
-        tracker = PositionTracker(candidate_freqs(model, scheme), interleaved=tables == "repeated")
-        pairs: list[tuple[str, HookFn]] = list(tracker.hooks(scheme))
+        tables = sites.rotary_layout.tables if sites.rotary_layout else "halves"
+        tracker = PositionTracker(candidate_freqs(model, sites), interleaved=tables == "repeated")
+        pairs: list[tuple[str, HookFn]] = list(tracker.hooks(sites))
         shared = SharedRule(rule)  # one map call per forward, for every table of every layer
-        for layer in rotating(scheme, target, self.name, verb):
+        for layer in rotating(sites, target, self.name, verb):
             inv, scaling = rotary_frequencies(model, layer)
             mask = band_mask(bands, inv.numel())
-            for which, name in ((0, scheme.layer_cos[layer]), (1, scheme.layer_sin[layer])):
+            for which, name in ((0, sites.layer_cos[layer]), (1, sites.layer_sin[layer])):
                 pairs.append((name, _table_hook(which, tracker, shared, inv, scaling, mask, target.exempt_first, tables)))
-        label = f"{verb}(rotary, layers={fmt_layers(target.layers, scheme)})"
+        label = f"{verb}(rotary, layers={fmt_layers(target.layers, sites)})"
         return HookList(pairs, label=label)
 
 

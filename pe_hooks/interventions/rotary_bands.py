@@ -23,14 +23,14 @@ def frequency_bands(model: Model, which: Literal["low", "high"] = "low", n: int 
     if which not in ("low", "high"):
         raise SchemeError(f"which must be 'low' or 'high', got {which!r}; pass which='low' or which='high'")
     n = check_int(n, "n", minimum=1)
-    scheme = inspect(model)
-    scheme.require_positions()
-    if scheme.scheme is not Scheme.ROTARY:
+    sites = inspect(model)
+    sites.require_positions()
+    if sites.scheme is not Scheme.ROTARY:
         raise SchemeError(
-            f"frequency_bands applies to rotary models; {scheme.model_name} has {scheme.scheme.value} positions "
+            f"frequency_bands applies to rotary models; {sites.model_name} has {sites.scheme.value} positions "
             "(use zero/remove/replace without bands=)"
         )
-    layer = scheme.check_layers([layer])[0]
+    layer = sites.check_layers([layer])[0]
     inv, _ = rotary_frequencies(model, layer)
     if not 0 < n <= inv.numel():
         raise SchemeError(f"n must be in 1..{inv.numel()} (the model has {inv.numel()} rotary bands); pass n <= {inv.numel()}")

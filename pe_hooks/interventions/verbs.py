@@ -57,35 +57,35 @@ def _site(model: Model, site: str, verb: str = "this verb") -> tuple[PositionalS
     check_model(model, verb)
     if not isinstance(site, str):
         raise SchemeError(f"site must be a string such as 'auto', got {site!r}; known sites: {', '.join(sorted(SITES))}")
-    scheme = inspect(model)
+    sites = inspect(model)
     if site not in RESID_SITES:
-        scheme.require_positions()  # a refused model: only its residual sites
+        sites.require_positions()  # a refused model: only its residual sites
     if site == "auto":
-        auto = default_site(scheme.family)
+        auto = default_site(sites.family)
         if auto is None:
             raise SchemeError(
-                f"{scheme.model_name} has no explicit positional site ({scheme.scheme.value}). {ERASER_ADVICE}"
+                f"{sites.model_name} has no explicit positional site ({sites.scheme.value}). {ERASER_ADVICE}"
             )
         site = auto
     if site not in SITES:
         raise SchemeError(f"unknown site '{site}'; known sites: {', '.join(sorted(SITES))}")
-    return scheme, SITES[site]
+    return sites, SITES[site]
 
 
 #: sites that act per stack of an encoder-decoder model (``stacks=``)
 STACK_SITES = ("pos_embed", "relative")
 
 
-def _target(scheme: PositionalScheme, ops: SiteOps, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks) -> Target:
+def _target(sites: PositionalScheme, ops: SiteOps, layers: Layers, heads: Heads, exempt_first: bool, stacks: Stacks) -> Target:
     if stacks is not None and ops.name not in STACK_SITES:
         raise SchemeError(
             f"stacks= does not apply at site '{ops.name}'; only site(s) {', '.join(map(repr, STACK_SITES))} act per "
             "stack (encoder / decoder) -- leave stacks= out"
         )
-    return Target.resolve(scheme, layers, heads, exempt_first, stacks)
+    return Target.resolve(sites, layers, heads, exempt_first, stacks)
 
 
-def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOptions) -> SiteOptions:
+def _options(verb: str, ops: SiteOps, sites: PositionalScheme, options: SiteOptions) -> SiteOptions:
     """Reject options the chosen site does not read for ``verb``, naming the sites that do."""
     for band_opt in ("bands", "keep_bands"):
         value = getattr(options, band_opt)
@@ -103,8 +103,8 @@ def _options(verb: str, ops: SiteOps, scheme: PositionalScheme, options: SiteOpt
         where = sorted(n for n, o in SITES.items() if all(b in o.accepts.get(verb, ()) for b in bad))
         opts = ", ".join(f"{b}=" for b in bad)
         raise SchemeError(
-            f"{verb}(..., {opts}) does not apply at site '{ops.name}' ({scheme.model_name}, "
-            f"{scheme.scheme.value} positions): "
+            f"{verb}(..., {opts}) does not apply at site '{ops.name}' ({sites.model_name}, "
+            f"{sites.scheme.value} positions): "
             + (f"only site(s) {', '.join(repr(w) for w in where)} accept it" if where else f"no site accepts it with {verb}")
         )
     return options
@@ -139,9 +139,9 @@ def zero(
         SchemeError: the verb or an option does not apply to the model's site (the message
             names what does).
     """
-    scheme, ops = _site(model, site, "zero")
-    opts = _options("zero", ops, scheme, SiteOptions(bands=bands))
-    return bind_to_model(ops.zero(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), opts), model)
+    sites, ops = _site(model, site, "zero")
+    opts = _options("zero", ops, sites, SiteOptions(bands=bands))
+    return bind_to_model(ops.zero(model, sites, _target(sites, ops, layers, heads, exempt_first, stacks), opts), model)
 
 
 def remove(
@@ -182,9 +182,9 @@ def remove(
     """
     if reference is not None:
         reference = check_indices(reference, "reference", None, what="positions", unique=False)
-    scheme, ops = _site(model, site, "remove")
-    opts = _options("remove", ops, scheme, SiteOptions(bands=bands, reference=reference))
-    return bind_to_model(ops.remove(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), opts), model)
+    sites, ops = _site(model, site, "remove")
+    opts = _options("remove", ops, sites, SiteOptions(bands=bands, reference=reference))
+    return bind_to_model(ops.remove(model, sites, _target(sites, ops, layers, heads, exempt_first, stacks), opts), model)
 
 
 def replace(
@@ -221,10 +221,10 @@ def replace(
     Raises:
         SchemeError: the verb or an option does not apply to the model's site.
     """
-    scheme, ops = _site(model, site, "replace")
+    sites, ops = _site(model, site, "replace")
     pmap = as_position_map(positions)
-    opts = _options("replace", ops, scheme, SiteOptions(bands=bands, keep_bands=keep_bands))
-    hooks = ops.replace(model, scheme, _target(scheme, ops, layers, heads, exempt_first, stacks), pmap, opts)
+    opts = _options("replace", ops, sites, SiteOptions(bands=bands, keep_bands=keep_bands))
+    hooks = ops.replace(model, sites, _target(sites, ops, layers, heads, exempt_first, stacks), pmap, opts)
     return bind_to_model(hooks, model)
 
 
@@ -259,7 +259,7 @@ def project_out(
     if basis is not None and hasattr(basis, "hooks") and callable(basis.hooks):
         out = basis.hooks(model)
         return out if isinstance(out, HookList) else HookList(out, label="eraser")
-    scheme, ops = _site(model, site, "project_out")
+    sites, ops = _site(model, site, "project_out")
     b = None
     if basis is not None:
         try:
@@ -274,12 +274,12 @@ def project_out(
         if not bool(torch.isfinite(b).all()):
             raise SchemeError("basis contains NaN or inf; pass finite directions")
     if k is not None:
-        available = scheme.d_model if b is None else (b.shape[0] if b.ndim == 2 else 1)
-        if b is None and scheme.n_ctx:
-            available = min(available, scheme.n_ctx - 1)
+        available = sites.d_model if b is None else (b.shape[0] if b.ndim == 2 else 1)
+        if b is None and sites.n_ctx:
+            available = min(available, sites.n_ctx - 1)
         check_int(k, "k", minimum=1, maximum=available,
                   fix="k counts the directions to remove (None: all of basis, or 95% of W_pos's variance)")
-    hooks = ops.project_out(model, scheme, _target(scheme, ops, layers, None, exempt_first, stacks), b, k)
+    hooks = ops.project_out(model, sites, _target(sites, ops, layers, None, exempt_first, stacks), b, k)
     out = bind_to_model(hooks, model)
     out.basis = hooks.basis
     return out

@@ -164,6 +164,9 @@ ARCH_OVERRIDES: dict[str, dict[str, object]] = {
     "Zamba2ForCausalLM": {"layers_block_type": ["linear_attention", "hybrid", "linear_attention", "linear_attention"],
                           "hybrid_layer_ids": [1], "mamba_headdim": 16, "n_mamba_heads": 8, "mamba_d_state": 16,
                           "attention_head_dim": 32, "attention_hidden_size": 128},
+    # Falcon-H1: its mamba mixer is full-size by default (d_ssm 1024, 128 heads, state 256, chunks of 256: ~3 s a forward)
+    "FalconH1ForCausalLM": {"mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 16,
+                            "mamba_chunk_size": 16},
     "JambaForCausalLM": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
 }
 

@@ -4,7 +4,8 @@
 dictionary here, nothing is stored on the model): one that records which positional hooks fire
 (on which layers, with which shapes) and one per site with an edit that must change the logits if
 the site takes edits (positions zeroed, tables set to no rotation, post-rotation queries zeroed,
-noise added to the attention scores). Every hook is removed again, the model's train/eval mode and
+noise added to the attention scores), and one that compares each bridge attention block with the
+HF module it wraps (``pe_hooks.sites.fidelity``). Every hook is removed again, the model's train/eval mode and
 torch's random state are restored, and gradients are off: the model is as it was.
 
 With the HF config and rotary module (``RotaryFacts``) these are what a registry description
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from pe_hooks.core.types import Model, is_bridge
+from pe_hooks.sites.fidelity import AttentionFidelity, attention_vs_hf
 from pe_hooks.sites.relative import RelativeFacts, measure_relative
 from pe_hooks.sites.tables import TABLE_HOOKS, TABLE_INPUTS, TableFacts, measure_table
 
@@ -65,6 +67,8 @@ class HookFacts:
         tables: table hook -> how the model indexes that absolute position table (learned or
             sinusoidal; ``pe_hooks.sites.tables``), for each table hook whose output is rows of it.
         relative: table hook -> the relative position bias it carries (T5; ``pe_hooks.sites.relative``).
+        attention: each bridge attention block vs its own HF module on the same inputs
+            (``pe_hooks.sites.fidelity``; ``None`` on TL 3.x or without wrapped attention).
         error: why the measuring forward failed (then nothing else is known).
     """
 
@@ -77,6 +81,7 @@ class HookFacts:
     causal: bool = True
     tables: Mapping[str, TableFacts] = field(default_factory=dict)
     relative: Mapping[str, RelativeFacts] = field(default_factory=dict)
+    attention: AttentionFidelity | None = None
     error: str | None = None
 
     def fire(self, template: str) -> bool:
@@ -169,7 +174,7 @@ def _measure(model: Model) -> HookFacts:
         fires={t: tuple(sorted(v)) for t, v in fired.items()}, shapes=shapes, order=order,
         exists=frozenset(t for t, _ in names.values()), takes_edits=frozenset(takes),
         scores_post_softmax=post, causal=causal, tables={h: t for h, t in tables.items() if h not in relative},
-        relative=relative,
+        relative=relative, attention=attention_vs_hf(model, ids),
     )
 
 
@@ -233,6 +238,17 @@ def _rope_type(hf_cfg: Any) -> str:
     return str(scaling.get("rope_type", scaling.get("type", "default"))) if isinstance(scaling, dict) else "default"
 
 
+def _hooked_rope_type(cfg: Any) -> str:
+    """TL 3's rotary scaling options as the HF ``rope_type`` they implement."""
+    if getattr(cfg, "use_dynamic_ntk_rope", False):
+        return "dynamic"  # Qwen-1: the base grows with the key length
+    if getattr(cfg, "use_NTK_by_parts_rope", False):
+        return "llama3"  # Llama-3.1 NTK-by-parts
+    if getattr(cfg, "use_yarn_rope", False):
+        return "yarn"
+    return "linear" if float(getattr(cfg, "rotary_scaling_factor", 1.0) or 1.0) != 1.0 else "default"
+
+
 def _no_rope_layers(hf_cfg: Any, n_layers: int) -> tuple[int, ...]:
     flags = getattr(hf_cfg, "no_rope_layers", None)  # SmolLM3, Llama-4: 1 = rotates, 0 = NoPE
     if isinstance(flags, (list, tuple)) and len(flags) >= n_layers:
@@ -244,7 +260,7 @@ def rotary_facts(model: Model) -> RotaryFacts:
     """``RotaryFacts`` of a bridge (from its HF config and rotary module) or a TL 3.x model."""
     cfg = model.cfg
     if not is_bridge(model):
-        return RotaryFacts(adjacent_pairs=bool(getattr(cfg, "rotary_adjacent_pairs", False)))
+        return RotaryFacts(rope_type=_hooked_rope_type(cfg), adjacent_pairs=bool(getattr(cfg, "rotary_adjacent_pairs", False)))
     hf_cfg = model.original_model.config
     rot = getattr(getattr(model, "rotary_emb", None), "original_component", None)
     buffers = [n for n, _ in rot.named_buffers()] if rot is not None else []

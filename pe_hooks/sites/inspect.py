@@ -109,7 +109,8 @@ def rotary_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
     """``(inv_freq, attention_scaling)`` that layer ``layer`` of a rotary model really uses.
 
     Read from the HF rotary module's buffers (so rope-scaling variants such as Llama-3 or YaRN
-    are exact) on a bridge; computed from ``cfg.rotary_base``/``rotary_dim`` on TL 3.
+    are exact) on a bridge; on TL 3, from the table each attention module builds (its own base,
+    ``rotary_base_local`` on local layers, NTK-by-parts, YaRN, linear scaling).
     """
     if is_bridge(model):
         rot = getattr(model, "rotary_emb", None)
@@ -127,11 +128,31 @@ def rotary_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
             raise SchemeError(f"{type(hf_rot).__name__} has no inv_freq buffer for layer {layer}: pe-hooks cannot read "
                               "its rotary frequencies")
         return inv.detach().float().clone(), scaling
+    return _hooked_frequencies(model, layer)
+
+
+def _hooked_base(model: Model, layer: int) -> float:
+    """TL 3: the base layer ``layer`` builds its table with (``rotary_base_local`` on local layers)."""
+    attn = model.blocks[layer].attn
+    own = getattr(attn, "_rotary_base", None)
+    return float(own() if callable(own) else model.cfg.rotary_base)
+
+
+def _hooked_frequencies(model: Model, layer: int) -> tuple[torch.Tensor, float]:
+    """TL 3: the angles of position 1 in the table layer ``layer`` builds with its own
+    ``calculate_sin_cos_rotary`` (its base, NTK-by-parts, YaRN or linear scaling included), in float64:
+    what its ``rotary_cos``/``rotary_sin`` buffers hold, at full precision."""
     cfg = model.cfg
     dim = int(cfg.rotary_dim)
-    base = float(cfg.rotary_base)
-    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    return inv, 1.0
+    attn = model.blocks[layer].attn
+    build = getattr(attn, "calculate_sin_cos_rotary", None)
+    if not callable(build):  # an older TL 3 without it: plain RoPE from the config
+        inv = 1.0 / (_hooked_base(model, layer) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        return inv.float(), 1.0
+    sin, cos = build(dim, 2, base=_hooked_base(model, layer), dtype=torch.float64)
+    cols = slice(0, dim, 2) if getattr(cfg, "rotary_adjacent_pairs", False) else slice(0, dim // 2)
+    inv = torch.atan2(sin[1, cols].double(), cos[1, cols].double())  # every angle < pi: inv <= 1
+    return inv.float(), float(cos[0, 0])
 
 
 def _rotating_layers(model: Model, spec: FamilySpec, n_layers: int) -> tuple[int, ...]:
@@ -199,7 +220,7 @@ def inspect(model: Model) -> PositionalScheme:
             hf_cfg = _hf_config(model)
             kw["rotary_base"] = tuple(_rope_theta(hf_cfg, t) for t in _layer_types(model))
         else:
-            kw["rotary_base"] = tuple(float(cfg.rotary_base) for _ in L)
+            kw["rotary_base"] = tuple(_hooked_base(model, i) for i in L)
     never = tuple(t.replace("{i}", "*") for t in spec.never_fire)
     name = getattr(cfg, "model_name", None) or type(model).__name__
     arch, _ = _architecture(model)

@@ -23,7 +23,7 @@ import torch
 
 from pe_hooks.core.errors import SchemeError
 from pe_hooks.core.types import Model
-from pe_hooks.sites.positions import PositionSource
+from pe_hooks.sites.positions import PositionSource, Recorded
 from pe_hooks.sites.scheme import PositionalScheme
 
 
@@ -38,55 +38,62 @@ def positions_from_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return valid, key_pos.float(), query_pos.float()
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaskPositions(PositionSource):
     """A ``PositionSource`` that records each forward's per-row positions at layer 0's scores.
 
     ``hooks``: a reset at the embedding (fires first in every forward) and the recorder at layer
-    0's ``hook_attn_scores``; ``get(x)`` returns the recorded positions, or ``arange`` (noted, and
-    checked against the mask when the scores arrive) for a hook that fires before them.
+    0's ``hook_attn_scores``; ``get(x)`` returns the recorded positions, or ``arange`` (noted in
+    ``guessed``, and checked against the mask when the scores arrive) for a hook that fires before them.
     """
 
     kind: str = "mask"
-    guessed: list[str] = field(default_factory=list)
+    guessed: list[str] = field(default_factory=list)  # this forward's hooks that were given arange
 
     @classmethod
-    def for_model(cls, model: Model, scheme: PositionalScheme) -> MaskPositions:
-        src = cls(scheme)
+    def for_model(cls, model: Model, sites: PositionalScheme) -> MaskPositions:
+        rec, guessed = Recorded(), list[str]()
         start = next((n for n in ("hook_embed", "embed.hook_out", "embed.hook_in") if n in model.hook_dict), None)
-        src.hooks = [] if start is None else [(start, src._reset)]
-        src.hooks.append((scheme.attn_scores[0], src._record))
-        return src
 
-    def _reset(self, x: torch.Tensor, hook: Any) -> None:
-        self.positions, self.guessed = None, []
+        def reset(x: torch.Tensor, hook: Any) -> None:
+            rec.positions = None
+            guessed.clear()
 
-    def _record(self, scores: torch.Tensor, hook: Any) -> None:
-        valid, _, query_pos = positions_from_scores(scores)
-        pos = query_pos.long()
-        q = scores.shape[2]
-        real = valid[:, :, -q:].diagonal(dim1=-2, dim2=-1)  # [b, q]: the query's own key is unmasked
-        arange = torch.arange(q, device=pos.device).expand_as(pos)
-        if self.guessed and bool(((pos != arange) & real).any()):
-            cached = scores.shape[3] > q
-            raise SchemeError(
-                f"{self.scheme.model_name} ({self.scheme.scheme.value}) carries no positions before layer 0's "
-                f"attention, so a position-dependent hook at {self.guessed[0]} cannot see "
-                + (
-                    "the positions of a KV-cache step; generate with use_past_kv_cache=False, or act on layers >= 1 only"
-                    if cached else
-                    "this batch's left padding (its real tokens are not at positions 0..n-1). Pad on the right "
-                    "instead (tokenizer.padding_side = 'right': every real token keeps its position), run the rows "
-                    "one at a time, or act on layers >= 1 only"
-                )
-            )
-        self.positions = pos
+        def record(scores: torch.Tensor, hook: Any) -> None:
+            rec.positions = _checked_positions(sites, scores, guessed)
+
+        first = () if start is None else ((start, reset),)
+        return cls(sites, "mask", (*first, (sites.attn_scores[0], record)), rec, guessed)
 
     def get(self, like: torch.Tensor) -> torch.Tensor:
         """Per-row positions ``[batch, seq]`` for an activation ``like`` ``[batch, seq, ...]``."""
         b, s = like.shape[0], like.shape[1]
-        pos = self.positions
+        pos = self.recorded.positions
         if pos is None or tuple(pos.shape) != (b, s):
             self.guessed.append("a hook before layer 0's attention (resid_pre of layer 0)")
             return torch.arange(s, device=like.device).expand(b, s)
         return pos.to(like.device)
+
+
+def _checked_positions(sites: PositionalScheme, scores: torch.Tensor, guessed: list[str]) -> torch.Tensor:
+    """Each row's query positions ``[b, q]`` from layer 0's masked ``scores``; a ``SchemeError`` if
+    a hook was given ``arange`` (``guessed``) where the real tokens are not at ``arange``."""
+    valid, _, query_pos = positions_from_scores(scores)
+    pos = query_pos.long()
+    q = scores.shape[2]
+    real = valid[:, :, -q:].diagonal(dim1=-2, dim2=-1)  # [b, q]: the query's own key is unmasked
+    arange = torch.arange(q, device=pos.device).expand_as(pos)
+    if guessed and bool(((pos != arange) & real).any()):
+        cached = scores.shape[3] > q
+        raise SchemeError(
+            f"{sites.model_name} ({sites.scheme.value}) carries no positions before layer 0's "
+            f"attention, so a position-dependent hook at {guessed[0]} cannot see "
+            + (
+                "the positions of a KV-cache step; generate with use_past_kv_cache=False, or act on layers >= 1 only"
+                if cached else
+                "this batch's left padding (its real tokens are not at positions 0..n-1). Pad on the right "
+                "instead (tokenizer.padding_side = 'right': every real token keeps its position), run the rows "
+                "one at a time, or act on layers >= 1 only"
+            )
+        )
+    return pos

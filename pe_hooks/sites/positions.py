@@ -27,50 +27,57 @@ from pe_hooks.sites.rotary_positions import PositionTracker, candidate_freqs
 from pe_hooks.sites.scheme import PositionalScheme
 from pe_hooks.sites.tables import TABLE_INPUTS, TableFacts, match_rows, position_table, positions_of
 
-__all__ = ["PositionSource", "match_rows", "position_source", "table_positions"]
+__all__ = ["PositionSource", "Recorded", "match_rows", "position_source", "table_positions"]
 
 
 @dataclass
-class PositionSource:
-    """Records each forward's positions ``[batch, seq]`` for hooks that run later in it."""
+class Recorded:
+    """The positions ``[batch, seq]`` a source's hooks recorded in the current forward (``None``:
+    none yet): the only state of a ``PositionSource`` that changes after it is built."""
 
-    scheme: PositionalScheme
-    hooks: list[tuple[str, HookFn]] = field(default_factory=list)
     positions: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PositionSource:
+    """Records each forward's positions ``[batch, seq]`` for hooks that run later in it: ``hooks``
+    write them into ``recorded``, ``get`` reads them (``kind="arange"``: ``arange(seq)``)."""
+
+    sites: PositionalScheme
     kind: str = "arange"
+    hooks: tuple[tuple[str, HookFn], ...] = ()
+    recorded: Recorded = field(default_factory=Recorded)
 
     def get(self, like: torch.Tensor) -> torch.Tensor:
         """Positions for an activation ``like`` of shape ``[batch, seq, ...]``."""
         b, s = like.shape[0], like.shape[1]
         if self.kind == "arange":
             return torch.arange(s, device=like.device).expand(b, s)
-        if self.positions is None:
+        if self.recorded.positions is None:
             raise RuntimeError("positions were not recorded: the position hooks did not fire")
-        pos = self.positions.to(like.device)
+        pos = self.recorded.positions.to(like.device)
         if pos.shape[-1] != s:
             raise RuntimeError(f"recorded positions {tuple(pos.shape)} do not match activation {tuple(like.shape)}")
         return pos.expand(b, s)
 
 
-def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
+def position_source(model: Model, sites: PositionalScheme) -> PositionSource:
     """The best position source for ``model`` (see the module docstring)."""
-    src = PositionSource(scheme)
-    if scheme.scheme is Scheme.ROTARY and scheme.rotary_cos is not None:
-        layout = scheme.rotary_layout
-        tracker = PositionTracker(candidate_freqs(model, scheme), interleaved=layout is not None and layout.tables == "repeated")
+    if sites.scheme is Scheme.ROTARY and sites.rotary_cos is not None and sites.rotary_sin is not None:
+        layout = sites.rotary_layout
+        tracker = PositionTracker(candidate_freqs(model, sites), interleaved=layout is not None and layout.tables == "repeated")
+        rec = Recorded()
 
         def after(sin: torch.Tensor, hook: Any) -> None:
-            src.positions = tracker.get()
+            rec.positions = tracker.get()
 
-        src.hooks = [*tracker.hooks(scheme), (scheme.rotary_sin, after)]  # type: ignore[list-item]
-        src.kind = "rotary"
-        return src
-    if scheme.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and scheme.pos_embed:
-        return table_positions(model, scheme, scheme.family.tables[0] if scheme.family.tables else None)
-    if scheme.scheme is Scheme.ALIBI and scheme.attn_scores:  # issue 23: per-row positions from the mask
+        return PositionSource(sites, "rotary", (*tracker.hooks(sites), (sites.rotary_sin, after)), rec)
+    if sites.scheme in (Scheme.LEARNED, Scheme.SINUSOIDAL) and sites.pos_embed:
+        return table_positions(model, sites, sites.family.tables[0] if sites.family.tables else None)
+    if sites.scheme is Scheme.ALIBI and sites.attn_scores:  # issue 23: per-row positions from the mask
         from pe_hooks.sites.padding import MaskPositions
 
-        return MaskPositions.for_model(model, scheme)
+        return MaskPositions.for_model(model, sites)
     seen_long = {"flag": False}
 
     def guard(t: torch.Tensor, hook: Any) -> None:
@@ -78,43 +85,39 @@ def position_source(model: Model, scheme: PositionalScheme) -> PositionSource:
             seen_long["flag"] = True
         elif seen_long["flag"]:
             raise SchemeError(
-                f"{scheme.model_name} ({scheme.scheme.value}) exposes no hook that carries positions, so "
+                f"{sites.model_name} ({sites.scheme.value}) exposes no hook that carries positions, so "
                 "position-dependent hooks cannot follow KV-cache decoding; generate with "
                 "use_past_kv_cache=False"
             )
 
-    src.hooks = [("hook_embed", guard)] if "hook_embed" in model.hook_dict else []
-    return src
+    return PositionSource(sites, "arange", (("hook_embed", guard),) if "hook_embed" in model.hook_dict else ())
 
 
-def table_positions(model: Model, scheme: PositionalScheme, table: TableFacts | None) -> PositionSource:
+def table_positions(model: Model, sites: PositionalScheme, table: TableFacts | None) -> PositionSource:
     """Positions of each forward as one absolute position table sees them (``t = row - offset``;
     ``-1``: a padding token's row before position 0): from the row ids its input hook carries, or
     from the rows its output vectors equal. ``table=None``: ``hook_pos_embed`` over ``W_pos``, offset 0."""
-    src = PositionSource(scheme)
+    rec = Recorded()
     hook = table.hook if table is not None else "hook_pos_embed"
     offset = table.offset if table is not None else 0
-    n_pos = table.positions if table is not None else scheme.n_ctx
-    if table is None or table.ids_index:
-        ids_hook = TABLE_INPUTS[hook] if table is not None else scheme.pos_ids_hook
+    n_pos = table.positions if table is not None else sites.n_ctx
+    ids_hook = sites.pos_ids_hook if table is None else TABLE_INPUTS[hook] if table.ids_index else None
+    if ids_hook:
 
         def ids(t: torch.Tensor, hook: Any) -> None:
             if t.numel() and n_pos and int(t.max()) - offset >= n_pos:
                 raise DataError(
-                    f"position {int(t.max()) - offset} is beyond the context of {scheme.model_name} ({n_pos} positions: "
+                    f"position {int(t.max()) - offset} is beyond the context of {sites.model_name} ({n_pos} positions: "
                     f"W_pos has rows 0..{n_pos - 1}); shorten the sequence to at most {n_pos} tokens"
                 )
-            src.positions = t.long() - offset
+            rec.positions = t.long() - offset
 
-        if ids_hook:
-            src.hooks, src.kind = [(ids_hook, ids)], "pos_ids"
-            return src
+        return PositionSource(sites, "pos_ids", ((ids_hook, ids),), rec)
     full = position_table(model, hook)
     rows = (full if full is not None else model.W_pos).detach()
 
     def match(x: torch.Tensor, hook: Any) -> None:
         pos = positions_of(x, rows, offset)
-        src.positions = pos if x.ndim == 3 else pos[None]  # [seq, d] tables (no batch dimension)
+        rec.positions = pos if x.ndim == 3 else pos[None]  # [seq, d] tables (no batch dimension)
 
-    src.hooks, src.kind = [(hook, match)], "w_pos_match"
-    return src
+    return PositionSource(sites, "w_pos_match", ((hook, match),), rec)

@@ -19,7 +19,9 @@ To add a scheme or family: append a ``Description`` (and, for a new scheme, its 
 - BLOOM has no bias-only ALiBi hook: ``hook_attn_scores`` already holds ``slope_h * key_pos``
   (TL 4) or ``slope_h * (j - i)`` (TL 3);
 - Gemma-4 / JetMoe and others fire only the top-level tables; GPT-J and CodeGen wrap HF attention
-  whole (no editable positional hook).
+  whole (no editable positional hook);
+- a bridge may reimplement attention and not be the HF model (TL 4.3's Falcon with ``alibi=True``):
+  each block is compared with the HF module it wraps (``sites.fidelity``), refused where they differ.
 """
 
 from __future__ import annotations
@@ -184,15 +186,37 @@ class Refusal:
     reason: str
     applies: Callable[[Scheme, HookFacts, RotaryFacts | None], bool] = field(repr=False)
     when_unfit: bool = False  # explains why no description fits (checked after the descriptions)
+    detail: Callable[[HookFacts], str] | None = field(default=None, repr=False)  # what was measured, appended
+
+    def message(self, facts: HookFacts) -> str:
+        return self.reason + (f" ({self.detail(facts)})" if self.detail is not None else "")
+
+
+def _attention_detail(facts: HookFacts) -> str:
+    a = facts.attention
+    if a is None:
+        return ""
+    return (f"measured on six tokens: blocks {list(a.differs)} differ by up to {a.worst:.2g} of the HF output's largest "
+            f"value, tolerance {a.tol:.0e}")
 
 
 #: hooks any explicit positional encoding exposes (none of them on a model without one)
 POSITIONAL_HOOKS = ("hook_pos_embed", "decoder_pos_embed.hook_out", "rotary_emb.hook_cos", "blocks.{i}.attn.hook_cos",
                     "blocks.{i}.attn.hook_rot_q")
 
+#: measured on any scheme (``sites.fidelity``): the bridge reimplements attention and its version is not
+#: the HF module's (TL 4.3's Falcon with ``alibi=True`` adds half of BLOOM's slopes; the canary
+#: ``tests/test_alibi_families.py::test_falcon_alibi_bridge_differs_from_hf_upstream`` says when that
+#: is fixed, and this refusal then lifts by itself)
+BRIDGE_NOT_HF = ("the bridge's own attention differs from the HF model's attention module on the same inputs "
+                 "(TransformerLens reimplements it, e.g. with other ALiBi slopes), so no verb can be proven against "
+                 "the HF model")
+
 #: What pe-hooks refuses (data: a predicate and a reason): checked before the descriptions, or, with
 #: ``when_unfit``, to say why none fits.
 REFUSALS: tuple[Refusal, ...] = (
+    Refusal(BRIDGE_NOT_HF, lambda s, h, r: h.attention is not None and bool(h.attention.differs),
+            detail=_attention_detail),
     Refusal("its rotary module returns complex freqs_cis tables (no cos/sin hooks to edit)",
             lambda s, h, r: r is not None and r.complex_tables),
     Refusal("its rotary module has no inv_freq buffer tied to each layer (inv_freq, or one <layer type>_inv_freq "
@@ -216,7 +240,7 @@ REFUSALS: tuple[Refusal, ...] = (
             "does not exist), so no hook reaches the table",
             lambda s, h, r: s is Scheme.SINUSOIDAL and "hook_pos_embed" not in h.exists, when_unfit=True),
 )
-# REFUSALS apply only to rotary models (r is None otherwise); a new scheme's refusals test ``s`` themselves.
+# ``r`` is None on non-rotary models: a refusal of one scheme tests ``s`` (or ``r``) itself.
 
 
 def _missing(desc: Description, facts: HookFacts) -> list[str]:
@@ -265,14 +289,14 @@ def describe(
         if not _missing(desc, facts):
             for refusal in REFUSALS:  # fits a description, but a known case pe-hooks does not edit right
                 if not refusal.when_unfit and refusal.applies(scheme, facts, rotary):
-                    return None, refusal.reason
+                    return None, refusal.message(facts)
             spec = _spec(desc, backend, facts, rotary, n_bands)
             if alibi is not None and desc.scheme is Scheme.ALIBI:
                 spec = replace(spec, alibi_slopes=alibi.slopes)
             return spec, ""
     for refusal in REFUSALS:  # a known reason why none fits
         if refusal.when_unfit and refusal.applies(scheme, facts, rotary):
-            return None, refusal.reason
+            return None, refusal.message(facts)
     if not candidates:
         return None, f"no description of {scheme.value} positions on the {backend} backend"
     return None, "; ".join(f"not '{d.name}': {why_not(d, facts)}" for d in candidates)

@@ -127,9 +127,9 @@ def angles_from_tables(cos: torch.Tensor, sin: torch.Tensor, half: int, interlea
     return torch.atan2(s.float(), c.float())
 
 
-def candidate_freqs(model: Model, scheme: PositionalScheme) -> list[tuple[torch.Tensor, float]]:
+def candidate_freqs(model: Model, sites: PositionalScheme) -> list[tuple[torch.Tensor, float]]:
     seen: list[tuple[torch.Tensor, float]] = []
-    for layer in range(scheme.n_layers):
+    for layer in range(sites.n_layers):
         inv, s = rotary_frequencies(model, layer)
         if not any(inv.shape == o.shape and torch.equal(inv, o) for o, _ in seen):
             seen.append((inv, s))
@@ -156,8 +156,8 @@ class PositionTracker:
     def __post_init__(self) -> None:
         self._plans = [decode_plan(inv, self.limit) for inv, _ in self.candidates]  # per model, not per forward
 
-    def hooks(self, scheme: PositionalScheme) -> list[tuple[str, HookFn]]:
-        assert scheme.rotary_cos is not None and scheme.rotary_sin is not None
+    def hooks(self, sites: PositionalScheme) -> list[tuple[str, HookFn]]:
+        assert sites.rotary_cos is not None and sites.rotary_sin is not None
 
         def stash(cos: torch.Tensor, hook: Any) -> None:
             self._cos = cos
@@ -166,7 +166,7 @@ class PositionTracker:
             assert self._cos is not None, "rotary cos hook did not fire before sin"
             self.positions = self.decode(self._cos, sin)
 
-        return [(scheme.rotary_cos, stash), (scheme.rotary_sin, decode)]
+        return [(sites.rotary_cos, stash), (sites.rotary_sin, decode)]
 
     def decode(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Integer positions ``[b, s]`` of tables ``cos``/``sin``, checked (see the class doc)."""
