@@ -1907,13 +1907,19 @@ def hf_ref(name: str) -> Any:
     return _hf_refs[name]
 
 
+_hf_mean: dict[str, Any] = {}
+
+
 def hf_mean_tables(name: str, n: int) -> Any:
     """The HF model of ``name`` with its rotary module patched by hand to return the mean tables over
-    positions ``0..n-1`` for every token (what rotary ``remove()`` does to a row whose largest position is n-1)."""
+    positions ``0..n-1`` for every token (what rotary ``remove()`` does to a row whose largest position is n-1).
+    One model per name, re-patched on each call (the patch replaces the module's forward whole)."""
     from pe_hooks.models import load_hf
 
-    hf, _ = load_hf(name)
-    hf.set_attn_implementation("eager")
+    if name not in _hf_mean:
+        _hf_mean[name] = load_hf(name)[0]
+        _hf_mean[name].set_attn_implementation("eager")
+    hf = _hf_mean[name]
     for m in (m for m in hf.modules() if hasattr(m, "inv_freq")):
         ang = torch.arange(n, dtype=torch.float32)[:, None] * m.inv_freq[None]
         c, s = torch.cos(ang).mean(0), torch.sin(ang).mean(0)
@@ -2056,7 +2062,6 @@ for kind in ROPE_KINDS:
 # (mutating map, the same map without the in-place edit)
 IN_PLACE_MAPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
     "q.add_(2)": (lambda q: q.add_(2).float(), lambda q: q.float() + 2),
-    "q.mul_(2)": (lambda q: q.mul_(2).float(), lambda q: q.float() * 2),
     "q.clamp_(max=5)": (lambda q: q.clamp_(max=5).float(), lambda q: q.clamp(max=5).float()),
     "q.fill_(3) (constant)": (lambda q: q.fill_(3).float(), lambda q: torch.full_like(q, 3).float()),
     "q[:, 1:] = 0, returns q": (lambda q: q.index_fill_(-1, torch.arange(1, q.shape[-1]), 0).float(),

@@ -10,6 +10,7 @@ Tiny models only; the whole file runs in well under two minutes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,16 @@ from tests.bad_input_cases import (
     small_sweep,
 )
 from tests.conftest import get_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One torch thread, as the audit runs (``--threads 1``): on tiny models a second thread only adds
+    synchronisation, and on a shared 2-core machine it made each case ~7x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.item}: {c.id}" for c in CASES])
