@@ -93,10 +93,11 @@ def _spectral_layout(data: Any, graph: Any, dim: int, random_state: Any, metric:
 def _component_spectral(graph: Any, dim: int, random_state: Any) -> np.ndarray:
     """``umap.spectral._spectral_layout`` of one connected graph (``eigsh``, its default for fewer
     than 2 M points), with a fixed ``rng`` for ARPACK's fresh start vectors."""
-    import scipy.sparse
-    import scipy.sparse.linalg
     from inspect import signature
     from warnings import warn
+
+    import scipy.sparse
+    import scipy.sparse.linalg
 
     n = graph.shape[0]
     sqrt_deg = np.sqrt(np.asarray(graph.sum(axis=0)).squeeze())
