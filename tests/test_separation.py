@@ -114,7 +114,8 @@ def test_umap_of_a_small_data_set_is_umaps_own_bit_for_bit() -> None:
     """Below 4096 points ``umap_embed`` hands UMAP the exact neighbour graph it would build itself
     (``pe_hooks.branching.umap_knn``): the distances equal UMAP's own ``pairwise_distances`` with its
     numba metric, and the embedding equals a plain seeded UMAP's, bit for bit (duplicated rows: ties;
-    a connected graph, where the repeatable spectral init of ``umap_init`` is UMAP's own)."""
+    also for 8 far clusters: where ARPACK needs no fresh start vector the repeatable spectral init of
+    ``umap_init`` is UMAP's own)."""
     import umap
     from sklearn.metrics import pairwise_distances
     from sklearn.preprocessing import StandardScaler
@@ -130,6 +131,11 @@ def test_umap_of_a_small_data_set_is_umaps_own_bit_for_bit() -> None:
     assert got.dtype == want.dtype and np.array_equal(got, want)
     plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=2, n_jobs=1).fit_transform(z)
     assert len(x) < SMALL_DATA and np.array_equal(umap_embed(x, seed=2), plain)
+    r = np.random.default_rng(0)  # 8 far clusters: UMAP's multi-component layout, no ARPACK restart
+    far = np.vstack([r.normal(size=(40, 8)) + 30 * r.normal(size=8) for _ in range(8)])
+    plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit_transform(
+        StandardScaler().fit_transform(far))
+    assert np.array_equal(umap_embed(far, seed=0), plain)
 
 
 def test_umap_of_cliques_of_identical_points_repeats_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:

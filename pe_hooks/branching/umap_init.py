@@ -36,7 +36,7 @@ def steady_umap(**kwargs: Any) -> Any:
     class SteadyUMAP(umap.UMAP):  # type: ignore[misc]
         def _fit_embed_data(self, X: Any, n_epochs: Any, init: Any, random_state: Any, **kw: Any) -> Any:
             if isinstance(init, str) and init == "spectral" and not self.densmap:
-                init = _initial_layout(X, self.graph_, self.n_components, n_epochs, random_state, self.metric,
+                init = _initial_layout(X, self.graph_, self.n_components, n_epochs, random_state, self._input_distance_func,
                                        self._metric_kwds)
             return super()._fit_embed_data(X, n_epochs, init, random_state, **kw)
 
