@@ -113,7 +113,9 @@ def test_umap_is_seeded() -> None:
 def test_umap_of_a_small_data_set_is_umaps_own_bit_for_bit() -> None:
     """Below 4096 points ``umap_embed`` hands UMAP the exact neighbour graph it would build itself
     (``pe_hooks.branching.umap_knn``): the distances equal UMAP's own ``pairwise_distances`` with its
-    numba metric, and the embedding equals a plain seeded UMAP's, bit for bit (duplicated rows: ties)."""
+    numba metric, and the embedding equals a plain seeded UMAP's, bit for bit (duplicated rows: ties;
+    also for 8 far clusters: where ARPACK needs no fresh start vector the repeatable spectral init of
+    ``umap_init`` is UMAP's own)."""
     import umap
     from sklearn.metrics import pairwise_distances
     from sklearn.preprocessing import StandardScaler
@@ -129,6 +131,34 @@ def test_umap_of_a_small_data_set_is_umaps_own_bit_for_bit() -> None:
     assert got.dtype == want.dtype and np.array_equal(got, want)
     plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=2, n_jobs=1).fit_transform(z)
     assert len(x) < SMALL_DATA and np.array_equal(umap_embed(x, seed=2), plain)
+    r = np.random.default_rng(0)  # 8 far clusters: UMAP's multi-component layout, no ARPACK restart
+    far = np.vstack([r.normal(size=(40, 8)) + 30 * r.normal(size=8) for _ in range(8)])
+    plain = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit_transform(
+        StandardScaler().fit_transform(far))
+    assert np.array_equal(umap_embed(far, seed=0), plain)
+
+
+def test_umap_of_cliques_of_identical_points_repeats_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of 16 identical points (k = 15) are cliques cut off from the rest of the neighbour graph,
+    as identical tokens are under ``zero`` at MiniLM's layer 0. ``v0 = ones`` spans an invariant subspace
+    of such a clique, so ARPACK needs a fresh start vector: UMAP's own layout of a clique changes call to
+    call (scipy draws it from new OS entropy); ``umap_embed`` repeats bit for bit, and the ARPACK seed it
+    fixes is what decides the picture (another seed, another embedding: the path is exercised)."""
+    import scipy.sparse
+    import umap.spectral
+
+    import pe_hooks.branching.umap_init as umap_init
+    from pe_hooks.branching.analysis import umap_embed
+
+    clique = scipy.sparse.coo_matrix(np.ones((16, 16)) - np.eye(16))
+    own = [umap.spectral._spectral_layout(None, clique, 2, np.random.RandomState(0)) for _ in range(3)]
+    assert not all(np.array_equal(o, own[0]) for o in own[1:])  # upstream's non-determinism
+    r = np.random.default_rng(0)
+    x = np.vstack([r.normal(size=(200, 8)), np.repeat(r.normal(size=(6, 8)) * 10, 16, axis=0)])
+    first = umap_embed(x, seed=0)
+    assert np.array_equal(umap_embed(x, seed=0), first)
+    monkeypatch.setattr(umap_init, "ARPACK_SEED", 1)
+    assert np.abs(umap_embed(x, seed=0) - first).max() > 1.0
 
 
 def test_permuted_path_ratio_is_path_ratio_of_the_permuted_labels() -> None:

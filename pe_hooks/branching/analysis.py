@@ -20,6 +20,7 @@ from pe_hooks.branching.latents import View
 from pe_hooks.branching.layer_choice import heldout_position_r2, position_folds
 from pe_hooks.branching.scores import headline_scores
 from pe_hooks.branching.separation import chance_levels, metrics_frame, separation_metrics, shuffled_control
+from pe_hooks.branching.umap_init import steady_umap
 from pe_hooks.branching.umap_knn import SMALL_DATA, exact_knn
 from pe_hooks.core.atomic import atomic_write_bytes
 from pe_hooks.core.errors import DataError
@@ -57,17 +58,18 @@ class BranchAnalysis:
 def umap_embed(
     x: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean"
 ) -> np.ndarray:
-    """Seeded 2-D UMAP of standardised latents (``random_state`` makes it deterministic). Below
+    """Seeded 2-D UMAP of standardised latents, the same bits on every run: ``random_state`` seeds
+    UMAP and ``pe_hooks.branching.umap_init`` makes its spectral initialisation repeatable (UMAP's
+    own, except that ARPACK's fresh start vectors, needed when the neighbour graph has cliques of
+    identical points, come from a fixed seed instead of new OS entropy). Below
     ``SMALL_DATA`` points the exact neighbour graph UMAP would build is computed in compiled code and
     handed to it (``pe_hooks.branching.umap_knn``: the same embedding, bit for bit, ~20x faster)."""
-    import umap
-
     if len(x) < 4:
         raise DataError(f"UMAP needs at least 4 points, got {len(x)}")
     z = StandardScaler().fit_transform(x)
     k = min(n_neighbors, len(x) - 1)
     exact = len(z) < SMALL_DATA and metric == "euclidean"
-    reducer = umap.UMAP(
+    reducer = steady_umap(
         n_components=2, n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed,
         n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so avoids umap's warning
         precomputed_knn=(*exact_knn(z, k), None) if exact else (None, None, None),
